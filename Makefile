@@ -1,0 +1,46 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv when it is missing and
+# install torch *before* anything that depends on it, so that pip takes the pinned CPU wheel
+# instead of resolving an unpinned torch to a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+# The stamp names the torch spec, so `make test TORCH=torch==2.5.1` reinstalls once and a
+# second run with the same spec reinstalls nothing.
+STAMP := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH))))
+
+.PHONY: install demo test lint format clean help
+
+help:
+	@echo "make demo   - install, generate demo data, train/calibrate/evaluate/score, log to MLflow"
+	@echo "make test   - install what is missing and run the whole test suite"
+	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make format - ruff format and ruff check --fix"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/anomaly demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf outputs mlruns data/demo .pytest_cache dist build

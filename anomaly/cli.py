@@ -1,0 +1,206 @@
+"""The ``anomaly`` command: ``train``, ``score`` and ``demo`` as Hydra applications.
+
+Each command is a thin ``@hydra.main`` wrapper around a plain function in
+:mod:`anomaly.jobs`. The CLI owns the console: progress bars and result tables are printed
+here, errors a user can fix become one line and an exit code instead of a traceback.
+
+Exit codes: 0 success, 1 unexpected failure, 2 configuration or model-file error,
+3 input data error, 4 tracking store unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+import anomaly
+from anomaly.errors import AnomalyError, ConfigError
+from anomaly.tracking.mlflow_logger import ui_command
+
+log = logging.getLogger("anomaly")
+
+USAGE = """\
+usage: anomaly COMMAND [OVERRIDES...]
+
+commands:
+  train   train on defect-free images, calibrate, evaluate, log to MLflow
+          e.g. anomaly train data.root=path/to/images model=cae trainer.max_epochs=30
+  score   score every image in a folder with a trained model
+          e.g. anomaly score model=outputs/train/<run>/model input=path/to/images output=results
+  demo    generate the embedded demo data set, train on it, score its test images
+
+Each command takes Hydra overrides; add --help for the options of one command and
+--cfg job to print its resolved configuration.
+"""
+
+
+def config_dir() -> Path:
+    """The Hydra config folder: packaged inside the wheel, or the source tree's ``conf/``."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if packaged.is_dir():
+        return packaged
+    source = Path(__file__).resolve().parent.parent / "conf"
+    if source.is_dir():
+        return source
+    raise ConfigError(f"configuration folder not found (looked in {packaged} and {source})")
+
+
+def _progress_callback(console: Console) -> tuple[Progress, Callable[[int, int], None]]:
+    bar = Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task("scoring", total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+def _metrics_table(metrics: dict[str, float], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.4f}")
+    return table
+
+
+def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.jobs.train import train
+
+    result = train(cfg)
+    if result["metrics"]:
+        console.print(_metrics_table(result["metrics"], "test-set metrics"))
+    console.print(f"run id:       {result['run_id']}")
+    console.print(f"model folder: {result['model_dir']}")
+    console.print(f"results:      {result['output_dir']}")
+    console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}", soft_wrap=True)
+    return result
+
+
+def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.jobs.score import score
+
+    bar, update = _progress_callback(console)
+    with bar:
+        result = score(cfg, progress=update)
+    console.print(
+        f"scored {result['n_scored']} of {result['n_images']} images: "
+        f"{result['n_defective']} defective ({result['defect_rate']:.1%}), "
+        f"{result['n_errors']} skipped (see errors.csv)"
+        if result["n_errors"]
+        else f"scored {result['n_scored']} images: {result['n_defective']} defective "
+        f"({result['defect_rate']:.1%})"
+    )
+    console.print(f"results:   {result['output_dir']} (scores.csv, masks/, summary.json)")
+    console.print(f"run id:    {result['run_id']}")
+    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}", soft_wrap=True)
+    return result
+
+
+def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.jobs.demo import demo
+
+    bar, update = _progress_callback(console)
+    with bar:
+        result = demo(cfg, progress=update)
+    trained, scored = result["train"], result["score"]
+    console.print(_metrics_table(trained["metrics"], "demo test-set metrics"))
+    console.print(
+        f"scored {scored['n_scored']} test images: {scored['n_defective']} flagged defective"
+    )
+    console.print(f"results:      {trained['output_dir']}")
+    console.print(f"  samples:    {Path(trained['output_dir']) / 'evaluation' / 'samples.png'}")
+    console.print(f"  scores:     {Path(scored['output_dir']) / 'scores.csv'}")
+    console.print(f"model folder: {trained['model_dir']}")
+    console.print(f"MLflow UI:    {ui_command(trained['tracking_uri'])}", soft_wrap=True)
+    return result
+
+
+_COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]] = {
+    "train": ("config", _run_train),
+    "score": ("score", _run_score),
+    "demo": ("config", _run_demo),
+}
+
+
+def _rewrite(command: str, overrides: list[str]) -> list[str]:
+    if command == "score":
+        # `model` is a config group of `train` (the architecture); for `score` it names a
+        # trained model, stored as `model_uri` so Hydra does not look for a group option.
+        overrides = [f"model_uri={o[6:]}" if o.startswith("model=") else o for o in overrides]
+    if command == "demo":
+        overrides = ["experiment=demo", "hydra.job.name=demo", *overrides]
+    return overrides
+
+
+def run_command(command: str, overrides: list[str]) -> int:
+    """Run one command with Hydra overrides; return its exit code."""
+    config_name, runner = _COMMANDS[command]
+    console = Console(stderr=False)
+    outcome = {"code": 0}
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
+    def app(cfg: DictConfig) -> Any:
+        try:
+            return runner(cfg, console)
+        except AnomalyError as exc:
+            log.debug("error detail", exc_info=True)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            outcome["code"] = max(outcome["code"], exc.exit_code)
+        except OmegaConfBaseException as exc:
+            # e.g. a mandatory value (data.root=???) left unset.
+            key = getattr(exc, "full_key", None) or ""
+            message = getattr(exc, "msg", None) or str(exc)
+            console.print(f"[bold red]configuration error:[/] {key} {message}", highlight=False)
+            outcome["code"] = max(outcome["code"], ConfigError.exit_code)
+        return None
+
+    saved = sys.argv
+    sys.argv = [f"anomaly-{command}", *_rewrite(command, overrides)]
+    try:
+        app()
+    except SystemExit as exc:
+        # Hydra exits with 1 on errors in composing the config (unknown group option,
+        # bad override syntax): those are configuration errors.
+        code = exc.code if isinstance(exc.code, int) else 1
+        return ConfigError.exit_code if code == 1 else code
+    finally:
+        sys.argv = saved
+    return outcome["code"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``anomaly`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"anomaly {anomaly.__version__}")
+        return 0
+    command, overrides = args[0], args[1:]
+    if command not in _COMMANDS:
+        print(f"anomaly: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return run_command(command, overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Reading image and mask files: the one place where files become arrays.
+
+Every supported file (PNG, JPEG, BMP, TIFF; 8- or 16-bit; gray, RGB, RGBA, palette, CMYK;
+EXIF-rotated) becomes a float32 array in ``[0, 1]`` of shape ``(H, W, C)`` with the number
+of channels the model expects. Anything that is not a readable image raises
+:class:`~anomaly.errors.ImageReadError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from anomaly.errors import ImageReadError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+# ITU-R 601-2 luma, the same weights Pillow uses for its "L" conversion.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Return True when ``path`` has a supported image extension (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(path: str | os.PathLike[str], *, channels: int) -> np.ndarray:
+    """Read an image file into a float array.
+
+    Args:
+        path: Image file.
+        channels: 1 (gray; colour is converted with ITU-R 601 luma weights) or 3 (RGB; gray
+            is replicated). Alpha is dropped.
+
+    Returns:
+        Array of shape ``(H, W, channels)``, dtype float32, values in ``[0, 1]``. 16-bit
+        files keep their full precision.
+
+    Raises:
+        ImageReadError: The file is empty, truncated, not an image, or too large.
+        ValueError: ``channels`` is not 1 or 3.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "file is empty (0 bytes); was it copied completely?")
+        with warnings.catch_warnings():
+            # A decompression-bomb *warning* becomes an error too: such files are never
+            # inspection photos and decoding them can exhaust memory.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                array = _to_float(img)
+    except ImageReadError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, "file not found") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(
+            path, f"image is too large to decode safely ({exc}); split or downscale it"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(path, "not a readable image (unknown or corrupt format)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+        raise ImageReadError(path, f"corrupt or truncated image data ({exc})") from exc
+    return _match_channels(array, channels)
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a ground-truth mask as a boolean array.
+
+    Args:
+        path: Mask file; any image format. Pixels brighter than half the range are defect.
+
+    Returns:
+        Boolean array of shape ``(H, W)``.
+
+    Raises:
+        ImageReadError: The file cannot be read.
+    """
+    return read_image(path, channels=1)[..., 0] > 0.5
+
+
+def _to_float(img: Image.Image) -> np.ndarray:
+    """Convert a decoded Pillow image to ``(H, W, C)`` float32 in [0, 1], C in {1, 3}."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return (np.asarray(img, dtype=np.float32) / 65535.0)[..., None]
+    if mode == "I":
+        # 32-bit integer mode: Pillow uses it for 16-bit grayscale PNG and TIFF files.
+        return (np.clip(np.asarray(img, dtype=np.float32), 0, 65535) / 65535.0)[..., None]
+    if mode == "F":
+        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
+    if mode in ("1", "L", "LA", "La"):
+        return (np.asarray(img.convert("L"), dtype=np.float32) / 255.0)[..., None]
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _match_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    if array.shape[-1] == channels:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    if channels == 1:
+        return (array @ _LUMA)[..., None].astype(np.float32)
+    return np.repeat(array, 3, axis=-1)

@@ -1,0 +1,118 @@
+"""Score a folder of images with a trained model and log the run to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from anomaly.model_folder import load_detector
+from anomaly.scoring.score import Progress, score_folder
+from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
+from anomaly.tracking.model import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def run_scoring(
+    *,
+    model: str,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    tracking_uri: str | None,
+    experiment: str,
+    image_threshold: float | None = None,
+    pixel_threshold: float | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    write_masks: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Score ``input_dir`` with ``model`` into ``output_dir`` inside an MLflow run.
+
+    Returns:
+        The summary (see :class:`~anomaly.scoring.score.ScoreSummary`) plus ``run_id``,
+        ``output_dir``, ``tracking_uri`` and ``score_percentiles``.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    output_dir = Path(output_dir).resolve()
+    with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
+        detector = load_detector(resolve_model(model, tracking_uri=uri, download_to=tmp))
+    tags = base_tags(kind="score") | {"model.uri": str(model), "model.id": detector.model_id}
+    with start_run(uri=uri, experiment=experiment, run_name="score", tags=tags) as run:
+        mlflow.log_params(
+            {
+                "model": str(model),
+                "input": str(Path(input_dir).resolve()),
+                "output": str(output_dir),
+            }
+        )
+        summary = score_folder(
+            detector,
+            input_dir,
+            output_dir,
+            image_threshold=image_threshold,
+            pixel_threshold=pixel_threshold,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            write_masks=write_masks,
+            progress=progress,
+        )
+        scores = pd.read_csv(output_dir / "scores.csv")["score"].to_numpy()
+        percentiles = (
+            {f"score_p{q}": float(np.percentile(scores, q)) for q in (50, 95, 99)}
+            if scores.size
+            else {}
+        )
+        mlflow.log_metrics(
+            {
+                "images_total": summary.n_images,
+                "images_scored": summary.n_scored,
+                "images_defective": summary.n_defective,
+                "images_skipped": summary.n_errors,
+                "defect_rate": summary.defect_rate,
+                "seconds": summary.seconds,
+                **percentiles,
+            }
+        )
+        for name in ("scores.csv", "summary.json", "errors.csv"):
+            if (output_dir / name).is_file():
+                mlflow.log_artifact(str(output_dir / name))
+    log.info(
+        "scored %d images (%d defective, %d skipped) into %s",
+        summary.n_scored,
+        summary.n_defective,
+        summary.n_errors,
+        output_dir,
+    )
+    return {
+        **summary.to_dict(),
+        "run_id": run.info.run_id,
+        "output_dir": str(output_dir),
+        "tracking_uri": uri,
+        "score_percentiles": percentiles,
+    }
+
+
+def score(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Score ``cfg.input`` with ``cfg.model_uri`` into ``cfg.output`` (``score.yaml``)."""
+    s = cfg.scoring
+    return run_scoring(
+        model=str(cfg.model_uri),
+        input_dir=str(cfg.input),
+        output_dir=str(cfg.output),
+        tracking_uri=cfg.tracking.uri,
+        experiment=str(cfg.tracking.experiment),
+        image_threshold=s.threshold,
+        pixel_threshold=s.pixel_threshold,
+        batch_size=int(s.batch_size),
+        num_workers=int(s.num_workers),
+        write_masks=bool(s.write_masks),
+        progress=progress,
+    )

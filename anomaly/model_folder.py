@@ -1,0 +1,136 @@
+"""The model folder: everything needed to score, in one directory.
+
+::
+
+    model/
+      model.ckpt        Lightning checkpoint (weights + plain hyper-parameters)
+      model.json        module class, preprocessing, map settings, provenance
+      calibration.json  thresholds fitted on defect-free validation images (editable)
+      config.yaml       the resolved training config
+
+It is written locally before anything is uploaded, so a failed upload never loses a
+finished training, and the same folder is logged to MLflow as the run's ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class
+
+import anomaly
+from anomaly.data.transforms import Preprocess
+from anomaly.errors import ConfigError, ModelFolderError
+from anomaly.io import write_json_atomic, write_text_atomic
+from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
+from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.score import Detector
+
+CHECKPOINT_FILE = "model.ckpt"
+META_FILE = "model.json"
+CONFIG_FILE = "config.yaml"
+
+
+def save_model_folder(
+    folder: str | os.PathLike[str],
+    *,
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    preprocess: Preprocess,
+    maps: MapSettings,
+    calibration: Calibration,
+    config_yaml: str,
+    model_name: str,
+    model_id: str,
+) -> Path:
+    """Write a complete model folder (checkpoint first, metadata last).
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CHECKPOINT_FILE}.tmp"
+    trainer.save_checkpoint(tmp, weights_only=True)
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+    calibration.save(folder / CALIBRATION_FILE)
+    write_text_atomic(folder / CONFIG_FILE, config_yaml)
+    meta = {
+        "module_class": f"{type(module).__module__}.{type(module).__qualname__}",
+        "model_name": model_name,
+        "model_id": model_id,
+        "preprocess": preprocess.to_dict(),
+        "maps": maps.to_dict(),
+        "package_version": anomaly.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(folder / META_FILE, meta)
+    return folder
+
+
+def read_meta(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``model.json``.
+
+    Raises:
+        ModelFolderError: The folder or file is missing or invalid.
+    """
+    folder = Path(folder)
+    path = folder / META_FILE
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {folder} does not exist")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelFolderError(
+            f"{folder} is not a model folder: {META_FILE} is missing (a model folder is "
+            "written by `anomaly train` as <output_dir>/model)"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise ModelFolderError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    for key in ("module_class", "preprocess", "maps"):
+        if key not in meta:
+            raise ModelFolderError(f"{path} lacks the key {key!r}; retrain or restore the file")
+    return meta
+
+
+def load_detector(folder: str | os.PathLike[str]) -> Detector:
+    """Load a model folder into a ready-to-score :class:`Detector` on the CPU.
+
+    Raises:
+        ModelFolderError: Missing or invalid files, or a checkpoint that does not fit.
+    """
+    folder = Path(folder)
+    meta = read_meta(folder)
+    ckpt = folder / CHECKPOINT_FILE
+    if not ckpt.is_file():
+        raise ModelFolderError(f"{ckpt} is missing; the model folder is incomplete")
+    try:
+        module_class = get_class(meta["module_class"])
+    except Exception as exc:
+        raise ModelFolderError(
+            f"{folder / META_FILE}: module_class {meta['module_class']!r} cannot be imported "
+            f"({exc}); is the model from a newer version of anomaly?"
+        ) from exc
+    try:
+        module = module_class.load_from_checkpoint(ckpt, map_location=torch.device("cpu"))
+    except Exception as exc:
+        raise ModelFolderError(f"{ckpt} cannot be loaded as {meta['module_class']}: {exc}") from exc
+    try:
+        preprocess = Preprocess.create(**meta["preprocess"])
+        maps = MapSettings(**meta["maps"])
+    except (ConfigError, TypeError) as exc:
+        raise ModelFolderError(f"{folder / META_FILE}: invalid settings: {exc}") from exc
+    calibration = Calibration.load(folder / CALIBRATION_FILE)
+    return Detector(
+        model=module,
+        preprocess=preprocess,
+        maps=maps,
+        calibration=calibration,
+        model_id=str(meta.get("model_id", "")),
+    )

@@ -1,0 +1,1 @@
+"""Pure torch models: encoders, decoders and ``forward()``; no Lightning, no MLflow."""

@@ -1,0 +1,1 @@
+"""MLflow as the system of record: runs, parameters, metrics, artifacts."""

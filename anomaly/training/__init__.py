@@ -1,0 +1,1 @@
+"""Lightning modules, losses and corruptions: the training logic and nothing else."""
