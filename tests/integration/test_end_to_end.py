@@ -1,0 +1,202 @@
+"""`anomaly train` then `anomaly score` on tiny generated data, checked through MLflow."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from anomaly.scoring.calibration import Calibration
+
+pytestmark = pytest.mark.integration
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> dict[str, int]:
+    found = {}
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            found.update(_artifacts(client, run_id, item.path))
+        else:
+            found[item.path] = item.file_size
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.conftest import stripes, write_png
+    from tests.integration.conftest import run_cli
+
+    work = tmp_path_factory.mktemp("e2e")
+    rng = np.random.default_rng(0)
+    root = work / "data"
+    for i in range(12):
+        write_png(root / "train" / "good" / f"{i:03d}.png", stripes(32, rng))
+    for i in range(3):
+        write_png(root / "test" / "good" / f"{i:03d}.png", stripes(48, rng))
+        image, mask = stripes(48, rng), np.zeros((48, 48), bool)
+        mask[15:27, 18:30] = True
+        image[mask] = 1.0
+        write_png(root / "test" / "spot" / f"{i:03d}.png", image)
+        write_png(root / "ground_truth" / "spot" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
+    uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
+    (work / "store").mkdir()
+    result = run_cli(
+        "train",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.val_fraction=0.25",
+        "trainer.max_epochs=2",
+        "trainer.progress_bar=false",
+        f"tracking.uri={uri}",
+        f"output_dir={work / 'train'}",
+        "tracking.experiment=e2e",
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {"work": work, "root": root, "uri": uri, "stdout": result.stdout}
+
+
+def test_train_run_carries_params_metrics_and_artifacts(trained):
+    client = MlflowClient(trained["uri"])
+    experiment = client.get_experiment_by_name("e2e")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in trained["stdout"]  # the CLI prints the run id
+    params = run.data.params
+    assert params["data.root"] == str(trained["root"])
+    assert params["model.name"] == "cae" and params["data.image_size"] == "32"
+    assert params["data.n_train"] == "9" and params["data.n_val"] == "3"
+    metrics = run.data.metrics
+    for name in (
+        "image_auroc",
+        "pixel_auroc",
+        "train/loss",
+        "val/loss",
+        "calibration/image_threshold",
+    ):
+        assert name in metrics, name
+    assert 0.0 <= metrics["image_auroc"] <= 1.0 and 0.0 <= metrics["pixel_auroc"] <= 1.0
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [0, 1]  # one point per epoch
+    assert run.data.tags["model.name"] == "cae" and run.data.tags["data.fingerprint"]
+    artifacts = _artifacts(client, run.info.run_id)
+    for name in (
+        "config.yaml",
+        "calibration.json",
+        "model/model.ckpt",
+        "model/model.json",
+        "model/calibration.json",
+        "evaluation/samples.png",
+        "evaluation/scores.csv",
+    ):
+        assert artifacts.get(name, 0) > 0, name
+
+
+def test_model_folder_is_complete(trained):
+    model = trained["work"] / "train" / "model"
+    cal = Calibration.load(model / "calibration.json")
+    assert cal.n_images == 3 and cal.image_threshold > 0 and cal.pixel_threshold > 0
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["preprocess"] == {"image_size": [32, 32], "channels": 1}
+    with Image.open(trained["work"] / "train" / "evaluation" / "samples.png") as grid:
+        assert grid.format == "PNG" and grid.size[0] > 300
+
+
+@pytest.mark.parametrize("source", ["folder", "run_uri"])
+def test_score_writes_results_and_its_own_run(trained, cli, source):
+    work, root = trained["work"], trained["root"]
+    client = MlflowClient(trained["uri"])
+    experiment = client.get_experiment_by_name("e2e")
+    (train_run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
+    model = (
+        str(work / "train" / "model")
+        if source == "folder"
+        else f"runs:/{train_run.info.run_id}/model"
+    )
+    out = work / f"scored-{source}"
+    result = cli(
+        "score",
+        f"model={model}",
+        f"input={root / 'test'}",
+        f"output={out}",
+        f"tracking.uri={trained['uri']}",
+        "tracking.experiment=e2e",
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    with open(out / "scores.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6
+    assert set(rows[0]) == {
+        "path",
+        "score",
+        "threshold",
+        "is_defective",
+        "defect_area_px",
+        "model_id",
+    }
+    assert {r["model_id"] for r in rows} == {train_run.info.run_id}
+    for row in rows:
+        with Image.open(out / "masks" / Path(row["path"]).with_suffix(".png")) as mask:
+            assert mask.size == (48, 48)  # the original size, not the model's 32x32
+            values = set(np.unique(np.asarray(mask)).tolist())
+        assert values <= {0, 255}
+        assert int(row["defect_area_px"]) == int((np.asarray(mask) > 0).sum())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_scored"] == 6 and summary["n_errors"] == 0
+
+    runs = client.search_runs([experiment.experiment_id], f"params.output = '{out.resolve()}'")
+    (score_run,) = runs
+    assert score_run.data.tags["anomaly.kind"] == "score"
+    assert score_run.data.metrics["images_scored"] == 6
+    assert "score_p95" in score_run.data.metrics
+    assert _artifacts(client, score_run.info.run_id).get("scores.csv", 0) > 0
+
+
+def test_editing_the_threshold_changes_verdicts_without_retraining(trained, cli):
+    work, root = trained["work"], trained["root"]
+    model = work / "edited-model"
+    import shutil
+
+    shutil.copytree(work / "train" / "model", model)
+    path = model / "calibration.json"
+    raw = json.loads(path.read_text())
+    raw["image_threshold"] = -1.0  # everything above it: every image defective
+    path.write_text(json.dumps(raw))
+    out = work / "edited-out"
+    result = cli(
+        "score",
+        f"model={model}",
+        f"input={root / 'test'}",
+        f"output={out}",
+        f"tracking.uri={trained['uri']}",
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_defective"] == 6 and summary["image_threshold"] == -1.0
+
+
+def test_user_errors_get_one_line_and_an_exit_code(trained, cli):
+    work = trained["work"]
+    missing = cli("train", f"data.root={work / 'nope'}", f"tracking.uri={trained['uri']}", cwd=work)
+    assert missing.returncode == 3
+    assert "data.root" in missing.stdout and "Traceback" not in missing.stdout + missing.stderr
+    unset = cli("train", f"tracking.uri={trained['uri']}", cwd=work)
+    assert unset.returncode == 2 and "data.root" in unset.stdout
+    bad_model = cli(
+        "score",
+        f"model={work / 'nope'}",
+        f"input={work}",
+        f"tracking.uri={trained['uri']}",
+        cwd=work,
+    )
+    assert bad_model.returncode == 2 and "model=" in bad_model.stdout
+    unknown = cli("train", "model=nosuch", cwd=work)
+    assert unknown.returncode == 2

@@ -1,0 +1,76 @@
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from anomaly.training.autoencoder import AutoencoderModule
+
+NET = {
+    "_target_": "anomaly.models.conv_ae.ConvAutoencoder",
+    "image_size": [32, 32],
+    "channels": 1,
+    "latent_dim": 32,
+}
+
+
+def _batches(n: int = 8) -> list[dict]:
+    torch.manual_seed(0)
+    rows = torch.linspace(0, 1, 32).view(1, 1, 32, 1).expand(n, 1, 32, 32)
+    return [{"image": (rows + 0.1 * torch.rand(n, 1, 1, 1)).clamp(0, 1)}]
+
+
+def _trainer(steps: int) -> pl.Trainer:
+    return pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+
+
+def test_overfits_one_batch():
+    pl.seed_everything(0)
+    module = AutoencoderModule(
+        NET,
+        loss={"name": "l2"},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+    )
+    batch = _batches()[0]
+    with torch.no_grad():
+        before = module.loss_fn(module(batch["image"]), batch["image"]).item()
+    _trainer(40).fit(module, DataLoader(_batches() * 40, batch_size=None))
+    with torch.no_grad():
+        after = module.loss_fn(module(batch["image"]), batch["image"]).item()
+    assert after < 0.5 * before
+
+
+def test_ssim_loss_trains():
+    pl.seed_everything(0)
+    module = AutoencoderModule(NET, loss={"name": "ssim", "ssim_sigma": 1.5})
+    loss = module.training_step(_batches()[0], 0)
+    loss.backward()
+    assert 0 < loss.item() <= 2
+    assert all(p.grad is not None for p in module.net.parameters())
+
+
+def test_checkpoint_reloads_without_arguments_and_scores_identically(tmp_path):
+    module = AutoencoderModule(NET, loss={"name": "l2"})
+    trainer = _trainer(2)
+    trainer.fit(module, DataLoader(_batches() * 2, batch_size=None))
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path, weights_only=True)
+    reloaded = AutoencoderModule.load_from_checkpoint(path)
+    x = _batches()[0]["image"]
+    module.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        assert torch.equal(module(x), reloaded(x))
+    assert reloaded.hparams.net == NET
+
+
+def test_reconstructions_interface():
+    module = AutoencoderModule(NET)
+    x = torch.rand(2, 1, 32, 32)
+    ((weight, recon),) = module.reconstructions(x)
+    assert weight == 1.0 and recon.shape == x.shape
