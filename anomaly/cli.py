@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,24 @@ def _rewrite(command: str, overrides: list[str]) -> list[str]:
     return overrides
 
 
+class _DropLightningTips(logging.Filter):
+    """Drop Lightning's advertising tip; keep every other message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_third_party_noise() -> None:
+    # The console belongs to the quality engineer: no advertising, and no deprecation
+    # notices about library internals they cannot act on.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def run_command(command: str, overrides: list[str]) -> int:
     """Run one command with Hydra overrides; return its exit code."""
+    _quiet_third_party_noise()
     config_name, runner = _COMMANDS[command]
     console = Console(stderr=False)
     outcome = {"code": 0}
