@@ -91,7 +91,7 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
     console.print(f"run id:       {result['run_id']}")
     console.print(f"model folder: {result['model_dir']}")
     console.print(f"results:      {result['output_dir']}")
-    console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}", soft_wrap=True)
+    console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -111,7 +111,7 @@ def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
     )
     console.print(f"results:   {result['output_dir']} (scores.csv, masks/, summary.json)")
     console.print(f"run id:    {result['run_id']}")
-    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}", soft_wrap=True)
+    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -130,7 +130,7 @@ def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
     console.print(f"  samples:    {Path(trained['output_dir']) / 'evaluation' / 'samples.png'}")
     console.print(f"  scores:     {Path(scored['output_dir']) / 'scores.csv'}")
     console.print(f"model folder: {trained['model_dir']}")
-    console.print(f"MLflow UI:    {ui_command(trained['tracking_uri'])}", soft_wrap=True)
+    console.print(f"MLflow UI:    {ui_command(trained['tracking_uri'])}")
     return result
 
 
@@ -170,7 +170,8 @@ def run_command(command: str, overrides: list[str]) -> int:
     """Run one command with Hydra overrides; return its exit code."""
     _quiet_third_party_noise()
     config_name, runner = _COMMANDS[command]
-    console = Console(stderr=False)
+    # soft_wrap: paths and commands stay on one line, so they can be copied.
+    console = Console(soft_wrap=True)
     outcome = {"code": 0}
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
