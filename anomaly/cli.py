@@ -56,7 +56,10 @@ def config_dir() -> Path:
     raise ConfigError(f"configuration folder not found (looked in {packaged} and {source})")
 
 
-def _progress_callback(console: Console) -> tuple[Progress, Callable[[int, int], None]]:
+def _with_progress(
+    console: Console, job: Callable[..., dict[str, Any]], cfg: DictConfig
+) -> dict[str, Any]:
+    """Run ``job(cfg, progress=...)`` under a scoring progress bar."""
     bar = Progress(
         TextColumn("scoring"),
         BarColumn(),
@@ -70,7 +73,8 @@ def _progress_callback(console: Console) -> tuple[Progress, Callable[[int, int],
     def update(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
 
-    return bar, update
+    with bar:
+        return job(cfg, progress=update)
 
 
 def _metrics_table(metrics: dict[str, float], title: str) -> Table:
@@ -98,9 +102,7 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
 def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.score import score
 
-    bar, update = _progress_callback(console)
-    with bar:
-        result = score(cfg, progress=update)
+    result = _with_progress(console, score, cfg)
     console.print(
         f"scored {result['n_scored']} of {result['n_images']} images: "
         f"{result['n_defective']} defective ({result['defect_rate']:.1%}), "
@@ -118,9 +120,7 @@ def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
 def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.demo import demo
 
-    bar, update = _progress_callback(console)
-    with bar:
-        result = demo(cfg, progress=update)
+    result = _with_progress(console, demo, cfg)
     trained, scored = result["train"], result["score"]
     console.print(_metrics_table(trained["metrics"], "demo test-set metrics"))
     console.print(

@@ -26,19 +26,25 @@ def stripes(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image + rng.normal(0, 0.02, (size, size)), 0, 1)
 
 
-@pytest.fixture
-def tiny_mvtec(tmp_path: Path) -> Path:
-    """A 32x32 MVTec-style tree: 12 good training images, 3 good and 3 defective tests."""
+def make_tiny_mvtec(root: Path, *, test_size: int = 32, n_train: int = 12, n_test: int = 3) -> Path:
+    """An MVTec-style tree of stripe images: 32x32 training images, square test images of
+    ``test_size`` with a bright square defect in the 'spot' class, and its masks."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "tiny"
-    for i in range(12):
+    for i in range(n_train):
         write_png(root / "train" / "good" / f"{i:03d}.png", stripes(32, rng))
-    for i in range(3):
-        write_png(root / "test" / "good" / f"{i:03d}.png", stripes(32, rng))
-        image = stripes(32, rng)
-        mask = np.zeros((32, 32), dtype=bool)
-        mask[10:18, 12:20] = True
+    lo, hi = test_size * 5 // 16, test_size * 9 // 16
+    for i in range(n_test):
+        write_png(root / "test" / "good" / f"{i:03d}.png", stripes(test_size, rng))
+        image = stripes(test_size, rng)
+        mask = np.zeros((test_size, test_size), dtype=bool)
+        mask[lo:hi, lo:hi] = True
         image[mask] = 1.0
         write_png(root / "test" / "spot" / f"{i:03d}.png", image)
         write_png(root / "ground_truth" / "spot" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
     return root
+
+
+@pytest.fixture
+def tiny_mvtec(tmp_path: Path) -> Path:
+    """A 32x32 MVTec-style tree: 12 good training images, 3 good and 3 defective tests."""
+    return make_tiny_mvtec(tmp_path / "tiny")

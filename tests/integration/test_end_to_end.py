@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +29,12 @@ def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> dict[str, i
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.conftest import stripes, write_png
+    from tests.conftest import make_tiny_mvtec
     from tests.integration.conftest import run_cli
 
     work = tmp_path_factory.mktemp("e2e")
-    rng = np.random.default_rng(0)
-    root = work / "data"
-    for i in range(12):
-        write_png(root / "train" / "good" / f"{i:03d}.png", stripes(32, rng))
-    for i in range(3):
-        write_png(root / "test" / "good" / f"{i:03d}.png", stripes(48, rng))
-        image, mask = stripes(48, rng), np.zeros((48, 48), bool)
-        mask[15:27, 18:30] = True
-        image[mask] = 1.0
-        write_png(root / "test" / "spot" / f"{i:03d}.png", image)
-        write_png(root / "ground_truth" / "spot" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
+    # Test images are 48x48, larger than the 32x32 model input: masks must come back at 48.
+    root = make_tiny_mvtec(work / "data", test_size=48)
     uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
     (work / "store").mkdir()
     result = run_cli(
@@ -97,6 +89,21 @@ def test_train_run_carries_params_metrics_and_artifacts(trained):
         assert artifacts.get(name, 0) > 0, name
 
 
+def _score(trained, cli, model, out, *extra):
+    result = cli(
+        "score",
+        f"model={model}",
+        f"input={trained['root'] / 'test'}",
+        f"output={out}",
+        f"tracking.uri={trained['uri']}",
+        "tracking.experiment=e2e",
+        *extra,
+        cwd=trained["work"],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def test_model_folder_is_complete(trained):
     model = trained["work"] / "train" / "model"
     cal = Calibration.load(model / "calibration.json")
@@ -109,7 +116,7 @@ def test_model_folder_is_complete(trained):
 
 @pytest.mark.parametrize("source", ["folder", "run_uri"])
 def test_score_writes_results_and_its_own_run(trained, cli, source):
-    work, root = trained["work"], trained["root"]
+    work = trained["work"]
     client = MlflowClient(trained["uri"])
     experiment = client.get_experiment_by_name("e2e")
     (train_run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
@@ -119,16 +126,7 @@ def test_score_writes_results_and_its_own_run(trained, cli, source):
         else f"runs:/{train_run.info.run_id}/model"
     )
     out = work / f"scored-{source}"
-    result = cli(
-        "score",
-        f"model={model}",
-        f"input={root / 'test'}",
-        f"output={out}",
-        f"tracking.uri={trained['uri']}",
-        "tracking.experiment=e2e",
-        cwd=work,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    _score(trained, cli, model, out)
 
     with open(out / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -160,25 +158,15 @@ def test_score_writes_results_and_its_own_run(trained, cli, source):
 
 
 def test_editing_the_threshold_changes_verdicts_without_retraining(trained, cli):
-    work, root = trained["work"], trained["root"]
+    work = trained["work"]
     model = work / "edited-model"
-    import shutil
-
     shutil.copytree(work / "train" / "model", model)
     path = model / "calibration.json"
     raw = json.loads(path.read_text())
     raw["image_threshold"] = -1.0  # everything above it: every image defective
     path.write_text(json.dumps(raw))
     out = work / "edited-out"
-    result = cli(
-        "score",
-        f"model={model}",
-        f"input={root / 'test'}",
-        f"output={out}",
-        f"tracking.uri={trained['uri']}",
-        cwd=work,
-    )
-    assert result.returncode == 0, result.stderr
+    _score(trained, cli, model, out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_defective"] == 6 and summary["image_threshold"] == -1.0
 
