@@ -38,6 +38,8 @@ commands:
           e.g. anomaly train data.root=path/to/images model=cae trainer.max_epochs=30
   score   score every image in a folder with a trained model
           e.g. anomaly score model=outputs/train/<run>/model input=path/to/images output=results
+  calibrate  re-fit a model's thresholds on defect-free images, without retraining
+          e.g. anomaly calibrate model=outputs/train/<run>/model data.root=path/to/images
   demo    generate the embedded demo data set, train on it, score its test images
 
 Each command takes Hydra overrides; add --help for the options of one command and
@@ -117,6 +119,26 @@ def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
     return result
 
 
+def _run_calibrate(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.jobs.calibrate import recalibrate
+
+    result = recalibrate(cfg)
+    cal, old = result["calibration"], result["previous"]
+    table = Table(title=f"calibration ({cal.method}, {cal.n_images} validation images)")
+    table.add_column("threshold")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for name, value in (("image", cal.image_threshold), ("pixel", cal.pixel_threshold)):
+        table.add_row(name, f"{old[name]:.6g}" if old else "-", f"{value:.6g}")
+    console.print(table)
+    for name, value in sorted(result["metrics"].items()):
+        if not name.startswith("calibration/"):
+            console.print(f"{name}: {value:.4f}")
+    console.print(f"written:   {result['path']}")
+    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+    return result
+
+
 def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.demo import demo
 
@@ -137,14 +159,16 @@ def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
 _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]] = {
     "train": ("config", _run_train),
     "score": ("score", _run_score),
+    "calibrate": ("calibrate", _run_calibrate),
     "demo": ("config", _run_demo),
 }
 
 
 def _rewrite(command: str, overrides: list[str]) -> list[str]:
-    if command == "score":
-        # `model` is a config group of `train` (the architecture); for `score` it names a
-        # trained model, stored as `model_uri` so Hydra does not look for a group option.
+    if command in ("score", "calibrate"):
+        # `model` is a config group of `train` (the architecture); for `score` and
+        # `calibrate` it names a trained model, stored as `model_uri` so Hydra does not look
+        # for a group option.
         overrides = [f"model_uri={o[6:]}" if o.startswith("model=") else o for o in overrides]
     if command == "demo":
         overrides = ["experiment=demo", "hydra.job.name=demo", *overrides]

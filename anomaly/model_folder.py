@@ -99,8 +99,12 @@ def read_meta(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def load_detector(folder: str | os.PathLike[str]) -> Detector:
+def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) -> Detector:
     """Load a model folder into a ready-to-score :class:`Detector` on the CPU.
+
+    Args:
+        folder: The model folder.
+        calibrated: Also load ``calibration.json`` (False to re-fit a broken one).
 
     Raises:
         ModelFolderError: Missing or invalid files, or a checkpoint that does not fit.
@@ -126,7 +130,7 @@ def load_detector(folder: str | os.PathLike[str]) -> Detector:
         maps = MapSettings(**meta["maps"])
     except (ConfigError, TypeError) as exc:
         raise ModelFolderError(f"{folder / META_FILE}: invalid settings: {exc}") from exc
-    calibration = Calibration.load(folder / CALIBRATION_FILE)
+    calibration = Calibration.load(folder / CALIBRATION_FILE) if calibrated else None
     return Detector(
         model=module,
         preprocess=preprocess,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from anomaly.data.dataset import ImageDataset, collate
+from anomaly.data.dataset import ImageDataset, PatchDataset, collate
 from anomaly.data.folder import DatasetSplits, Sample, scan_dataset, split_validation
 from anomaly.data.transforms import Preprocess
 
@@ -14,7 +14,9 @@ class AnomalyDataModule(pl.LightningDataModule):
     """Training and validation loaders over the defect-free images of a data root.
 
     The validation split is carved from the *training* images (never from the test split):
-    it drives the validation loss and, after training, the threshold calibration.
+    it drives the validation loss and, after training, the threshold calibration. In tile
+    mode both loaders give random model-sized patches of the scaled images (seeded, hence
+    fixed, for validation).
 
     Args:
         root: Data root (``data.root``).
@@ -23,6 +25,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         batch_size: Images per step.
         num_workers: DataLoader worker processes (0 decodes in the main process).
         mask_suffix: Suffix of mask files in ``ground_truth/``.
+        patches_per_image: Tile mode: patches drawn per image and epoch.
         seed: Seed of the validation split.
     """
 
@@ -35,6 +38,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         mask_suffix: str = "_mask",
+        patches_per_image: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -44,6 +48,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.mask_suffix = mask_suffix
+        self.patches_per_image = patches_per_image
         self.seed = seed
         self.splits: DatasetSplits | None = None
         self.train_samples: list[Sample] = []
@@ -59,11 +64,17 @@ class AnomalyDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, samples: list[Sample], *, shuffle: bool) -> DataLoader:
+        if self.preprocess.tile:
+            dataset = PatchDataset(samples, self.preprocess,
+                                   patches_per_image=self.patches_per_image,
+                                   seed=None if shuffle else self.seed)
+        else:
+            dataset = ImageDataset(samples, self.preprocess)
         return DataLoader(
-            ImageDataset(samples, self.preprocess),
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            drop_last=shuffle and len(samples) > self.batch_size,
+            drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,

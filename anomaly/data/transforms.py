@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,55 +12,101 @@ import torch.nn.functional as F
 from anomaly.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image file becomes a model input; stored with every model.
-
-    Attributes:
-        image_size: Model input ``(height, width)`` in pixels.
-        channels: 1 (gray) or 3 (RGB).
-    """
-
-    image_size: tuple[int, int]
-    channels: int
-
-    @classmethod
-    def create(cls, *, image_size: int | Sequence[int], channels: int) -> Preprocess:
-        """Build from config values, validating them.
-
-        Args:
-            image_size: An int for a square input or ``[height, width]``.
-            channels: 1 or 3.
-
-        Raises:
-            ConfigError: A value is out of range (names ``data.image_size``/``data.channels``).
-        """
-        size = (int(image_size), int(image_size)) if _is_int(image_size) else tuple(image_size)
-        if len(size) != 2 or not all(_is_int(s) and int(s) > 0 for s in size):
-            raise ConfigError(
-                f"data.image_size must be a positive int or [height, width], got {image_size!r}"
-            )
-        if channels not in (1, 3):
-            raise ConfigError(f"data.channels must be 1 (gray) or 3 (RGB), got {channels!r}")
-        return cls(image_size=(int(size[0]), int(size[1])), channels=int(channels))
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain, JSON-serialisable form."""
-        data = asdict(self)
-        data["image_size"] = list(self.image_size)
-        return data
-
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        """Turn an ``(H, W, C)`` float array into a model input ``(C, h, w)``."""
-        return resize_image(to_tensor(image), self.image_size)
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _pair(value: int | Sequence[int], key: str) -> tuple[int, int]:
+    size = (value, value) if _is_int(value) else tuple(value)
+    if len(size) != 2 or not all(_is_int(s) and int(s) > 0 for s in size):
+        raise ConfigError(f"{key} must be a positive int or [height, width], got {value!r}")
+    return int(size[0]), int(size[1])
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes model input; stored with every model.
+
+    Two modes:
+
+    - resize (default): the whole image is resized to ``image_size`` (aspect ratio is not
+      kept); maps are resized back to the original size.
+    - tile: the image is scaled by ``scale`` (aspect ratio kept) and inspected in
+      overlapping ``image_size`` windows ``tile_stride`` apart, whose maps are stitched by
+      averaging, so a large photo is inspected at full detail instead of being shrunk.
+
+    Attributes:
+        image_size: Model input ``(height, width)`` in pixels (the window in tile mode).
+        channels: 1 (gray) or 3 (RGB).
+        tile: Tile mode instead of resize mode.
+        scale: Tile mode: factor applied to the original image first (1.0 = native).
+        tile_stride: Tile mode: ``(row, col)`` step between windows; half a window when None.
+    """
+
+    image_size: tuple[int, int]
+    channels: int
+    tile: bool = False
+    scale: float = 1.0
+    tile_stride: tuple[int, int] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        image_size: int | Sequence[int],
+        channels: int,
+        tile: bool = False,
+        scale: float = 1.0,
+        tile_stride: int | Sequence[int] | None = None,
+    ) -> Preprocess:
+        """Build from config values, validating them.
+
+        Raises:
+            ConfigError: A value is out of range (names the ``data.*`` key).
+        """
+        size = _pair(image_size, "data.image_size")
+        if channels not in (1, 3):
+            raise ConfigError(f"data.channels must be 1 (gray) or 3 (RGB), got {channels!r}")
+        if not (isinstance(scale, (int, float)) and 0 < scale <= 8):
+            raise ConfigError(f"data.scale must be in (0, 8], got {scale!r}")
+        stride = None if tile_stride is None else _pair(tile_stride, "data.tile_stride")
+        if stride is not None and (stride[0] > size[0] or stride[1] > size[1]):
+            raise ConfigError(
+                f"data.tile_stride {stride} is larger than the window {size}: parts of the "
+                "image would never be inspected"
+            )
+        return cls(size, int(channels), bool(tile), float(scale), stride)
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        """Step between tiles (half a window by default)."""
+        if self.tile_stride is not None:
+            return self.tile_stride
+        return max(1, self.image_size[0] // 2), max(1, self.image_size[1] // 2)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size at which an image of ``(height, width)`` is inspected."""
+        if not self.tile:
+            return self.image_size
+        return max(1, round(height * self.scale)), max(1, round(width * self.scale))
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain, JSON-serialisable form."""
+        return {
+            "image_size": list(self.image_size),
+            "channels": self.channels,
+            "tile": self.tile,
+            "scale": self.scale,
+            "tile_stride": None if self.tile_stride is None else list(self.tile_stride),
+        }
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """Turn an ``(H, W, C)`` float array into a ``(C, h, w)`` tensor at working size."""
+        return resize_image(to_tensor(image), self.working_size(*image.shape[:2]))
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """Convert an ``(H, W, C)`` array to a float32 ``(C, H, W)`` tensor (no copy of values)."""
+    """Convert an ``(H, W, C)`` array to a float32 ``(C, H, W)`` tensor."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
 
 
@@ -90,7 +136,7 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         size: Target ``(height, width)``.
     """
     if tuple(mask.shape[-2:]) == tuple(size):
-        return mask
+        return mask.float()
     batched = mask if mask.dim() == 4 else mask[None]
     out = F.interpolate(batched.float(), size=size, mode="nearest")
     return out if mask.dim() == 4 else out[0]

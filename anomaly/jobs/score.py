@@ -13,7 +13,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from anomaly.model_folder import load_detector
-from anomaly.scoring.score import Progress, score_folder
+from anomaly.scoring.regions import RegionSettings
+from anomaly.scoring.score import OutputSettings, Progress, score_folder
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import resolve_model
 
@@ -29,9 +30,10 @@ def run_scoring(
     experiment: str,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
+    regions: RegionSettings | None = None,
+    outputs: OutputSettings | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
-    write_masks: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score ``input_dir`` with ``model`` into ``output_dir`` inside an MLflow run.
@@ -59,9 +61,11 @@ def run_scoring(
             output_dir,
             image_threshold=image_threshold,
             pixel_threshold=pixel_threshold,
+            regions=regions,
+            outputs=outputs,
             batch_size=batch_size,
             num_workers=num_workers,
-            write_masks=write_masks,
+            model_uri=str(model),
             progress=progress,
         )
         scores = pd.read_csv(output_dir / "scores.csv")["score"].to_numpy()
@@ -81,7 +85,7 @@ def run_scoring(
                 **percentiles,
             }
         )
-        for name in ("scores.csv", "summary.json", "errors.csv"):
+        for name in ("scores.csv", "regions.csv", "summary.json", "errors.csv"):
             if (output_dir / name).is_file():
                 mlflow.log_artifact(str(output_dir / name))
     log.info(
@@ -111,8 +115,18 @@ def score(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any
         experiment=str(cfg.tracking.experiment),
         image_threshold=s.threshold,
         pixel_threshold=s.pixel_threshold,
+        regions=RegionSettings(
+            opening_radius=s.opening_radius,
+            closing_radius=s.closing_radius,
+            min_region_area=s.min_region_area,
+        ),
+        outputs=OutputSettings(
+            masks=bool(s.write_masks),
+            heatmaps=bool(s.write_heatmaps),
+            overlays=bool(s.write_overlays),
+            parquet=bool(s.write_parquet),
+        ),
         batch_size=int(s.batch_size),
         num_workers=int(s.num_workers),
-        write_masks=bool(s.write_masks),
         progress=progress,
     )

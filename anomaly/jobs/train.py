@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pytorch_lightning as pl
-import torch
 from hydra.utils import get_class
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.datamodule import AnomalyDataModule
@@ -21,10 +22,9 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.io import atomic_open
 from anomaly.model_folder import save_model_folder
-from anomaly.scoring.calibration import fit_quantile
-from anomaly.scoring.figures import sample_grid, save_figure
+from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.score import Detector, Evaluation, collect_maps, evaluate
+from anomaly.scoring.score import Detector, Evaluation, calibrate, evaluate
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
     base_tags,
@@ -38,12 +38,36 @@ log = logging.getLogger(__name__)
 
 def map_settings(cfg: DictConfig) -> MapSettings:
     """Map settings from the ``scoring`` config group."""
+    s = cfg.scoring
     return MapSettings(
-        kind=cfg.scoring.map,
-        smoothing_sigma=float(cfg.scoring.smoothing_sigma),
-        ssim_sigma=float(cfg.scoring.ssim_sigma),
-        score=cfg.scoring.score,
+        kind=s.map,
+        smoothing_sigma=float(s.smoothing_sigma),
+        ssim_sigma=float(s.ssim_sigma),
+        ssim_weight=float(s.ssim_weight),
+        score=s.score,
+        topk=int(s.topk),
     )
+
+
+def preprocess_settings(data: DictConfig) -> Preprocess:
+    """Preprocessing from the ``data`` config group."""
+    return Preprocess.create(
+        image_size=OmegaConf.to_object(data.image_size)
+        if OmegaConf.is_config(data.image_size)
+        else data.image_size,
+        channels=data.channels,
+        tile=bool(data.tile),
+        scale=float(data.scale),
+        tile_stride=OmegaConf.to_object(data.tile_stride)
+        if OmegaConf.is_config(data.tile_stride)
+        else data.tile_stride,
+    )
+
+
+def calibration_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """``image=`` and ``pixel=`` arguments of ``calibrate`` from ``scoring.calibration``."""
+    c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
+    return {"image": c["image"], "pixel": c["pixel"]}
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -99,7 +123,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pixel AUROC etc. when the data has a labelled test split) and ``calibration``.
     """
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    preprocess = Preprocess.create(image_size=cfg.data.image_size, channels=cfg.data.channels)
+    preprocess = preprocess_settings(cfg.data)
     maps = map_settings(cfg)
     output_dir = Path(cfg.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +135,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         batch_size=int(cfg.data.batch_size),
         num_workers=int(cfg.data.num_workers),
         mask_suffix=str(cfg.data.mask_suffix),
+        patches_per_image=int(cfg.data.patches_per_image),
         seed=int(cfg.seed),
     )
     datamodule.setup()
@@ -158,15 +183,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "batch_size": int(cfg.scoring.batch_size),
             "num_workers": int(cfg.scoring.num_workers),
         }
-        val_scores, val_maps = collect_maps(detector, datamodule.val_samples, **batch)
-        detector.calibration = fit_quantile(
-            val_scores,
-            val_maps,
-            image_q=float(cfg.scoring.calibration.image_q),
-            pixel_q=float(cfg.scoring.calibration.pixel_q),
-            fingerprint=fingerprint([s.path for s in datamodule.val_samples]),
-            model_id=run_id,
-        )
+        try:
+            calibrate(
+                detector,
+                datamodule.val_samples,
+                **calibration_specs(cfg),
+                fingerprint=fingerprint([s.path for s in datamodule.val_samples]),
+                seed=int(cfg.seed),
+                **batch,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         model_dir = save_model_folder(
             output_dir / "model",
             trainer=trainer,
@@ -188,11 +215,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics: dict[str, float] = {}
         eval_dir = output_dir / "evaluation"
         if splits.test:
-            evaluation = evaluate(detector, splits.test, **batch)
+            evaluation = evaluate(
+                detector, splits.test, fpr_limit=float(cfg.scoring.aupro_fpr_limit), **batch
+            )
             metrics = evaluation.metrics
             _write_test_scores(eval_dir / "scores.csv", evaluation, detector)
             mlflow.log_artifact(str(eval_dir / "scores.csv"), "evaluation")
             mlflow.log_metrics(metrics)
+            for name, figure in _evaluation_figures(evaluation, detector).items():
+                save_figure(figure, eval_dir / name)
+                mlflow.log_artifact(str(eval_dir / name), "evaluation")
             showcase = _showcase(evaluation.samples)
         else:
             showcase = datamodule.val_samples[:4]
@@ -233,6 +265,20 @@ def _write_test_scores(path: Path, evaluation: Evaluation, detector: Detector) -
             )
 
 
+def _evaluation_figures(evaluation: Evaluation, detector: Detector) -> dict[str, Figure]:
+    labels = np.array([s.label for s in evaluation.samples])
+    ok = ~np.isnan(evaluation.scores)
+    if not {0, 1} <= set(labels[ok].tolist()):
+        return {}
+    threshold = detector.calibration.image_threshold
+    return {
+        "curves.png": curves_figure(labels[ok], evaluation.scores[ok], threshold=threshold),
+        "score_histogram.png": histogram_figure(
+            labels[ok], evaluation.scores[ok], threshold=threshold
+        ),
+    }
+
+
 def _showcase(samples: list[Sample], per_class: int = 1, n_good: int = 2) -> list[Sample]:
     """A few test images for the sample grid: some defect-free, one of each defect class."""
     chosen = [s for s in samples if s.label == 0][:n_good]
@@ -246,22 +292,20 @@ def _write_sample_grid(path: Path, detector: Detector, samples: list[Sample]) ->
     batch = collate([dataset[i] for i in range(len(dataset))])
     if "image" not in batch:
         return
-    images = batch["image"]
-    with torch.inference_mode():
-        fn = getattr(detector.model, "reconstructions", None)
-        recon = fn(images)[0][1] if fn is not None else detector.model(images)
-        maps = detector.anomaly_maps(images)[:, 0]
-    scores = detector.scores(maps[:, None])
+    images = list(batch["image"])
+    recons = detector.reconstruct(images)
+    maps = detector.anomaly_maps(images)
+    scores = detector.scores(maps)
     titles = [
-        f"{samples[i].defect_class or samples[i].path.name}\n{float(s):.3f}"
+        f"{samples[i].defect_class or samples[i].path.name}\n{float(s):.3g}"
         for i, s in zip(batch["index"], scores, strict=True)
     ]
     fig = sample_grid(
-        images.numpy(),
-        recon.numpy(),
-        maps.numpy(),
+        [im.numpy() for im in images],
+        [r.numpy() for r in recons],
+        [m[0].numpy() for m in maps],
         pixel_threshold=detector.calibration.pixel_threshold,
         titles=titles,
-        true_masks=batch["mask"][:, 0].numpy() > 0.5,
+        true_masks=[m[0].numpy() > 0.5 for m in batch["mask"]],
     )
     save_figure(fig, path)

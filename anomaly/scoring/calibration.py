@@ -33,8 +33,8 @@ class Calibration:
     Attributes:
         image_threshold: An image whose score exceeds it is defective.
         pixel_threshold: A pixel whose map value exceeds it belongs to a defect.
-        method: How the thresholds were fitted (``quantile``).
-        params: The method's parameters (e.g. ``{"image_q": 0.99, "pixel_q": 0.999}``).
+        method: How the thresholds were fitted (``image:quantile,pixel:quantile``).
+        params: The methods' parameters, ``{"image": {...}, "pixel": {...}}``.
         n_images: Number of validation images.
         fingerprint: Fingerprint of the validation files.
         model_id: Identifier of the model the thresholds belong to.
@@ -44,7 +44,7 @@ class Calibration:
 
     image_threshold: float
     pixel_threshold: float
-    method: str = "quantile"
+    method: str = "manual"
     params: dict[str, Any] = field(default_factory=dict)
     n_images: int = 0
     fingerprint: str = ""
@@ -96,49 +96,139 @@ class Calibration:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def fit_quantile(
+METHODS = ("quantile", "mean_std", "far")
+# The one parameter each method reads; calibration.json records only that one.
+PARAMETER = {"quantile": "q", "mean_std": "k", "far": "far"}
+
+
+def threshold_from(
+    values: np.ndarray,
+    *,
+    method: str,
+    q: float = 0.99,
+    k: float = 3.0,
+    far: float = 0.01,
+    key: str = "scoring.calibration",
+) -> float:
+    """One threshold from defect-free values.
+
+    Args:
+        values: Scores (or map pixels) of defect-free validation images.
+        method: ``quantile`` (the ``q`` quantile), ``mean_std`` (mean + ``k`` standard
+            deviations), or ``far`` (target false-alarm rate: the split-conformal quantile,
+            so that a new defect-free value exceeds the threshold with probability at most
+            ``far``).
+        q: Quantile in ``(0, 1]`` for ``quantile``.
+        k: Number of standard deviations for ``mean_std``.
+        far: Target false-alarm rate in ``(0, 1)`` for ``far``.
+        key: Config key named in error messages.
+
+    Raises:
+        ValueError: Unknown method, a parameter out of range, or, for ``far``, too few
+            values to guarantee the rate (at least ``1/far - 1`` are needed).
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("calibration needs at least one validation image")
+    if method == "quantile":
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"{key}.q must be in (0, 1], got {q!r}")
+        return float(np.quantile(values, q))
+    if method == "mean_std":
+        if not np.isfinite(k):
+            raise ValueError(f"{key}.k must be a finite number, got {k!r}")
+        return float(values.mean() + k * values.std())
+    if method == "far":
+        if not 0.0 < far < 1.0:
+            raise ValueError(f"{key}.far must be in (0, 1), got {far!r}")
+        n = values.size
+        rank = int(np.ceil((n + 1) * (1.0 - far)))
+        if rank > n:
+            raise ValueError(
+                f"{key}.far={far} needs at least {int(np.ceil(1 / far)) - 1} validation "
+                f"values, got {n}; raise far or add defect-free validation images"
+            )
+        return float(np.sort(values)[rank - 1])
+    raise ValueError(f"{key}.method={method!r} is unknown; choose one of {METHODS}")
+
+
+def p_values(scores: np.ndarray, validation_scores: np.ndarray) -> np.ndarray:
+    """Split-conformal p-values of image scores against defect-free validation scores.
+
+    ``p = (1 + #{validation >= score}) / (n + 1)``. For a defect-free image exchangeable
+    with the validation images, ``P(p <= alpha) <= alpha``: flagging ``p < alpha`` keeps the
+    false-alarm rate at most ``alpha``.
+
+    Args:
+        scores: Image scores, any shape.
+        validation_scores: Scores of the defect-free validation images.
+
+    Returns:
+        P-values in ``(0, 1]``, the shape of ``scores``.
+    """
+    reference = np.sort(np.asarray(validation_scores, dtype=np.float64).ravel())
+    scores = np.asarray(scores, dtype=np.float64)
+    at_least = reference.size - np.searchsorted(reference, scores, side="left")
+    return (1.0 + at_least) / (reference.size + 1.0)
+
+
+def subsample_pixels(pixels: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """At most ``MAX_PIXELS`` of the values, a seeded uniform sample beyond that."""
+    pixels = np.asarray(pixels, dtype=np.float32).ravel()
+    if pixels.size > MAX_PIXELS:
+        pixels = np.random.default_rng(seed).choice(pixels, MAX_PIXELS, replace=False)
+    return pixels
+
+
+def fit_calibration(
     image_scores: np.ndarray,
     pixel_values: np.ndarray,
     *,
-    image_q: float = 0.99,
-    pixel_q: float = 0.999,
+    image: dict[str, Any] | None = None,
+    pixel: dict[str, Any] | None = None,
     fingerprint: str = "",
     model_id: str = "",
     seed: int = 0,
 ) -> Calibration:
-    """Thresholds at high quantiles of defect-free validation scores and map pixels.
+    """Fit image and pixel thresholds on defect-free validation images.
 
     Args:
         image_scores: ``(n_images,)`` scores of defect-free validation images.
-        pixel_values: Map values of the same images, any shape.
-        image_q: Quantile of the image scores, in ``(0, 1]``.
-        pixel_q: Quantile of the pixel values, in ``(0, 1]``.
+        pixel_values: Their map values, any shape (subsampled beyond ``MAX_PIXELS``).
+        image: ``{"method": ..., "q"|"k"|"far": ...}`` for the image threshold
+            (default: the 0.99 quantile).
+        pixel: The same for the pixel threshold (default: the 0.999 quantile).
         fingerprint: Fingerprint of the validation files.
         model_id: The model the thresholds belong to.
-        seed: Seed of the pixel subsample (used beyond ``MAX_PIXELS`` pixels).
+        seed: Seed of the pixel subsample.
 
     Returns:
-        The calibration.
-
-    Raises:
-        ValueError: No scores, or a quantile outside ``(0, 1]``.
+        The calibration, with the sorted validation scores for p-values.
     """
+    image = _used(image or {"method": "quantile", "q": 0.99}, "image")
+    pixel = _used(pixel or {"method": "quantile", "q": 0.999}, "pixel")
     scores = np.asarray(image_scores, dtype=np.float64).ravel()
-    pixels = np.asarray(pixel_values, dtype=np.float32).ravel()
-    if scores.size == 0 or pixels.size == 0:
-        raise ValueError("calibration needs at least one validation image")
-    for name, q in (("image_q", image_q), ("pixel_q", pixel_q)):
-        if not 0.0 < q <= 1.0:
-            raise ValueError(f"scoring.calibration.{name} must be in (0, 1], got {q!r}")
-    if pixels.size > MAX_PIXELS:
-        pixels = np.random.default_rng(seed).choice(pixels, MAX_PIXELS, replace=False)
     return Calibration(
-        image_threshold=float(np.quantile(scores, image_q)),
-        pixel_threshold=float(np.quantile(pixels, pixel_q)),
-        method="quantile",
-        params={"image_q": image_q, "pixel_q": pixel_q},
+        image_threshold=threshold_from(scores, key="scoring.calibration.image", **image),
+        pixel_threshold=threshold_from(
+            subsample_pixels(pixel_values, seed=seed), key="scoring.calibration.pixel", **pixel
+        ),
+        method=f"image:{image['method']},pixel:{pixel['method']}",
+        params={"image": image, "pixel": pixel},
         n_images=int(scores.size),
         fingerprint=fingerprint,
         model_id=model_id,
-        validation_scores=sorted(float(s) for s in scores),
+        validation_scores=sorted(float(v) for v in scores),
     )
+
+
+def _used(spec: dict[str, Any], which: str) -> dict[str, Any]:
+    method = spec.get("method")
+    if method not in PARAMETER:
+        raise ValueError(
+            f"scoring.calibration.{which}.method={method!r} is unknown; choose one of {METHODS}"
+        )
+    name = PARAMETER[method]
+    if name not in spec:
+        raise ValueError(f"scoring.calibration.{which}.{name} is required by method {method}")
+    return {"method": method, name: float(spec[name])}

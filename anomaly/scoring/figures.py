@@ -1,42 +1,49 @@
-"""Figures a reviewer looks at: input, reconstruction, error map, defect overlay."""
+"""Pictures: sample grids, heatmaps, overlays, ROC/PR curves and score histograms."""
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from PIL import Image
+from scipy import ndimage
+from skimage import segmentation
 
 from anomaly.io import atomic_open
+from anomaly.scoring.metrics import auroc, average_precision, pr_curve, roc_curve
 
 
 def sample_grid(
-    images: np.ndarray,
-    recons: np.ndarray,
-    maps: np.ndarray,
+    images: Sequence[np.ndarray],
+    recons: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
     *,
     pixel_threshold: float,
     titles: list[str] | None = None,
-    true_masks: np.ndarray | None = None,
+    true_masks: Sequence[np.ndarray] | None = None,
 ) -> Figure:
     """One row per image: input, reconstruction, error map, predicted defects overlaid.
 
     Args:
-        images: ``(N, C, H, W)`` in ``[0, 1]``.
-        recons: Reconstructions, same shape.
-        maps: Anomaly maps ``(N, H, W)``.
+        images: ``(C, H, W)`` arrays in ``[0, 1]`` (sizes may differ between rows).
+        recons: Reconstructions, same shapes.
+        maps: Anomaly maps ``(H, W)``.
         pixel_threshold: Map values above it are drawn as defect (red).
-        titles: One label per row (e.g. file name and score).
-        true_masks: Ground truth ``(N, H, W)``; drawn as a green contour when given.
+        titles: One label per row (e.g. defect class and score).
+        true_masks: Ground truth ``(H, W)``; drawn as a green contour when given.
 
     Returns:
         The figure.
     """
-    n = images.shape[0]
+    n = len(images)
     # Figure() without pyplot: no global backend or figure registry to manage.
     fig = Figure(figsize=(8, 2.1 * n))
     axes = fig.subplots(n, 4, squeeze=False)
-    vmax = max(float(maps.max()), pixel_threshold) if maps.size else 1.0
+    vmax = max([float(m.max()) for m in maps] + [pixel_threshold])
     for i in range(n):
         image = _display(images[i])
         predicted = maps[i] > pixel_threshold
@@ -72,3 +79,102 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Save a figure as PNG, atomically."""
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=90)
+
+
+def heatmap_png(score_map: np.ndarray, pixel_threshold: float) -> bytes:
+    """A colour-mapped error map as PNG bytes.
+
+    The colour scale runs from 0 to twice the pixel threshold (the threshold sits at the
+    middle of the ``inferno`` map), so heatmaps of different images compare by colour.
+
+    Args:
+        score_map: ``(H, W)`` anomaly map.
+        pixel_threshold: The calibrated pixel threshold.
+    """
+    scale = 2.0 * pixel_threshold if pixel_threshold > 0 else float(score_map.max() or 1.0)
+    rgba = colormaps["inferno"](np.clip(score_map / scale, 0.0, 1.0), bytes=True)
+    return _png(rgba[..., :3])
+
+
+def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
+    """The image with the outline of each defect region drawn in red, as PNG bytes.
+
+    Args:
+        image: ``(H, W, C)`` uint8 original image (C = 1 or 3).
+        labels: ``(H, W)`` region labels (0 = background), same size.
+    """
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
+    if labels.any():
+        edges = segmentation.find_boundaries(labels, mode="outer")
+        # Thicker outlines on large photos, so they stay visible when viewed scaled down.
+        width = max(1, round(max(labels.shape) / 400))
+        if width > 1:
+            edges = ndimage.binary_dilation(edges, iterations=width - 1)
+        rgb[edges] = (255, 0, 0)
+    return _png(rgb)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def curves_figure(labels: np.ndarray, scores: np.ndarray, *, threshold: float | None) -> Figure:
+    """ROC and precision-recall curves of image scores, with the operating point marked.
+
+    Args:
+        labels: 1 = defective.
+        scores: Image scores.
+        threshold: The calibrated image threshold (marked on both curves), or None.
+    """
+    roc, pr = roc_curve(labels, scores), pr_curve(labels, scores)
+    fig = Figure(figsize=(9, 4))
+    ax_roc, ax_pr = fig.subplots(1, 2)
+    ax_roc.plot(roc.x, roc.y, color="C0")
+    ax_roc.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
+    ax_roc.set(
+        xlabel="false-positive rate",
+        ylabel="true-positive rate",
+        title=f"ROC (AUROC {auroc(labels, scores):.3f})",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    ax_pr.plot(pr.x, pr.y, color="C1")
+    ax_pr.set(
+        xlabel="recall",
+        ylabel="precision",
+        title=f"precision-recall (AP {average_precision(labels, scores):.3f})",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    if threshold is not None:
+        labels_b = np.asarray(labels, bool)
+        flagged = np.asarray(scores) > threshold
+        tpr = (flagged & labels_b).sum() / labels_b.sum()
+        fpr = (flagged & ~labels_b).sum() / (~labels_b).sum()
+        precision = (flagged & labels_b).sum() / max(1, flagged.sum())
+        ax_roc.plot(fpr, tpr, "o", color="C3", label="calibrated threshold")
+        ax_pr.plot(tpr, precision, "o", color="C3", label="calibrated threshold")
+        ax_roc.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(labels: np.ndarray, scores: np.ndarray, *, threshold: float | None) -> Figure:
+    """Histogram of defect-free and defective image scores with the threshold line."""
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, dtype=float)
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    bins = np.histogram_bin_edges(scores, bins=40)
+    ax.hist(scores[~labels], bins=bins, alpha=0.6, color="C0", label="defect-free")
+    ax.hist(scores[labels], bins=bins, alpha=0.6, color="C3", label="defective")
+    if threshold is not None:
+        ax.axvline(
+            threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:.4g}"
+        )
+    ax.set(xlabel="image score", ylabel="images", title="image scores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -25,15 +25,30 @@ from anomaly.data.folder import Sample, list_images
 from anomaly.data.transforms import Preprocess, resize_map
 from anomaly.errors import DataError
 from anomaly.io import atomic_open, write_json_atomic
-from anomaly.scoring.calibration import Calibration
-from anomaly.scoring.maps import MapSettings, anomaly_map, image_scores
-from anomaly.scoring.metrics import auroc, f1_at
+from anomaly.scoring.calibration import Calibration, fit_calibration, p_values
+from anomaly.scoring.figures import heatmap_png, overlay_png
+from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
+from anomaly.scoring.metrics import aupro, auroc, average_precision, best_f1, f1_at
+from anomaly.scoring.regions import REGION_COLUMNS, RegionSettings, defect_regions, region_table
+from anomaly.scoring.tiling import tiled_map
 
 log = logging.getLogger(__name__)
 
-SCORES_COLUMNS = ("path", "score", "threshold", "is_defective", "defect_area_px", "model_id")
+SCORES_COLUMNS = (
+    "path",
+    "score",
+    "p_value",
+    "threshold",
+    "is_defective",
+    "n_regions",
+    "largest_region_area",
+    "defect_area_px",
+    "model_id",
+)
 # Progress callback: (files finished so far, total files).
 Progress = Callable[[int, int], None]
+# Validation pixels kept per image for the pixel threshold: bounds memory on large sets.
+_PIXELS_PER_IMAGE = 200_000
 
 
 @dataclass
@@ -42,7 +57,7 @@ class Detector:
 
     Attributes:
         model: Reconstructs ``(N, C, h, w)`` inputs; put in eval mode by the detector.
-        preprocess: Model input size and channels.
+        preprocess: Model input size, channels and resize/tile mode.
         maps: How errors become maps and scores.
         calibration: Thresholds (None before calibration).
         model_id: Identifier written into every result row.
@@ -58,15 +73,76 @@ class Detector:
         self.model.eval()
 
     @torch.inference_mode()
-    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Anomaly maps ``(N, 1, h, w)`` at model resolution of inputs ``(N, C, h, w)``."""
+    def _raw(self, windows: torch.Tensor) -> torch.Tensor:
         fn = getattr(self.model, "reconstructions", None)
-        recons = fn(images) if fn is not None else [(1.0, self.model(images))]
-        return anomaly_map(images, recons, self.maps)
+        recons = fn(windows) if fn is not None else [(1.0, self.model(windows))]
+        return raw_map(windows, recons, self.maps)
 
-    def scores(self, maps: torch.Tensor) -> torch.Tensor:
-        """Image scores ``(N,)`` of anomaly maps."""
-        return image_scores(maps, method=self.maps.score)
+    @torch.inference_mode()
+    def anomaly_maps(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Smoothed anomaly maps, one ``(1, h, w)`` tensor per image.
+
+        Args:
+            images: ``(N, C, h, w)`` model inputs (resize mode), or images of any size at
+                working scale (tile mode: inspected in overlapping windows, stitched, then
+                smoothed, so window borders leave no seams).
+        """
+        if not self.preprocess.tile:
+            batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+            return list(smooth(self._raw(batch), self.maps).unbind(0))
+        return [
+            smooth(
+                tiled_map(
+                    image,
+                    self._raw,
+                    window=self.preprocess.image_size,
+                    stride=self.preprocess.stride,
+                )[None],
+                self.maps,
+            )[0]
+            for image in images
+        ]
+
+    @torch.inference_mode()
+    def reconstruct(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The first reconstruction of each image (stitched from windows in tile mode)."""
+
+        def first(windows: torch.Tensor) -> torch.Tensor:
+            fn = getattr(self.model, "reconstructions", None)
+            return fn(windows)[0][1] if fn is not None else self.model(windows)
+
+        if not self.preprocess.tile:
+            batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+            return list(first(batch).unbind(0))
+        return [
+            tiled_map(
+                image, first, window=self.preprocess.image_size, stride=self.preprocess.stride
+            )
+            for image in images
+        ]
+
+    def scores(
+        self, maps: Sequence[torch.Tensor], *, pixel_threshold: float | None = None
+    ) -> np.ndarray:
+        """Image scores ``(N,)`` of ``(1, h, w)`` maps.
+
+        Args:
+            maps: The maps.
+            pixel_threshold: For the ``area`` score; the calibrated one when None.
+        """
+        pixel = pixel_threshold
+        if pixel is None and self.calibration is not None:
+            pixel = self.calibration.pixel_threshold
+        return np.array(
+            [
+                float(
+                    image_scores(
+                        m[None], method=self.maps.score, topk=self.maps.topk, pixel_threshold=pixel
+                    )[0]
+                )
+                for m in maps
+            ]
+        )
 
 
 def iterate_maps(
@@ -77,37 +153,82 @@ def iterate_maps(
     num_workers: int = 0,
     with_masks: bool = False,
     skip_errors: bool = False,
-) -> Iterator[tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
-    """Stream ``(batch, maps, scores)`` over samples; decoding happens in loader workers.
+    keep_original: bool = False,
+    timings: dict[str, float] | None = None,
+) -> Iterator[tuple[dict[str, Any], list[torch.Tensor]]]:
+    """Stream ``(batch, maps)`` over samples; decoding happens in loader workers.
 
-    Batches whose every file failed yield empty ``maps``/``scores`` so callers still see
-    their ``errors``.
+    Batches whose every file failed yield no maps, so callers still see their ``errors``.
+    With ``timings``, seconds spent waiting for decoded images (``decode``) and computing
+    maps (``model``) are added to it.
     """
     dataset = ImageDataset(
-        samples, detector.preprocess, with_masks=with_masks, skip_errors=skip_errors
+        samples,
+        detector.preprocess,
+        with_masks=with_masks,
+        skip_errors=skip_errors,
+        keep_original=keep_original,
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    for batch in loader:
-        if "image" not in batch:
-            yield batch, torch.empty(0), torch.empty(0)
-            continue
-        maps = detector.anomaly_maps(batch["image"])
-        yield batch, maps, detector.scores(maps)
+    batches = iter(loader)
+    while True:
+        started = time.perf_counter()
+        batch = next(batches, None)
+        decoded = time.perf_counter()
+        if batch is None:
+            return
+        maps = detector.anomaly_maps(batch["image"]) if "image" in batch else []
+        if timings is not None:
+            timings["decode"] = timings.get("decode", 0.0) + decoded - started
+            timings["model"] = timings.get("model", 0.0) + time.perf_counter() - decoded
+        yield batch, maps
 
 
-def collect_maps(
-    detector: Detector, samples: Sequence[Sample], *, batch_size: int = 32, num_workers: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores ``(N,)`` and maps ``(N, h, w)`` of readable samples (for calibration)."""
-    scores, maps = [], []
-    for _, batch_maps, batch_scores in iterate_maps(
+def calibrate(
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    image: dict[str, Any] | None = None,
+    pixel: dict[str, Any] | None = None,
+    fingerprint: str = "",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> Calibration:
+    """Fit thresholds on defect-free validation images and attach them to the detector.
+
+    The pixel threshold is fitted first, since the ``area`` image score depends on it.
+
+    Raises:
+        DataError: No validation image could be read.
+    """
+    maps: list[torch.Tensor] = []
+    pixels: list[np.ndarray] = []
+    rng = np.random.default_rng(seed)
+    for _, batch_maps in iterate_maps(
         detector, samples, batch_size=batch_size, num_workers=num_workers
     ):
-        scores.append(batch_scores.numpy())
-        maps.append(batch_maps[:, 0].numpy())
-    if not scores:
+        for m in batch_maps:
+            values = m.numpy().ravel()
+            if values.size > _PIXELS_PER_IMAGE:
+                values = rng.choice(values, _PIXELS_PER_IMAGE, replace=False)
+            pixels.append(values)
+            maps.append(m)
+    if not maps:
         raise DataError("no validation image could be read; calibration is impossible")
-    return np.concatenate(scores), np.concatenate(maps)
+    values = np.concatenate(pixels)
+    # The pixel threshold first: the "area" image score counts pixels above it.
+    t_pixel = fit_calibration(np.zeros(1), values, pixel=pixel, seed=seed).pixel_threshold
+    detector.calibration = fit_calibration(
+        detector.scores(maps, pixel_threshold=t_pixel),
+        values,
+        image=image,
+        pixel=pixel,
+        fingerprint=fingerprint,
+        model_id=detector.model_id,
+        seed=seed,
+    )
+    return detector.calibration
 
 
 @dataclass
@@ -117,15 +238,14 @@ class Evaluation:
     Attributes:
         samples: The evaluated samples, aligned with ``scores``.
         scores: Image scores.
-        metrics: ``image_auroc``, ``pixel_auroc``, ``image_f1`` and per-class
-            ``image_auroc/<class>`` (the class against the defect-free images).
-        maps: Anomaly maps ``(N, h, w)`` at model resolution (float16 to save memory).
+        metrics: ``image_auroc``, ``image_ap``, ``image_f1`` (at the calibrated threshold),
+            ``image_best_f1``, ``pixel_auroc``, ``pixel_aupro`` and the same per defect
+            class as ``<metric>/<class>`` (that class against the defect-free images).
     """
 
     samples: list[Sample]
     scores: np.ndarray
     metrics: dict[str, float] = field(default_factory=dict)
-    maps: np.ndarray | None = None
 
 
 def evaluate(
@@ -134,41 +254,71 @@ def evaluate(
     *,
     batch_size: int = 32,
     num_workers: int = 0,
+    fpr_limit: float = 0.3,
 ) -> Evaluation:
-    """Score a labelled test split and compute image and pixel metrics.
+    """Score a labelled test split and compute the image and pixel metrics.
 
-    Pixel metrics use images whose masks exist, at model resolution (masks resized with
-    nearest neighbour). Metrics that need both classes are left out when one is missing.
+    Pixel metrics use the images whose masks exist, at the size the model inspects them
+    (masks resized with nearest neighbour). Metrics that need both classes are left out
+    when one is missing.
     """
     samples = list(samples)
-    scores = np.zeros(len(samples), dtype=np.float64)
-    maps: np.ndarray | None = None
-    masks: np.ndarray | None = None
-    has_mask = np.zeros(len(samples), dtype=bool)
-    for batch, batch_maps, batch_scores in iterate_maps(
+    scores = np.full(len(samples), np.nan)
+    maps: dict[int, np.ndarray] = {}
+    masks: dict[int, np.ndarray] = {}
+    for batch, batch_maps in iterate_maps(
         detector, samples, batch_size=batch_size, num_workers=num_workers, with_masks=True
     ):
-        idx = batch["index"]
-        if maps is None:
-            shape = (len(samples), *batch_maps.shape[-2:])
-            maps = np.zeros(shape, dtype=np.float16)
-            masks = np.zeros(shape, dtype=bool)
-        scores[idx] = batch_scores.numpy()
-        maps[idx] = batch_maps[:, 0].numpy()
-        masks[idx] = batch["mask"][:, 0].numpy() > 0.5
-        has_mask[idx] = batch["has_mask"].numpy()
+        scores[batch["index"]] = detector.scores(batch_maps)
+        for j, i in enumerate(batch["index"]):
+            if bool(batch["has_mask"][j]):
+                maps[i] = batch_maps[j][0].numpy().astype(np.float16)
+                masks[i] = batch["mask"][j][0].numpy() > 0.5
     labels = np.array([s.label for s in samples])
     metrics: dict[str, float] = {}
-    if {0, 1} <= set(labels.tolist()):
-        metrics["image_auroc"] = auroc(labels, scores)
-        if detector.calibration is not None:
-            metrics["image_f1"] = f1_at(labels, scores, detector.calibration.image_threshold)
-        for cls in sorted({s.defect_class for s in samples if s.label == 1}):
-            pick = np.array([s.label == 0 or s.defect_class == cls for s in samples])
-            metrics[f"image_auroc/{cls}"] = auroc(labels[pick], scores[pick])
-    if maps is not None and masks[has_mask].any() and (~masks[has_mask]).any():
-        metrics["pixel_auroc"] = auroc(masks[has_mask], maps[has_mask].astype(np.float32))
-    return Evaluation(samples=samples, scores=scores, metrics=metrics, maps=maps)
+    threshold = detector.calibration.image_threshold if detector.calibration else None
+    groups = {"": np.ones(len(samples), dtype=bool)}
+    for cls in sorted({s.defect_class for s in samples if s.label == 1}):
+        groups[f"/{cls}"] = np.array([s.label == 0 or s.defect_class == cls for s in samples])
+    for suffix, pick in groups.items():
+        metrics.update(_image_metrics(labels[pick], scores[pick], threshold, suffix))
+        idx = [i for i in np.nonzero(pick)[0] if i in maps]
+        metrics.update(
+            _pixel_metrics([masks[i] for i in idx], [maps[i] for i in idx], suffix, fpr_limit)
+        )
+    return Evaluation(samples=samples, scores=scores, metrics=metrics)
+
+
+def _image_metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold: float | None, suffix: str
+) -> dict[str, float]:
+    ok = ~np.isnan(scores)
+    labels, scores = labels[ok], scores[ok]
+    if not {0, 1} <= set(labels.tolist()):
+        return {}
+    out = {
+        f"image_auroc{suffix}": auroc(labels, scores),
+        f"image_ap{suffix}": average_precision(labels, scores),
+        f"image_best_f1{suffix}": best_f1(labels, scores)[0],
+    }
+    if threshold is not None:
+        out[f"image_f1{suffix}"] = f1_at(labels, scores, threshold)
+    return out
+
+
+def _pixel_metrics(
+    masks: list[np.ndarray], maps: list[np.ndarray], suffix: str, fpr_limit: float
+) -> dict[str, float]:
+    if not masks:
+        return {}
+    flat_masks = np.concatenate([m.ravel() for m in masks])
+    if flat_masks.all() or not flat_masks.any():
+        return {}
+    flat_maps = np.concatenate([m.ravel() for m in maps]).astype(np.float32)
+    return {
+        f"pixel_auroc{suffix}": auroc(flat_masks, flat_maps),
+        f"pixel_aupro{suffix}": aupro(masks, maps, fpr_limit=fpr_limit),
+    }
 
 
 @dataclass
@@ -182,7 +332,9 @@ class ScoreSummary:
     image_threshold: float
     pixel_threshold: float
     model_id: str
+    model_uri: str
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def defect_rate(self) -> float:
@@ -191,7 +343,21 @@ class ScoreSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form for JSON."""
-        return {**self.__dict__, "defect_rate": self.defect_rate}
+        return {
+            **self.__dict__,
+            "defect_rate": self.defect_rate,
+            "images_per_second": self.n_scored / self.seconds if self.seconds else 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Which per-image files ``score_folder`` writes besides the tables."""
+
+    masks: bool = True
+    heatmaps: bool = True
+    overlays: bool = True
+    parquet: bool = True
 
 
 def score_folder(
@@ -201,17 +367,21 @@ def score_folder(
     *,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
+    regions: RegionSettings | None = None,
+    outputs: OutputSettings | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
-    write_masks: bool = True,
+    model_uri: str = "",
     progress: Progress | None = None,
 ) -> ScoreSummary:
     """Score every image under ``input_dir`` (recursively) and write the results.
 
-    Writes, in ``output_dir``: ``scores.csv`` (one row per readable image), ``errors.csv``
-    (one row per unreadable file, only when there are some), ``masks/<relative path>.png``
-    (binary defect masks at each image's original size) and ``summary.json``. Every file is
-    written atomically and images are streamed, so memory does not grow with their number.
+    Writes, in ``output_dir``: ``scores.csv`` and ``scores.parquet`` (one row per readable
+    image), ``regions.csv`` (one row per defect region), ``errors.csv`` (one row per
+    unreadable file, only when there are some), ``masks/``, ``heatmaps/`` and ``overlays/``
+    (one PNG per image at its original size, under its relative path) and
+    ``summary.json``. Every file is written atomically and images are streamed, so memory
+    does not grow with their number.
 
     Args:
         detector: A calibrated detector.
@@ -219,62 +389,109 @@ def score_folder(
         output_dir: Results folder (created).
         image_threshold: Overrides the calibrated image threshold.
         pixel_threshold: Overrides the calibrated pixel threshold.
+        regions: Cleaning of the defect masks.
+        outputs: Which per-image files to write.
         batch_size: Images per forward pass.
         num_workers: Loader worker processes that decode images.
-        write_masks: Write one mask PNG per image.
+        model_uri: Where the model came from, recorded in ``summary.json``.
         progress: Called with ``(finished, total)`` file counts after each batch.
 
     Returns:
         The summary.
 
     Raises:
-        DataError: ``input_dir`` does not exist or holds no image files.
+        DataError: ``input_dir`` does not exist or holds no image files, or the detector is
+            not calibrated and no thresholds are given.
     """
     started = time.perf_counter()
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    regions = regions or RegionSettings()
+    outputs = outputs or OutputSettings()
     paths = list_images(input_dir)
     if not paths:
         raise DataError(f"no image files found in {input_dir}; nothing to score")
-    if detector.calibration is None and (image_threshold is None or pixel_threshold is None):
-        raise DataError("the model has no calibration; pass explicit thresholds")
     cal = detector.calibration
+    if cal is None:
+        raise DataError("the model has no calibration.json; run `anomaly calibrate`")
     t_image = float(image_threshold if image_threshold is not None else cal.image_threshold)
     t_pixel = float(pixel_threshold if pixel_threshold is not None else cal.pixel_threshold)
     samples = [Sample(p) for p in paths]
     rel = [p.relative_to(input_dir) for p in paths]
+    timings: dict[str, float] = {"decode": 0.0, "model": 0.0, "postprocess": 0.0, "write": 0.0}
 
     errors: list[tuple[str, str]] = []
     n_scored = n_defective = 0
     if progress is not None:
         progress(0, len(paths))
-    with atomic_open(output_dir / "scores.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        atomic_open(output_dir / "scores.csv", "w", newline="", encoding="utf-8") as scores_f,
+        atomic_open(output_dir / "regions.csv", "w", newline="", encoding="utf-8") as regions_f,
+    ):
+        writer = csv.writer(scores_f)
         writer.writerow(SCORES_COLUMNS)
-        for batch, maps, scores in iterate_maps(
-            detector, samples, batch_size=batch_size, num_workers=num_workers, skip_errors=True
+        csv.writer(regions_f).writerow(REGION_COLUMNS)
+        for batch, maps in iterate_maps(
+            detector,
+            samples,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            skip_errors=True,
+            keep_original=outputs.overlays,
+            timings=timings,
         ):
             errors.extend((rel[i].as_posix(), reason) for i, reason in batch["errors"])
+            t0 = time.perf_counter()
+            scores = detector.scores(maps, pixel_threshold=t_pixel)
+            pvals = (
+                p_values(scores, cal.validation_scores)
+                if cal.validation_scores
+                else np.full(len(scores), np.nan)
+            )
+            timings["postprocess"] += time.perf_counter() - t0
             for j, i in enumerate(batch["index"]):
-                full = resize_map(maps[j], batch["original_size"][j])[0]
-                mask = (full > t_pixel).numpy()
-                score = float(scores[j])
-                defective = score > t_image
-                if write_masks:
-                    _write_mask(output_dir / "masks" / rel[i].with_suffix(".png"), mask)
+                t1 = time.perf_counter()
+                full = resize_map(maps[j], batch["original_size"][j])[0].numpy()
+                labels, count = defect_regions(full, t_pixel, regions)
+                table = region_table(labels, full, image=rel[i].as_posix())
+                largest = int(table["area_px"].max()) if count else 0
+                defective = bool(scores[j] > t_image)
+                t2 = time.perf_counter()
+                name = rel[i].with_suffix(".png")
+                if outputs.masks:
+                    _write_png(output_dir / "masks" / name, (labels > 0).astype(np.uint8) * 255)
+                if outputs.heatmaps:
+                    _write_bytes(output_dir / "heatmaps" / name, heatmap_png(full, t_pixel))
+                if outputs.overlays:
+                    _write_bytes(
+                        output_dir / "overlays" / name, overlay_png(batch["original"][j], labels)
+                    )
                 writer.writerow(
                     [
                         rel[i].as_posix(),
-                        f"{score:.6g}",
+                        f"{scores[j]:.6g}",
+                        f"{pvals[j]:.6g}",
                         f"{t_image:.6g}",
                         int(defective),
-                        int(mask.sum()),
+                        count,
+                        largest,
+                        int((labels > 0).sum()),
                         detector.model_id,
                     ]
                 )
+                if count:
+                    table.to_csv(regions_f, header=False, index=False)
+                timings["postprocess"] += t2 - t1
+                timings["write"] += time.perf_counter() - t2
                 n_scored += 1
                 n_defective += int(defective)
             if progress is not None:
                 progress(n_scored + len(errors), len(paths))
+    t_tables = time.perf_counter()
+    if outputs.parquet:
+        frame = pd.read_csv(output_dir / "scores.csv", dtype={"path": str, "model_id": str})
+        with atomic_open(output_dir / "scores.parquet", "wb") as handle:
+            frame.to_parquet(handle, index=False)
     if errors:
         with atomic_open(output_dir / "errors.csv", "w", newline="", encoding="utf-8") as handle:
             err_writer = csv.writer(handle)
@@ -282,6 +499,7 @@ def score_folder(
             err_writer.writerows(errors)
         for path, reason in errors:
             log.warning("skipped %s: %s", path, reason)
+    timings["write"] += time.perf_counter() - t_tables
     summary = ScoreSummary(
         n_images=len(paths),
         n_scored=n_scored,
@@ -290,12 +508,21 @@ def score_folder(
         image_threshold=t_image,
         pixel_threshold=t_pixel,
         model_id=detector.model_id,
+        model_uri=model_uri,
         seconds=round(time.perf_counter() - started, 3),
+        timings={k: round(v, 3) for k, v in timings.items()},
     )
     write_json_atomic(output_dir / "summary.json", summary.to_dict())
     return summary
 
 
-def _write_mask(path: Path, mask: np.ndarray) -> None:
+def _write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
     with atomic_open(path, "wb") as handle:
-        Image.fromarray(mask.astype(np.uint8) * 255).save(handle, format="PNG")
+        Image.fromarray(array).save(handle, format="PNG")
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from anomaly.scoring.calibration import Calibration
+from anomaly.scoring.score import SCORES_COLUMNS
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +79,8 @@ def test_train_run_carries_params_metrics_and_artifacts(trained):
     assert run.data.tags["model.name"] == "cae" and run.data.tags["data.fingerprint"]
     artifacts = _artifacts(client, run.info.run_id)
     for name in (
+        "evaluation/curves.png",
+        "evaluation/score_histogram.png",
         "config.yaml",
         "calibration.json",
         "model/model.ckpt",
@@ -109,7 +112,13 @@ def test_model_folder_is_complete(trained):
     cal = Calibration.load(model / "calibration.json")
     assert cal.n_images == 3 and cal.image_threshold > 0 and cal.pixel_threshold > 0
     meta = json.loads((model / "model.json").read_text())
-    assert meta["preprocess"] == {"image_size": [32, 32], "channels": 1}
+    assert meta["preprocess"] == {
+        "image_size": [32, 32],
+        "channels": 1,
+        "tile": False,
+        "scale": 1.0,
+        "tile_stride": None,
+    }
     with Image.open(trained["work"] / "train" / "evaluation" / "samples.png") as grid:
         assert grid.format == "PNG" and grid.size[0] > 300
 
@@ -131,21 +140,21 @@ def test_score_writes_results_and_its_own_run(trained, cli, source):
     with open(out / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 6
-    assert set(rows[0]) == {
-        "path",
-        "score",
-        "threshold",
-        "is_defective",
-        "defect_area_px",
-        "model_id",
-    }
+    assert tuple(rows[0]) == SCORES_COLUMNS
     assert {r["model_id"] for r in rows} == {train_run.info.run_id}
     for row in rows:
-        with Image.open(out / "masks" / Path(row["path"]).with_suffix(".png")) as mask:
+        name = Path(row["path"]).with_suffix(".png")
+        with Image.open(out / "masks" / name) as mask:
             assert mask.size == (48, 48)  # the original size, not the model's 32x32
-            values = set(np.unique(np.asarray(mask)).tolist())
-        assert values <= {0, 255}
-        assert int(row["defect_area_px"]) == int((np.asarray(mask) > 0).sum())
+            pixels = np.asarray(mask)
+        assert set(np.unique(pixels).tolist()) <= {0, 255}
+        assert int(row["defect_area_px"]) == int((pixels > 0).sum())
+        assert 0 < float(row["p_value"]) <= 1
+        for folder in ("heatmaps", "overlays"):
+            with Image.open(out / folder / name) as picture:
+                assert picture.size == (48, 48) and picture.mode == "RGB"
+    assert (out / "scores.parquet").stat().st_size > 0
+    assert (out / "regions.csv").read_text().startswith("image,region_id,")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_scored"] == 6 and summary["n_errors"] == 0
 
@@ -188,3 +197,40 @@ def test_user_errors_get_one_line_and_an_exit_code(trained, cli):
     assert bad_model.returncode == 2 and "model=" in bad_model.stdout
     unknown = cli("train", "model=nosuch", cwd=work)
     assert unknown.returncode == 2
+
+
+def test_calibrate_refits_without_retraining(trained, cli):
+    work = trained["work"]
+    model = work / "recalibrated-model"
+    shutil.copytree(work / "train" / "model", model)
+    (model / "calibration.json").write_text("{ broken by a hand edit")
+    weights = (model / "model.ckpt").read_bytes()
+    result = cli(
+        "calibrate",
+        f"model={model}",
+        f"data.root={trained['root']}",
+        "scoring.calibration.image.method=mean_std",
+        "scoring.calibration.image.k=2",
+        f"tracking.uri={trained['uri']}",
+        "tracking.experiment=e2e",
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    cal = Calibration.load(model / "calibration.json")
+    assert cal.params["image"] == {"method": "mean_std", "k": 2.0}
+    assert cal.n_images == 3  # the training's validation split: same seed and fraction
+    scores = np.array(cal.validation_scores)
+    assert cal.image_threshold == pytest.approx(scores.mean() + 2 * scores.std())
+    assert (model / "model.ckpt").read_bytes() == weights
+    assert "test_false_alarm_rate" in result.stdout
+
+    too_few = cli(
+        "calibrate",
+        f"model={model}",
+        f"data.root={trained['root']}",
+        "scoring.calibration.image.method=far",
+        "scoring.calibration.image.far=0.01",
+        f"tracking.uri={trained['uri']}",
+        cwd=work,
+    )
+    assert too_few.returncode == 2 and "far" in too_few.stdout

@@ -4,27 +4,83 @@ import numpy as np
 import pytest
 
 from anomaly.errors import ModelFolderError
-from anomaly.scoring.calibration import Calibration, fit_quantile
+from anomaly.scoring.calibration import Calibration, fit_calibration, p_values, threshold_from
 
 
-def test_quantile_thresholds():
-    scores = np.arange(1, 101, dtype=float)  # 1..100
-    pixels = np.linspace(0, 1, 1001)
-    cal = fit_quantile(scores, pixels, image_q=0.9, pixel_q=0.5, model_id="m")
-    assert cal.image_threshold == pytest.approx(np.quantile(scores, 0.9))
+def test_quantile_and_mean_std_thresholds():
+    values = np.arange(1, 101, dtype=float)  # 1..100
+    assert threshold_from(values, method="quantile", q=0.9) == pytest.approx(
+        np.quantile(values, 0.9)
+    )
+    assert threshold_from(values, method="mean_std", k=2.0) == pytest.approx(
+        values.mean() + 2 * values.std()
+    )
+
+
+def test_far_threshold_is_the_conformal_quantile():
+    values = np.arange(1.0, 20.0)  # 19 values: (19 + 1) * (1 - 0.1) = 18th smallest
+    assert threshold_from(values, method="far", far=0.1) == 18.0
+    with pytest.raises(ValueError, match="needs at least 19"):
+        threshold_from(np.arange(5.0), method="far", far=0.05)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"method": "quantile", "q": 1.5}, "q"),
+        ({"method": "far", "far": 0.0}, "far"),
+        ({"method": "mean_std", "k": float("nan")}, "k"),
+        ({"method": "median"}, "method"),
+    ],
+)
+def test_bad_parameters_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=f"scoring.calibration.{key}"):
+        threshold_from(np.ones(3), **kwargs)
+
+
+def test_p_values_hand_computed():
+    validation = np.array([1.0, 2.0, 3.0, 4.0])
+    # p = (1 + #{v >= s}) / (n + 1)
+    assert p_values(np.array([0.5, 2.0, 2.5, 9.0]), validation).tolist() == pytest.approx(
+        [5 / 5, 4 / 5, 3 / 5, 1 / 5]
+    )
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05])
+def test_conformal_false_alarm_rate_holds_on_held_out_defect_free_scores(alpha):
+    # Defect-free scores from a skewed distribution: the guarantee needs no assumption on
+    # its shape, only that validation and new defect-free images are exchangeable.
+    rng = np.random.default_rng(7)
+    rates = []
+    for _ in range(200):
+        validation = rng.gamma(2.0, 1.0, size=199)
+        held_out = rng.gamma(2.0, 1.0, size=500)
+        rates.append(np.mean(p_values(held_out, validation) < alpha))
+    # E[rate] <= alpha; the mean over 200 repetitions is within a few standard errors.
+    assert np.mean(rates) <= alpha + 3 * np.std(rates) / np.sqrt(len(rates))
+    # And not absurdly conservative: the rate is close to alpha, not zero.
+    assert np.mean(rates) > 0.5 * alpha
+
+
+def test_fit_calibration_records_only_the_used_parameter():
+    cal = fit_calibration(
+        np.arange(10.0),
+        np.linspace(0, 1, 1001),
+        image={"method": "mean_std", "q": 0.5, "k": 1.0, "far": 0.1},
+        pixel={"method": "quantile", "q": 0.5, "k": 1.0, "far": 0.1},
+        model_id="m",
+        fingerprint="f",
+    )
+    assert cal.params == {
+        "image": {"method": "mean_std", "k": 1.0},
+        "pixel": {"method": "quantile", "q": 0.5},
+    }
     assert cal.pixel_threshold == pytest.approx(0.5)
-    assert cal.n_images == 100
-    assert cal.validation_scores == sorted(scores.tolist())
-    assert cal.params == {"image_q": 0.9, "pixel_q": 0.5}
-
-
-def test_rejects_bad_quantile():
-    with pytest.raises(ValueError, match="image_q"):
-        fit_quantile(np.ones(3), np.ones(3), image_q=1.5)
+    assert cal.validation_scores == list(np.arange(10.0)) and cal.n_images == 10
 
 
 def test_roundtrip_and_human_readable(tmp_path):
-    cal = fit_quantile(np.array([0.1, 0.2, 0.3]), np.array([0.0, 0.5]), fingerprint="abc")
+    cal = fit_calibration(np.array([0.1, 0.2, 0.3]), np.array([0.0, 0.5]), fingerprint="abc")
     path = tmp_path / "calibration.json"
     cal.save(path)
     text = path.read_text()
@@ -34,7 +90,7 @@ def test_roundtrip_and_human_readable(tmp_path):
 
 def test_hand_edited_threshold_is_used(tmp_path):
     path = tmp_path / "calibration.json"
-    fit_quantile(np.array([0.1, 0.2]), np.array([0.1])).save(path)
+    fit_calibration(np.array([0.1, 0.2]), np.array([0.1])).save(path)
     raw = json.loads(path.read_text())
     raw["image_threshold"] = 0.05
     path.write_text(json.dumps(raw))
@@ -47,6 +103,7 @@ def test_hand_edited_threshold_is_used(tmp_path):
         ("{not json", "not valid JSON"),
         ('{"image_threshold": "high", "pixel_threshold": 0.1}', "image_threshold must be a number"),
         ('{"image_threshold": 0.1}', "pixel_threshold must be a number"),
+        ('{"image_threshold": NaN, "pixel_threshold": 0.1}', "finite"),
         ("[1, 2]", "JSON object"),
     ],
 )

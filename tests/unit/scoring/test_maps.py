@@ -40,3 +40,19 @@ def test_settings_validate_with_key_names():
         MapSettings(kind="l3")
     with pytest.raises(ConfigError, match="scoring.smoothing_sigma"):
         MapSettings(smoothing_sigma=float("nan"))
+
+
+def test_mix_is_the_weighted_sum():
+    x, r = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    mix = error_map(x, r, kind="mix", ssim_weight=0.25)
+    expected = 0.75 * error_map(x, r, kind="l2") + 0.25 * error_map(x, r, kind="ssim")
+    assert torch.allclose(mix, expected)
+
+
+def test_topk_and_area_scores():
+    maps = torch.zeros(1, 1, 10, 10)
+    maps[0, 0, 0, :4] = torch.tensor([1.0, 0.8, 0.6, 0.4])
+    assert image_scores(maps, method="topk", topk=2).item() == pytest.approx(0.9)
+    assert image_scores(maps, method="area", pixel_threshold=0.5).item() == pytest.approx(0.03)
+    with pytest.raises(ValueError, match="pixel threshold"):
+        image_scores(maps, method="area")

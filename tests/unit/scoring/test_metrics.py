@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from anomaly.scoring.metrics import auroc, f1_at
+from anomaly.scoring.metrics import aupro, auroc, average_precision, best_f1, f1_at, roc_curve
 
 
 def test_auroc_hand_worked():
@@ -31,3 +31,83 @@ def test_f1_matches_sklearn():
     labels = rng.integers(0, 2, 200)
     scores = rng.random(200) + labels * 0.3
     assert f1_at(labels, scores, 0.6) == pytest.approx(f1_score(labels, scores > 0.6))
+
+
+def test_average_precision_and_best_f1_match_sklearn():
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 800)
+    scores = np.round(rng.normal(labels * 0.8, 1.0), 1)
+    assert average_precision(labels, scores) == pytest.approx(
+        average_precision_score(labels, scores), abs=1e-12
+    )
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+    best, threshold = best_f1(labels, scores)
+    assert best == pytest.approx(f1.max())
+    assert f1_at(labels, scores, np.nextafter(threshold, -np.inf)) == pytest.approx(best)
+
+
+def test_roc_curve_matches_sklearn():
+    from sklearn.metrics import roc_curve as sk_roc
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) + labels * 0.3, 2)
+    fpr, tpr, _ = sk_roc(labels, scores, drop_intermediate=False)
+    ours = roc_curve(labels, scores)
+    assert np.allclose(ours.x, fpr) and np.allclose(ours.y, tpr)
+
+
+def test_aupro_hand_worked():
+    # One 2-pixel region; scores 0.9 and 0.1 inside it, 0.5 on one of 8 good pixels.
+    # Curve: (0,0) (0,.5) (.125,.5) (.125,1) (1,1). Area to 0.3: .125*.5 + .175*1 = .2375.
+    masks = np.zeros((1, 2, 5), bool)
+    masks[0, 0, :2] = True
+    maps = np.zeros((1, 2, 5))
+    maps[0, 0, :3] = [0.9, 0.1, 0.5]
+    assert aupro(masks, maps) == pytest.approx(0.2375 / 0.3)
+
+
+def test_aupro_counts_every_region_equally():
+    # A big region found and a small one missed: PRO is 0.5 whatever the sizes.
+    masks = np.zeros((1, 10, 10), bool)
+    masks[0, :4, :4] = True  # 16 px, found
+    masks[0, 8, 8] = True  # 1 px, missed
+    maps = np.where(masks, 0.0, 0.1)
+    maps[0, :4, :4] = 1.0
+    # At 1.0: FPR 0, PRO 0.5. At 0.1 every good pixel: FPR 1, PRO still 0.5 (the small
+    # region scores 0). So PRO is 0.5 over the whole integration range.
+    assert aupro(masks, maps) == pytest.approx(0.5)
+
+
+def _brute_force_aupro(masks, maps, limit=0.3):
+    from scipy import ndimage
+
+    regions = []
+    for m in masks:
+        labelled, count = ndimage.label(m)
+        regions.append([labelled == k for k in range(1, count + 1)])
+    thresholds = np.unique(np.concatenate([m.ravel() for m in maps]))[::-1]
+    good = np.concatenate([~m.ravel() for m in masks])
+    fprs, pros = [0.0], [0.0]
+    for t in thresholds:
+        above = [m >= t for m in maps]
+        fprs.append(np.concatenate([a.ravel() for a in above])[good].mean())
+        overlaps = [above[i][r].mean() for i, rs in enumerate(regions) for r in rs]
+        pros.append(np.mean(overlaps))
+    fprs, pros = np.array(fprs), np.array(pros)
+    grid = np.linspace(0, limit, 20001)
+    return np.trapezoid(np.interp(grid, fprs, pros), grid) / limit
+
+
+def test_aupro_matches_a_brute_force_reference():
+    rng = np.random.default_rng(4)
+    masks = np.zeros((3, 12, 12), bool)
+    masks[0, 2:5, 2:6] = True
+    masks[1, 7:11, 1:3] = True
+    masks[1, 0:2, 9:12] = True
+    maps = np.round(rng.random(masks.shape) + masks * 0.4, 2)
+    assert aupro(masks, maps) == pytest.approx(_brute_force_aupro(masks, maps), abs=2e-4)
+    assert aupro(masks, masks.astype(float)) == pytest.approx(1.0)

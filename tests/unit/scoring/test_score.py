@@ -11,6 +11,7 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import DataError
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.score import Detector, score_folder
 from tests.conftest import write_png
 
@@ -22,12 +23,16 @@ class Gray(nn.Module):
         return torch.full_like(x, 0.5)
 
 
-def _detector(image_threshold=0.1, pixel_threshold=0.2) -> Detector:
+def _detector(image_threshold=0.1, pixel_threshold=0.2, **preprocess) -> Detector:
     return Detector(
         model=Gray(),
-        preprocess=Preprocess.create(image_size=16, channels=1),
+        preprocess=Preprocess.create(image_size=16, channels=1, **preprocess),
         maps=MapSettings(kind="l2", smoothing_sigma=0),
-        calibration=Calibration(image_threshold=image_threshold, pixel_threshold=pixel_threshold),
+        calibration=Calibration(
+            image_threshold=image_threshold,
+            pixel_threshold=pixel_threshold,
+            validation_scores=[0.0, 0.01, 0.02, 0.3],
+        ),
         model_id="m1",
     )
 
@@ -72,6 +77,47 @@ def test_scores_verdicts_masks_and_errors(folder, tmp_path):
     assert summary.n_images == 3 and summary.n_scored == 2 and summary.n_errors == 1
     saved = json.loads((out / "summary.json").read_text())
     assert saved["n_defective"] == 1 and saved["defect_rate"] == 0.5
+
+
+def test_p_values_regions_parquet_heatmaps_and_overlays(folder, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "out"
+    score_folder(_detector(), folder, out, regions=RegionSettings(0, 0, 1))
+    rows = {r["path"]: r for r in _rows(out / "scores.csv")}
+    # p = (1 + #{validation >= score}) / 5 with validation scores 0, .01, .02, .3
+    # flat.png is 128/255 gray: score ~4e-6, above the validation score 0.0 -> p = 4/5.
+    assert float(rows["flat.png"]["p_value"]) == pytest.approx(4 / 5)
+    assert float(rows["sub dir/spot.png"]["p_value"]) == pytest.approx(2 / 5)
+    assert rows["sub dir/spot.png"]["n_regions"] == "1"
+    regions = _rows(out / "regions.csv")
+    assert [r["image"] for r in regions] == ["sub dir/spot.png"]
+    assert int(regions[0]["area_px"]) == int(rows["sub dir/spot.png"]["largest_region_area"])
+    parquet = pd.read_parquet(out / "scores.parquet")
+    assert parquet["path"].tolist() == ["flat.png", "sub dir/spot.png"]
+    with Image.open(out / "heatmaps" / "sub dir" / "spot.png") as heat:
+        assert heat.size == (30, 20) and heat.mode == "RGB"
+    with Image.open(out / "overlays" / "sub dir" / "spot.png") as over:
+        pixels = np.asarray(over)
+    assert pixels.shape == (20, 30, 3)
+    red = (pixels[..., 0] == 255) & (pixels[..., 1] == 0)
+    assert red.any() and not red[10, 15]  # outline around the defect, not over it
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["timings"]) == {"decode", "model", "postprocess", "write"}
+
+
+def test_tile_mode_inspects_at_native_resolution(tmp_path):
+    big = np.full((40, 72), 0.5)
+    big[20:22, 50:52] = 1.0  # a 2x2 defect, lost if the image were squashed to 16x16
+    write_png(tmp_path / "in" / "big.png", big)
+    out = tmp_path / "out"
+    score_folder(
+        _detector(tile=True, tile_stride=8), tmp_path / "in", out, regions=RegionSettings(0, 0, 1)
+    )
+    (row,) = _rows(out / "scores.csv")
+    assert float(row["score"]) == pytest.approx(0.25, abs=1e-3)
+    mask = np.asarray(Image.open(out / "masks" / "big.png")) > 0
+    assert mask.shape == (40, 72) and mask[20:22, 50:52].all() and mask.sum() == 4
 
 
 def test_threshold_override_changes_verdicts(folder, tmp_path):

@@ -1,0 +1,121 @@
+"""Re-fit a model's thresholds on defect-free images without retraining."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from anomaly.data.folder import fingerprint, scan_dataset, split_validation
+from anomaly.errors import ConfigError, ModelFolderError
+from anomaly.jobs.train import calibration_specs
+from anomaly.model_folder import CONFIG_FILE, load_detector
+from anomaly.scoring.calibration import CALIBRATION_FILE
+from anomaly.scoring.score import calibrate, evaluate
+from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
+
+log = logging.getLogger(__name__)
+
+
+def recalibrate(cfg: DictConfig) -> dict[str, Any]:
+    """Fit ``calibration.json`` of a local model folder anew (``anomaly calibrate``).
+
+    The validation split is carved from ``data.root``'s defect-free training images with
+    the training's seed and fraction unless overridden, so on the training data the same
+    images are used. When the root has a labelled test split, the false-alarm rate on its
+    defect-free images and the image F1 at the new threshold are reported too.
+
+    Returns:
+        ``calibration`` (the new one), ``previous`` (thresholds before, or None),
+        ``metrics`` and ``run_id``.
+    """
+    folder = Path(str(cfg.model_uri))
+    if not folder.is_dir():
+        raise ModelFolderError(
+            f"model={folder} is not a local model folder; `anomaly calibrate` rewrites "
+            "calibration.json in place, so give the folder (download an MLflow model first)"
+        )
+    detector = load_detector(folder, calibrated=False)
+    previous = _previous_thresholds(folder)
+    trained = OmegaConf.load(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
+
+    def setting(value: Any, key: str, default: Any) -> Any:
+        if value is not None:
+            return value
+        return OmegaConf.select(trained, key, default=default) if trained else default
+
+    fraction = float(setting(cfg.data.val_fraction, "data.val_fraction", 0.1))
+    seed = int(setting(cfg.seed, "seed", 0))
+    suffix = str(setting(cfg.data.mask_suffix, "data.mask_suffix", "_mask"))
+    splits = scan_dataset(cfg.data.root, mask_suffix=suffix)
+    _, validation = split_validation(splits.train, fraction=fraction, seed=seed)
+    batch = {"batch_size": int(cfg.scoring.batch_size), "num_workers": int(cfg.scoring.num_workers)}
+    try:
+        calibration = calibrate(
+            detector,
+            validation,
+            **calibration_specs(cfg),
+            fingerprint=fingerprint([s.path for s in validation]),
+            seed=seed,
+            **batch,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    metrics = {
+        "calibration/image_threshold": calibration.image_threshold,
+        "calibration/pixel_threshold": calibration.pixel_threshold,
+        "calibration/n_images": float(calibration.n_images),
+    }
+    if splits.test:
+        evaluation = evaluate(detector, splits.test, **batch)
+        good = np.array([s.label == 0 for s in evaluation.samples])
+        if good.any():
+            flagged = evaluation.scores[good] > calibration.image_threshold
+            metrics["test_false_alarm_rate"] = float(np.mean(flagged))
+        if "image_f1" in evaluation.metrics:
+            metrics["image_f1"] = evaluation.metrics["image_f1"]
+    calibration.save(folder / CALIBRATION_FILE)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    tags = base_tags(kind="calibrate") | {"model.id": detector.model_id}
+    with start_run(
+        uri=uri, experiment=str(cfg.tracking.experiment), run_name="calibrate", tags=tags
+    ) as run:
+        mlflow.log_params(
+            {
+                "model": str(folder.resolve()),
+                "data.root": str(cfg.data.root),
+                "method": calibration.method,
+                "data.val_fraction": fraction,
+                "seed": seed,
+            }
+        )
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(folder / CALIBRATION_FILE))
+    log.info(
+        "wrote %s: image threshold %.6g, pixel threshold %.6g",
+        folder / CALIBRATION_FILE,
+        calibration.image_threshold,
+        calibration.pixel_threshold,
+    )
+    return {
+        "calibration": calibration,
+        "previous": previous,
+        "metrics": metrics,
+        "run_id": run.info.run_id,
+        "tracking_uri": uri,
+        "path": str(folder / CALIBRATION_FILE),
+    }
+
+
+def _previous_thresholds(folder: Path) -> dict[str, float] | None:
+    from anomaly.scoring.calibration import Calibration
+
+    try:
+        old = Calibration.load(folder / CALIBRATION_FILE)
+    except ModelFolderError:
+        return None
+    return {"image": old.image_threshold, "pixel": old.pixel_threshold}
