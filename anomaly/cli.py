@@ -79,12 +79,34 @@ def _with_progress(
         return job(cfg, progress=update)
 
 
+_METRIC_COLUMNS = {
+    "image_auroc": "img AUROC",
+    "image_ap": "img AP",
+    "image_f1": "F1",
+    "image_best_f1": "best F1",
+    "pixel_auroc": "px AUROC",
+    "pixel_aupro": "AUPRO",
+}
+_METRIC_CAPTION = (
+    "F1 at the calibrated threshold; AUPRO up to a false-positive rate of 0.3. "
+    "Per class: that class against the defect-free images."
+)
+
+
 def _metrics_table(metrics: dict[str, float], title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in sorted(metrics.items()):
-        table.add_row(name, f"{value:.4f}")
+    """One row per defect class ("all" first), one column per metric."""
+    rows: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        metric, _, cls = name.partition("/")
+        if metric in _METRIC_COLUMNS:
+            rows.setdefault(cls or "all", {})[metric] = value
+    columns = [m for m in _METRIC_COLUMNS if any(m in r for r in rows.values())]
+    table = Table(title=title, caption=_METRIC_CAPTION)
+    table.add_column("class")
+    for metric in columns:
+        table.add_column(_METRIC_COLUMNS[metric], justify="right")
+    for cls in sorted(rows, key=lambda c: (c != "all", c)):
+        table.add_row(cls, *(f"{rows[cls][m]:.3f}" if m in rows[cls] else "-" for m in columns))
     return table
 
 
@@ -113,7 +135,14 @@ def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
         else f"scored {result['n_scored']} images: {result['n_defective']} defective "
         f"({result['defect_rate']:.1%})"
     )
-    console.print(f"results:   {result['output_dir']} (scores.csv, masks/, summary.json)")
+    console.print(
+        f"results:   {result['output_dir']} (scores.csv, regions.csv, masks/, heatmaps/, "
+        "overlays/, summary.json)"
+    )
+    console.print(
+        f"p-values:  smallest possible {result['min_p_value']:.3g} (from the number of "
+        "validation images); flag with p_value < alpha only for alpha above it"
+    )
     console.print(f"run id:    {result['run_id']}")
     console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
     return result

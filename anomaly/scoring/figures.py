@@ -93,7 +93,7 @@ def heatmap_png(score_map: np.ndarray, pixel_threshold: float) -> bytes:
     """
     scale = 2.0 * pixel_threshold if pixel_threshold > 0 else float(score_map.max() or 1.0)
     rgba = colormaps["inferno"](np.clip(score_map / scale, 0.0, 1.0), bytes=True)
-    return _png(rgba[..., :3])
+    return png_bytes(rgba[..., :3])
 
 
 def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
@@ -111,12 +111,17 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
         if width > 1:
             edges = ndimage.binary_dilation(edges, iterations=width - 1)
         rgb[edges] = (255, 0, 0)
-    return _png(rgb)
+    return png_bytes(rgb)
 
 
-def _png(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG.
+
+    Compression level 1: several times faster than Pillow's default 6, and the files stay
+    small because masks, heatmaps and overlays have large flat areas.
+    """
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

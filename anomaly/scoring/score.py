@@ -26,7 +26,7 @@ from anomaly.data.transforms import Preprocess, resize_map
 from anomaly.errors import DataError
 from anomaly.io import atomic_open, write_json_atomic
 from anomaly.scoring.calibration import Calibration, fit_calibration, p_values
-from anomaly.scoring.figures import heatmap_png, overlay_png
+from anomaly.scoring.figures import heatmap_png, overlay_png, png_bytes
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
 from anomaly.scoring.metrics import aupro, auroc, average_precision, best_f1, f1_at
 from anomaly.scoring.regions import REGION_COLUMNS, RegionSettings, defect_regions, region_table
@@ -323,7 +323,11 @@ def _pixel_metrics(
 
 @dataclass
 class ScoreSummary:
-    """What ``score_folder`` did; also written to ``summary.json``."""
+    """What ``score_folder`` did; also written to ``summary.json``.
+
+    ``min_p_value`` is ``1 / (validation images + 1)``: no p-value can be smaller, so
+    flagging at an ``alpha`` below it flags nothing (calibrate on more images).
+    """
 
     n_images: int
     n_scored: int
@@ -334,6 +338,7 @@ class ScoreSummary:
     model_id: str
     model_uri: str
     seconds: float
+    min_p_value: float = 1.0
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -510,6 +515,7 @@ def score_folder(
         model_id=detector.model_id,
         model_uri=model_uri,
         seconds=round(time.perf_counter() - started, 3),
+        min_p_value=1.0 / (len(cal.validation_scores) + 1),
         timings={k: round(v, 3) for k, v in timings.items()},
     )
     write_json_atomic(output_dir / "summary.json", summary.to_dict())
@@ -517,12 +523,9 @@ def score_folder(
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_open(path, "wb") as handle:
-        Image.fromarray(array).save(handle, format="PNG")
+    _write_bytes(path, png_bytes(array))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", durable=False) as handle:
         handle.write(data)
