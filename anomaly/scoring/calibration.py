@@ -180,6 +180,23 @@ def subsample_pixels(pixels: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return pixels
 
 
+def fit_pixel_threshold(
+    pixel_values: np.ndarray, pixel: dict[str, Any] | None = None, *, seed: int = 0
+) -> float:
+    """The pixel threshold alone (fitted first: the ``area`` image score depends on it).
+
+    Args:
+        pixel_values: Map values of defect-free validation images (subsampled beyond
+            ``MAX_PIXELS``).
+        pixel: ``{"method": ..., "q"|"k"|"far": ...}``; the 0.999 quantile when None.
+        seed: Seed of the subsample.
+    """
+    spec = _used(pixel or {"method": "quantile", "q": 0.999}, "pixel")
+    return threshold_from(
+        subsample_pixels(pixel_values, seed=seed), key="scoring.calibration.pixel", **spec
+    )
+
+
 def fit_calibration(
     image_scores: np.ndarray,
     pixel_values: np.ndarray,
@@ -210,9 +227,7 @@ def fit_calibration(
     scores = np.asarray(image_scores, dtype=np.float64).ravel()
     return Calibration(
         image_threshold=threshold_from(scores, key="scoring.calibration.image", **image),
-        pixel_threshold=threshold_from(
-            subsample_pixels(pixel_values, seed=seed), key="scoring.calibration.pixel", **pixel
-        ),
+        pixel_threshold=fit_pixel_threshold(pixel_values, pixel, seed=seed),
         method=f"image:{image['method']},pixel:{pixel['method']}",
         params={"image": image, "pixel": pixel},
         n_images=int(scores.size),

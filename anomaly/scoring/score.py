@@ -25,7 +25,12 @@ from anomaly.data.folder import Sample, list_images
 from anomaly.data.transforms import Preprocess, resize_map
 from anomaly.errors import DataError
 from anomaly.io import atomic_open, write_json_atomic
-from anomaly.scoring.calibration import Calibration, fit_calibration, p_values
+from anomaly.scoring.calibration import (
+    Calibration,
+    fit_calibration,
+    fit_pixel_threshold,
+    p_values,
+)
 from anomaly.scoring.figures import heatmap_png, overlay_png, png_bytes
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
 from anomaly.scoring.metrics import aupro, auroc, average_precision, best_f1, f1_at
@@ -218,7 +223,7 @@ def calibrate(
         raise DataError("no validation image could be read; calibration is impossible")
     values = np.concatenate(pixels)
     # The pixel threshold first: the "area" image score counts pixels above it.
-    t_pixel = fit_calibration(np.zeros(1), values, pixel=pixel, seed=seed).pixel_threshold
+    t_pixel = fit_pixel_threshold(values, pixel, seed=seed)
     detector.calibration = fit_calibration(
         detector.scores(maps, pixel_threshold=t_pixel),
         values,
