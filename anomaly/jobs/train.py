@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -82,9 +83,17 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
         module_class = get_class(target)
     except Exception as exc:
         raise ConfigError(f"model.module._target_={target!r} cannot be imported: {exc}") from exc
-    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    spec["loss"] = OmegaConf.to_container(cfg.loss, resolve=True)
+    noise = OmegaConf.to_container(cfg.noise.corruptions, resolve=True)
+    if noise:
+        if "noise" not in inspect.signature(module_class).parameters:
+            raise ConfigError(
+                f"model={cfg.model.name} does not train on corrupted inputs; drop noise=... "
+                "or use model=dae"
+            )
+        spec["noise"] = noise
     try:
-        return module_class(**spec, loss=loss)
+        return module_class(**spec)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model={cfg.model.name}: invalid model settings: {exc}") from exc
 
@@ -174,7 +183,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         seconds = time.perf_counter() - started
-        seen = trainer.global_step * int(cfg.data.batch_size)
+        # Batches, not optimiser steps: the adversarial model steps twice per batch.
+        batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+        seen = batches * int(cfg.data.batch_size)
         mlflow.log_metrics({"train_seconds": seconds, "train_images_per_second": seen / seconds})
 
         module.cpu()

@@ -11,6 +11,7 @@ population covariance of Wang et al. 2004.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 _TRUNCATE = 3.5
 
@@ -147,13 +148,90 @@ def ssim(
 
 
 def _ssim_map(
-    filtered: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, c1: float, c2: float
-) -> torch.Tensor:
-    """SSIM map from filtered moments of mean-centred images and the removed means."""
+    filtered: torch.Tensor,
+    mx: torch.Tensor,
+    my: torch.Tensor,
+    c1: float,
+    c2: float,
+    *,
+    with_cs: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """SSIM map from filtered moments of mean-centred images and the removed means.
+
+    With ``with_cs`` also the contrast-structure map (SSIM without the luminance term),
+    which MS-SSIM uses at every scale but the coarsest.
+    """
     ucx, ucy, uxx, uyy, uxy = filtered.chunk(5, dim=1)
     vx, vy, vxy = uxx - ucx * ucx, uyy - ucy * ucy, uxy - ucx * ucy
     ux, uy = ucx + mx, ucy + my
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    cs = (2 * vxy + c2) / (vx + vy + c2)
+    s_map = (2 * ux * uy + c1) / (ux * ux + uy * uy + c1) * cs
+    return (s_map, cs) if with_cs else s_map
+
+
+# Weights of the five scales of Wang, Simoncelli & Bovik (2003).
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    data_range: float,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Multi-scale SSIM (Wang et al. 2003), per image.
+
+    Uses as many of the five standard scales as the image allows (the coarsest must still
+    hold one SSIM window), with the standard weights renormalised over those scales.
+    Negative contrast-structure values are clipped to 0 before the fractional powers.
+
+    Args:
+        x: ``(N, C, H, W)`` float tensor.
+        y: Same shape.
+        data_range: Value range of the images.
+        sigma: Gaussian window standard deviation.
+        k1: Luminance stabiliser constant.
+        k2: Contrast stabiliser constant.
+
+    Returns:
+        ``(N,)`` MS-SSIM in ``[0, 1]``.
+
+    Raises:
+        ValueError: Images too small for even one scale, or bad shapes.
+    """
+    win = ssim_window_size(sigma)
+    scales = 0
+    while scales < len(MS_SSIM_WEIGHTS) and min(x.shape[-2:]) // 2**scales >= win:
+        scales += 1
+    if scales == 0:
+        raise ValueError(
+            f"images of {tuple(x.shape[-2:])} pixels are smaller than the {win}x{win} SSIM "
+            "window; MS-SSIM needs larger images"
+        )
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=x.dtype, device=x.device)
+    weights = weights / weights.sum()
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    values = []
+    for scale in range(scales):
+        if scale:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        if x.shape != y.shape or x.dim() != 4:
+            raise ValueError(
+                f"ms_ssim needs two equal (N, C, H, W) tensors, got {tuple(x.shape)}"
+                f" and {tuple(y.shape)}"
+            )
+        mx, my = x.mean(dim=(2, 3), keepdim=True), y.mean(dim=(2, 3), keepdim=True)
+        xc, yc = x - mx, y - my
+        moments = torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)
+        filtered = _separable(moments, sigma, truncate=_TRUNCATE, valid=True)
+        s_map, cs = _ssim_map(filtered, mx, my, c1, c2, with_cs=True)
+        term = s_map if scale == scales - 1 else cs
+        values.append(term.mean(dim=(1, 2, 3)).clamp(min=0.0))
+    stacked = torch.stack(values, dim=1)
+    return torch.prod(stacked**weights, dim=1)
 
 
 def ssim_window_size(sigma: float) -> int:
@@ -161,4 +239,4 @@ def ssim_window_size(sigma: float) -> int:
     return 2 * int(_TRUNCATE * sigma + 0.5) + 1
 
 
-__all__ = ["gaussian_filter", "gaussian_kernel1d", "ssim", "ssim_window_size"]
+__all__ = ["gaussian_filter", "gaussian_kernel1d", "ms_ssim", "ssim", "ssim_window_size"]

@@ -1,4 +1,8 @@
-"""The LightningModule that trains a reconstruction autoencoder on defect-free images."""
+"""The LightningModule that trains a reconstruction autoencoder on defect-free images.
+
+One module serves the convolutional AE, the denoising AE (with ``noise``), the linear and
+dense baselines and the VAE (whose net adds a KL term through ``forward_train``).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import torch
 from hydra.utils import instantiate
 
 from anomaly.training.losses import build_loss
+from anomaly.training.noise import build_corruption
 
-_DEFAULT_OPTIMIZER = {
+DEFAULT_OPTIMIZER = {
     "_target_": "torch.optim.Adam",
     "_partial_": True,
     "lr": 2e-4,
@@ -19,17 +24,21 @@ _DEFAULT_OPTIMIZER = {
 
 
 class AutoencoderModule(pl.LightningModule):
-    """Trains ``net`` to reconstruct its input with the configured loss.
+    """Trains ``net`` to reconstruct its (optionally corrupted) input with the loss.
 
     Every argument is a plain value (dicts with Hydra ``_target_`` keys), stored with
     ``save_hyperparameters()``, so a checkpoint reloads with
     ``AutoencoderModule.load_from_checkpoint(path)`` and nothing else.
 
     Args:
-        net: Hydra config of the ``nn.Module`` (e.g. ``ConvAutoencoder``).
-        loss: ``{"name": "l2" | "ssim", ...}`` keyword arguments of ``build_loss``.
+        net: Hydra config of the ``nn.Module`` (e.g. ``ConvAutoencoder``). A net with
+            ``forward_train(x) -> (reconstruction, extra_loss)`` (the VAE) is trained
+            through it.
+        loss: ``{"name": ..., ...}`` keyword arguments of ``build_loss``.
         optimizer: Hydra config of a partial optimiser (``_partial_: true``); Adam with the
             paper's lr 2e-4 and weight decay 1e-5 when omitted.
+        noise: Corruptions of the training inputs (``noise.corruptions``): the denoising
+            autoencoder. Validation and scoring inputs are never corrupted.
     """
 
     def __init__(
@@ -37,42 +46,57 @@ class AutoencoderModule(pl.LightningModule):
         net: dict[str, Any],
         loss: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
+        noise: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = instantiate(net, _convert_="all")
         self.loss_fn = build_loss(**(loss or {"name": "l2"}))
+        self.corrupt = build_corruption(noise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct images ``(N, C, H, W)`` in ``[0, 1]``."""
+        """Reconstruct images ``(N, C, H, W)``."""
         return self.net(x)
 
     def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         """``(weight, reconstruction)`` pairs whose weighted error maps form the anomaly map."""
         return [(1.0, self.net(x))]
 
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        x = batch["image"]
-        loss = self.loss_fn(self.net(x), x)
+    def _loss(self, x: torch.Tensor, *, train: bool) -> torch.Tensor:
+        inputs = self.corrupt(x) if train and self.corrupt is not None else x
+        train_fn = getattr(self.net, "forward_train", None)
+        if train_fn is not None:
+            recon, extra = train_fn(inputs)
+            return self.loss_fn(recon, x) + extra
+        return self.loss_fn(self.net(inputs), x)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimisation step on a batch of defect-free images."""
+        loss = self._loss(batch["image"], train=True)
         self.log(
-            f"{stage}/loss",
+            "train/loss",
             loss,
             on_step=False,
             on_epoch=True,
             prog_bar=True,
-            batch_size=x.shape[0],
+            batch_size=batch["image"].shape[0],
         )
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """One optimisation step on a batch of defect-free images."""
-        return self._step(batch, "train")
-
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Reconstruction loss on held-out defect-free images."""
-        return self._step(batch, "val")
+        """Reconstruction loss on held-out, uncorrupted defect-free images."""
+        loss = self._loss(batch["image"], train=False)
+        self.log(
+            "val/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["image"].shape[0],
+        )
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Build the optimiser from its partial config."""
-        factory = instantiate(self.hparams.optimizer or _DEFAULT_OPTIMIZER)
+        factory = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)
         return factory(params=self.parameters())

@@ -93,3 +93,35 @@ def test_rejects_bad_input():
         ssim(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), data_range=1.0)
     with pytest.raises(ValueError, match="data_range"):
         ssim(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16), data_range=0)
+
+
+def _reference_ms_ssim(a: np.ndarray, b: np.ndarray, scales: int) -> float:
+    """Independent float64 MS-SSIM with scipy: cs at fine scales, full SSIM at the last."""
+    weights = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333][:scales])
+    weights = weights / weights.sum()
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for s in range(scales):
+        if s:
+            a = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean(axis=(1, 3))
+            b = b.reshape(b.shape[0] // 2, 2, b.shape[1] // 2, 2).mean(axis=(1, 3))
+        f = lambda v: ndimage.gaussian_filter(v, 1.5, truncate=3.5)  # noqa: E731
+        ua, ub = f(a), f(b)
+        va, vb, cov = f(a * a) - ua**2, f(b * b) - ub**2, f(a * b) - ua * ub
+        cs = (2 * cov + c2) / (va + vb + c2)
+        full = (2 * ua * ub + c1) / (ua**2 + ub**2 + c1) * cs
+        term = full if s == scales - 1 else cs
+        values.append(max(term[5:-5, 5:-5].mean(), 0.0))
+    return float(np.prod(np.array(values) ** weights))
+
+
+@pytest.mark.parametrize(("size", "scales"), [(48, 3), (176, 5), (20, 1)])
+def test_ms_ssim_matches_an_independent_reference(size, scales):
+    from anomaly.scoring.ssim import ms_ssim
+
+    rng = np.random.default_rng(size)
+    a = ndimage.gaussian_filter(rng.random((size, size)), 1.0)
+    b = np.clip(a + rng.normal(0, 0.05, a.shape), 0, 1)
+    ours = ms_ssim(_t(a), _t(b), data_range=1.0).item()
+    assert ours == pytest.approx(_reference_ms_ssim(a, b, scales), abs=1e-4)
+    assert ms_ssim(_t(a), _t(a), data_range=1.0).item() == pytest.approx(1.0, abs=1e-5)

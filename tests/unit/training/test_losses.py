@@ -20,3 +20,18 @@ def test_ssim_loss_is_one_minus_mean_ssim():
 def test_unknown_loss_names_the_key():
     with pytest.raises(ConfigError, match="loss.name"):
         build_loss("hinge")
+
+
+def test_l1_and_weighted_l2_ssim():
+    a, b = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    assert build_loss("l1")(a, b).item() == pytest.approx((a - b).abs().mean().item())
+    mixed = build_loss("l2_ssim", ssim_weight=0.25)(a, b).item()
+    expected = 0.75 * build_loss("l2")(a, b).item() + 0.25 * build_loss("ssim")(a, b).item()
+    assert mixed == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ConfigError, match="loss.ssim_weight"):
+        build_loss("l2_ssim", ssim_weight=2.0)
+
+
+def test_ms_ssim_loss_is_zero_for_identical_images():
+    a = torch.rand(2, 1, 48, 48)
+    assert build_loss("ms_ssim")(a, a).item() == pytest.approx(0.0, abs=1e-5)

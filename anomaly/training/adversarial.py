@@ -1,0 +1,141 @@
+"""USAD (Audibert et al., KDD 2020) for images: one encoder, two adversarial decoders.
+
+With ``n`` the epoch counted from 1, ``w1 = D1(E(x))``, ``w2 = D2(E(x))`` and
+``w3 = D2(E(w1))``::
+
+    loss1 (E, D1) = 1/n * ||x - w1||^2 + (1 - 1/n) * ||x - w3||^2
+    loss2 (E, D2) = 1/n * ||x - w2||^2 - (1 - 1/n) * ||x - w3||^2
+
+Early on both decoders learn to reconstruct; as ``n`` grows the adversarial term
+dominates: D1 learns to fool D2, and D2 learns to expose D1's reconstructions. Each phase
+updates only its own optimiser's parameters (the encoder is in both, as in the paper).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from anomaly.errors import ConfigError
+from anomaly.training.autoencoder import DEFAULT_OPTIMIZER
+from anomaly.training.losses import build_loss
+
+
+def usad_losses(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    w3: torch.Tensor,
+    n: int,
+    loss_fn: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two USAD losses for epoch ``n`` (counted from 1).
+
+    Args:
+        x: Inputs.
+        w1: ``D1(E(x))``.
+        w2: ``D2(E(x))``.
+        w3: ``D2(E(w1))``.
+        n: Epoch number, from 1.
+        loss_fn: Reconstruction error ``(recon, target) -> scalar``; mean squared error
+            (the paper's) when None.
+
+    Returns:
+        ``(loss1, loss2)`` for the (E, D1) and (E, D2) phases.
+    """
+    if n < 1:
+        raise ValueError(f"the epoch number n counts from 1, got {n}")
+    err = loss_fn or torch.nn.functional.mse_loss
+    adversarial = err(w3, x)
+    loss1 = err(w1, x) / n + (1 - 1 / n) * adversarial
+    loss2 = err(w2, x) / n - (1 - 1 / n) * adversarial
+    return loss1, loss2
+
+
+class USADModule(pl.LightningModule):
+    """Two-phase adversarial training of :class:`~anomaly.models.usad.USADNet`.
+
+    Args:
+        net: Hydra config of the network (``USADNet``).
+        loss: Reconstruction error inside both losses (``l2`` is the paper's).
+        optimizer: Partial optimiser config, used for both phases (Adam by default).
+        alpha: Weight of ``err(x, w1)`` in the anomaly map.
+        beta: Weight of ``err(x, w3)`` in the anomaly map; ``alpha + beta`` must be 1.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        loss: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not (alpha >= 0 and beta >= 0 and abs(alpha + beta - 1.0) < 1e-6):
+            raise ConfigError(
+                f"model.module.alpha + beta must be 1 with both >= 0, got {alpha} and {beta}"
+            )
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = instantiate(net, _convert_="all")
+        self.loss_fn = build_loss(**(loss or {"name": "l2"}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The first decoder's reconstruction ``D1(E(x))``."""
+        return self.net.decoder1(self.net.encoder(x))
+
+    def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+        """``[(alpha, D1(E(x))), (beta, D2(E(D1(E(x)))))]``: the two terms of the map."""
+        w1, _, w3 = self.net(x)
+        return [(self.hparams.alpha, w1), (self.hparams.beta, w3)]
+
+    @property
+    def epoch_n(self) -> int:
+        """The paper's ``n``: the current epoch counted from 1."""
+        return self.current_epoch + 1
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Phase 1 updates (E, D1) with loss1, then phase 2 updates (E, D2) with loss2."""
+        x = batch["image"]
+        opt1, opt2 = self.optimizers()
+        n = self.epoch_n
+        for phase, opt in ((0, opt1), (1, opt2)):
+            # toggle_optimizer freezes the parameters the other optimiser owns, so a phase
+            # leaves the other decoder untouched and leaks no gradient into it.
+            self.toggle_optimizer(opt)
+            opt.zero_grad()
+            losses = usad_losses(x, *self.net(x), n, self.loss_fn)
+            self.manual_backward(losses[phase])
+            opt.step()
+            self.untoggle_optimizer(opt)
+            self.log(
+                f"train/loss{phase + 1}",
+                losses[phase].detach(),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=x.shape[0],
+            )
+        self.log(
+            "train/loss", losses[0].detach(), on_step=False, on_epoch=True, batch_size=x.shape[0]
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Both losses on held-out defect-free images."""
+        x = batch["image"]
+        loss1, loss2 = usad_losses(x, *self.net(x), self.epoch_n, self.loss_fn)
+        self.log("val/loss", loss1, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log("val/loss2", loss2, on_step=False, on_epoch=True, batch_size=x.shape[0])
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam over (E, D1) and Adam over (E, D2)."""
+        factory = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)
+        enc = list(self.net.encoder.parameters())
+        return [
+            factory(params=enc + list(self.net.decoder1.parameters())),
+            factory(params=enc + list(self.net.decoder2.parameters())),
+        ]
