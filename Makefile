@@ -9,13 +9,16 @@ BIN := $(VENV)/bin
 # second run with the same spec reinstalls nothing.
 STAMP := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH))))
 
-.PHONY: install demo test lint format clean help
+MLFLOW_PORT ?= 5000
+
+.PHONY: install demo test lint format clean help mlflow-server
 
 help:
 	@echo "make demo   - install, generate demo data, train/calibrate/evaluate/score, log to MLflow"
 	@echo "make test   - install what is missing and run the whole test suite"
 	@echo "make lint   - ruff check and ruff format --check"
 	@echo "make format - ruff format and ruff check --fix"
+	@echo "make mlflow-server - MLflow tracking server on 127.0.0.1:$(MLFLOW_PORT) (store in mlruns-server/)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +44,14 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# A real tracking server on loopback: SQLite backend and artifact store inside the project.
+# Point runs at it with tracking.uri=http://127.0.0.1:$(MLFLOW_PORT).
+mlflow-server: $(STAMP)
+	mkdir -p mlruns-server/artifacts
+	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--backend-store-uri sqlite:///$(CURDIR)/mlruns-server/mlflow.db \
+		--artifacts-destination $(CURDIR)/mlruns-server/artifacts
 
 clean:
 	rm -rf outputs mlruns data/demo .pytest_cache dist build

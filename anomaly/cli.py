@@ -11,6 +11,7 @@ Exit codes: 0 success, 1 unexpected failure, 2 configuration or model-file error
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -40,6 +41,8 @@ commands:
           e.g. anomaly score model=outputs/train/<run>/model input=path/to/images output=results
   calibrate  re-fit a model's thresholds on defect-free images, without retraining
           e.g. anomaly calibrate model=outputs/train/<run>/model data.root=path/to/images
+  promote move a registry alias to a model version (default alias: champion)
+          e.g. anomaly promote name=anomaly version=3
   demo    generate the embedded demo data set, train on it, score its test images
 
 Each command takes Hydra overrides; add --help for the options of one command and
@@ -118,6 +121,12 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
         console.print(_metrics_table(result["metrics"], "test-set metrics"))
     console.print(f"run id:       {result['run_id']}")
     console.print(f"model folder: {result['model_dir']}")
+    if result["registered"]:
+        reg = result["registered"]
+        console.print(
+            f"registered:   {reg['name']} version {reg['version']} (alias candidate); "
+            f"promote with: anomaly promote name={reg['name']} version={reg['version']}"
+        )
     console.print(f"results:      {result['output_dir']}")
     console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}")
     return result
@@ -168,6 +177,18 @@ def _run_calibrate(cfg: DictConfig, console: Console) -> dict[str, Any]:
     return result
 
 
+def _run_promote(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.jobs.promote import promote
+
+    result = promote(cfg)
+    before = f" (was version {result['previous']})" if result["previous"] else ""
+    console.print(
+        f"{result['name']}@{result['alias']} -> version {result['version']}{before}; "
+        f"score with model=models:/{result['name']}@{result['alias']}"
+    )
+    return result
+
+
 def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.demo import demo
 
@@ -189,6 +210,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
     "train": ("config", _run_train),
     "score": ("score", _run_score),
     "calibrate": ("calibrate", _run_calibrate),
+    "promote": ("promote", _run_promote),
     "demo": ("config", _run_demo),
 }
 
@@ -222,6 +244,8 @@ def _quiet_third_party_noise() -> None:
 def run_command(command: str, overrides: list[str]) -> int:
     """Run one command with Hydra overrides; return its exit code."""
     _quiet_third_party_noise()
+    # MLflow's own download bars would interleave with ours.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     config_name, runner = _COMMANDS[command]
     # soft_wrap: paths and commands stay on one line, so they can be copied.
     console = Console(soft_wrap=True)

@@ -90,6 +90,33 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return read_image(path, channels=1)[..., 0] > 0.5
 
 
+def array_to_image(array: np.ndarray, *, channels: int) -> np.ndarray:
+    """Convert an in-memory image to the ``(H, W, channels)`` float32 ``[0, 1]`` form.
+
+    Args:
+        array: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha dropped);
+            uint8 (0-255), uint16 (0-65535) or float (already in ``[0, 1]``, clipped).
+        channels: 1 or 3.
+
+    Raises:
+        ValueError: Another shape or a non-numeric array.
+    """
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise ValueError(f"an image array must be (H, W) or (H, W, 1|3|4), got {array.shape}")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating):
+        array = np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
+    else:
+        raise ValueError(f"an image array must be numeric, got {array.dtype}")
+    return _match_channels(array[..., :3] if array.shape[-1] == 4 else array, channels)
+
+
 def _to_float(img: Image.Image) -> np.ndarray:
     """Convert a decoded Pillow image to ``(H, W, C)`` float32 in [0, 1], C in {1, 3}."""
     mode = img.mode

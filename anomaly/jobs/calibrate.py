@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,9 +81,13 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="calibrate") | {"model.id": detector.model_id}
     with start_run(
-        uri=uri, experiment=str(cfg.tracking.experiment), run_name="calibrate", tags=tags
+        uri=uri,
+        experiment=str(cfg.tracking.experiment),
+        run_name="calibrate",
+        tags=tags,
+        required=bool(cfg.tracking.required),
     ) as run:
-        mlflow.log_params(
+        run.params(
             {
                 "model": str(folder.resolve()),
                 "data.root": str(cfg.data.root),
@@ -93,8 +96,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
                 "seed": seed,
             }
         )
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(folder / CALIBRATION_FILE))
+        run.metrics(metrics)
+        run.artifact(folder / CALIBRATION_FILE)
     log.info(
         "wrote %s: image threshold %.6g, pixel threshold %.6g",
         folder / CALIBRATION_FILE,
@@ -105,7 +108,7 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         "calibration": calibration,
         "previous": previous,
         "metrics": metrics,
-        "run_id": run.info.run_id,
+        "run_id": run.run_id,
         "tracking_uri": uri,
         "path": str(folder / CALIBRATION_FILE),
     }

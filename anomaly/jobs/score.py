@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
@@ -16,9 +15,12 @@ from anomaly.model_folder import load_detector
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.score import OutputSettings, Progress, score_folder
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import resolve_model
+from anomaly.tracking.model import model_version_tags, resolve_model
 
 log = logging.getLogger(__name__)
+
+# Overlays of this many highest-scoring images are uploaded with a scoring run.
+OVERLAY_SAMPLE = 8
 
 
 def run_scoring(
@@ -28,6 +30,7 @@ def run_scoring(
     output_dir: str | Path,
     tracking_uri: str | None,
     experiment: str,
+    required: bool = True,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
     regions: RegionSettings | None = None,
@@ -47,8 +50,12 @@ def run_scoring(
     with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
         detector = load_detector(resolve_model(model, tracking_uri=uri, download_to=tmp))
     tags = base_tags(kind="score") | {"model.uri": str(model), "model.id": detector.model_id}
-    with start_run(uri=uri, experiment=experiment, run_name="score", tags=tags) as run:
-        mlflow.log_params(
+    if model.startswith(("models:/", "runs:/")):
+        tags |= model_version_tags(model, tracking_uri=uri)
+    with start_run(
+        uri=uri, experiment=experiment, run_name="score", tags=tags, required=required
+    ) as run:
+        run.params(
             {
                 "model": str(model),
                 "input": str(Path(input_dir).resolve()),
@@ -68,26 +75,34 @@ def run_scoring(
             model_uri=str(model),
             progress=progress,
         )
-        scores = pd.read_csv(output_dir / "scores.csv")["score"].to_numpy()
+        frame = pd.read_csv(output_dir / "scores.csv", dtype={"path": str})
+        scores = frame["score"].to_numpy()
         percentiles = (
             {f"score_p{q}": float(np.percentile(scores, q)) for q in (50, 95, 99)}
             if scores.size
             else {}
         )
-        mlflow.log_metrics(
+        run.metrics(
             {
+                **{f"seconds/{k}": v for k, v in summary.timings.items()},
                 "images_total": summary.n_images,
                 "images_scored": summary.n_scored,
                 "images_defective": summary.n_defective,
                 "images_skipped": summary.n_errors,
                 "defect_rate": summary.defect_rate,
+                "images_per_second": summary.to_dict()["images_per_second"],
                 "seconds": summary.seconds,
                 **percentiles,
             }
         )
         for name in ("scores.csv", "regions.csv", "summary.json", "errors.csv"):
             if (output_dir / name).is_file():
-                mlflow.log_artifact(str(output_dir / name))
+                run.artifact(output_dir / name)
+        # A sample for reviewers: the overlays of the highest-scoring images.
+        for path in frame.nlargest(OVERLAY_SAMPLE, "score")["path"]:
+            overlay = output_dir / "overlays" / Path(path).with_suffix(".png")
+            if overlay.is_file():
+                run.artifact(overlay, "overlays_top_scores")
     log.info(
         "scored %d images (%d defective, %d skipped) into %s",
         summary.n_scored,
@@ -97,10 +112,11 @@ def run_scoring(
     )
     return {
         **summary.to_dict(),
-        "run_id": run.info.run_id,
+        "run_id": run.run_id,
         "output_dir": str(output_dir),
         "tracking_uri": uri,
         "score_percentiles": percentiles,
+        "not_uploaded": list(run.failed),
     }
 
 
@@ -113,6 +129,7 @@ def score(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any
         output_dir=str(cfg.output),
         tracking_uri=cfg.tracking.uri,
         experiment=str(cfg.tracking.experiment),
+        required=bool(cfg.tracking.required),
         image_threshold=s.threshold,
         pixel_threshold=s.pixel_threshold,
         regions=RegionSettings(

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import inspect
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 from hydra.utils import get_class
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.data.dataset import ImageDataset, collate
@@ -28,11 +29,14 @@ from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.score import Detector, Evaluation, calibrate, evaluate
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
+    RunLogger,
+    SampleGridCallback,
     base_tags,
     flatten,
     resolve_tracking_uri,
     start_run,
 )
+from anomaly.tracking.model import log_pyfunc, set_alias
 
 log = logging.getLogger(__name__)
 
@@ -158,19 +162,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     run_name = f"train-{cfg.model.name}-{cfg.loss.name}"
+    t = cfg.tracking
     with start_run(
-        uri=uri, experiment=cfg.tracking.experiment, run_name=run_name, tags=tags
+        uri=uri,
+        experiment=t.experiment,
+        run_name=run_name,
+        tags=tags,
+        required=bool(t.required),
+        system_metrics=bool(t.system_metrics),
     ) as run:
-        run_id = run.info.run_id
-        mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        mlflow.log_params(
+        run_id = run.run_id or f"local-{output_dir.name}"
+        run.params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        run.params(
             {
                 "data.n_train": len(datamodule.train_samples),
                 "data.n_val": len(datamodule.val_samples),
                 "data.n_test": len(splits.test),
             }
         )
-        mlflow.log_text(config_yaml, "config.yaml")
+        run.text(config_yaml, "config.yaml")
         log.info(
             "training %s on %d images (%d held out for calibration) from %s",
             cfg.model.name,
@@ -179,14 +189,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             splits.root,
         )
 
-        trainer = build_trainer(cfg, output_dir, [EpochMetricsCallback()])
+        showcase = _showcase(splits.test) if splits.test else datamodule.val_samples[:4]
+        maps_only = Detector(module, preprocess, maps)
+        callbacks = [
+            EpochMetricsCallback(run),
+            SampleGridCallback(
+                run, lambda m: _grid_image(maps_only, showcase), int(t.samples_every_n_epochs)
+            ),
+        ]
+        trainer = build_trainer(cfg, output_dir, callbacks)
+        module.train()
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         seconds = time.perf_counter() - started
         # Batches, not optimiser steps: the adversarial model steps twice per batch.
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
         seen = batches * int(cfg.data.batch_size)
-        mlflow.log_metrics({"train_seconds": seconds, "train_images_per_second": seen / seconds})
+        run.metrics({"train_seconds": seconds, "train_images_per_second": seen / seconds})
 
         module.cpu()
         detector = Detector(module, preprocess, maps, model_id=run_id)
@@ -205,6 +224,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        # The model folder is complete on disk before anything is uploaded.
         model_dir = save_model_folder(
             output_dir / "model",
             trainer=trainer,
@@ -216,7 +236,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             model_name=str(cfg.model.name),
             model_id=run_id,
         )
-        mlflow.log_metrics(
+        run.metrics(
             {
                 "calibration/image_threshold": detector.calibration.image_threshold,
                 "calibration/pixel_threshold": detector.calibration.pixel_threshold,
@@ -230,50 +250,78 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 detector, splits.test, fpr_limit=float(cfg.scoring.aupro_fpr_limit), **batch
             )
             metrics = evaluation.metrics
-            _write_test_scores(eval_dir / "scores.csv", evaluation, detector)
-            mlflow.log_artifact(str(eval_dir / "scores.csv"), "evaluation")
-            mlflow.log_metrics(metrics)
+            table = _write_test_scores(eval_dir / "scores.csv", evaluation, detector)
+            run.artifact(eval_dir / "scores.csv", "evaluation")
+            run.metrics(metrics)
+            run.table(table, "evaluation/scores_table.json")
+            run.table(_per_class_table(metrics), "evaluation/metrics_per_class.json")
             for name, figure in _evaluation_figures(evaluation, detector).items():
                 save_figure(figure, eval_dir / name)
-                mlflow.log_artifact(str(eval_dir / name), "evaluation")
-            showcase = _showcase(evaluation.samples)
-        else:
-            showcase = datamodule.val_samples[:4]
+                run.artifact(eval_dir / name, "evaluation")
         grid = eval_dir / "samples.png"
         _write_sample_grid(grid, detector, showcase)
-        mlflow.log_artifact(str(grid), "evaluation")
-        mlflow.log_artifacts(str(model_dir), "model")
-        mlflow.log_artifact(str(model_dir / "calibration.json"))
+        run.artifact(grid, "evaluation")
+        run.artifact(model_dir / "calibration.json")
+        registered = _log_model(run, model_dir, t)
 
     for name, value in sorted(metrics.items()):
         log.info("%s = %.4f", name, value)
     return {
-        "run_id": run_id,
+        "run_id": run.run_id,
         "model_dir": str(model_dir),
         "output_dir": str(output_dir),
         "tracking_uri": uri,
-        "experiment": str(cfg.tracking.experiment),
+        "experiment": str(t.experiment),
         "metrics": metrics,
         "calibration": detector.calibration,
+        "registered": registered,
+        "not_uploaded": list(run.failed),
     }
 
 
-def _write_test_scores(path: Path, evaluation: Evaluation, detector: Detector) -> None:
+def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> dict[str, str] | None:
+    """Log the pyfunc model; register it and point ``candidate`` at the new version."""
+    name = t.registered_model or None
+    info = run.call("the pyfunc model", log_pyfunc, model_dir, registered_name=name)
+    if info is None or name is None or info.registered_model_version is None:
+        return None
+    version = str(info.registered_model_version)
+    run.call("the candidate alias", set_alias, run.uri, name, "candidate", version)
+    log.info("registered %s version %s (alias candidate)", name, version)
+    return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}
+
+
+def _per_class_table(metrics: dict[str, float]) -> pd.DataFrame:
+    rows: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        metric, _, cls = name.partition("/")
+        rows.setdefault(cls or "all", {"class": cls or "all"})[metric] = value
+    return pd.DataFrame(list(rows.values()))
+
+
+def _grid_image(detector: Detector, samples: list[Sample]) -> Image.Image:
+    """The sample grid as an image, without thresholds (during training there are none)."""
+    fig = _sample_grid(detector, samples, pixel_threshold=None)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def _write_test_scores(path: Path, evaluation: Evaluation, detector: Detector) -> pd.DataFrame:
     threshold = detector.calibration.image_threshold
+    table = pd.DataFrame(
+        {
+            "path": [str(s.path) for s in evaluation.samples],
+            "defect_class": [s.defect_class for s in evaluation.samples],
+            "label": [s.label for s in evaluation.samples],
+            "score": evaluation.scores,
+            "threshold": threshold,
+            "is_defective": (evaluation.scores > threshold).astype(int),
+        }
+    )
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("path", "defect_class", "label", "score", "threshold", "is_defective"))
-        for sample, score in zip(evaluation.samples, evaluation.scores, strict=True):
-            writer.writerow(
-                (
-                    str(sample.path),
-                    sample.defect_class,
-                    sample.label,
-                    f"{score:.6g}",
-                    f"{threshold:.6g}",
-                    int(score > threshold),
-                )
-            )
+        table.to_csv(handle, index=False, float_format="%.6g")
+    return table
 
 
 def _evaluation_figures(evaluation: Evaluation, detector: Detector) -> dict[str, Figure]:
@@ -298,25 +346,29 @@ def _showcase(samples: list[Sample], per_class: int = 1, n_good: int = 2) -> lis
     return chosen[:8]
 
 
-def _write_sample_grid(path: Path, detector: Detector, samples: list[Sample]) -> None:
+def _sample_grid(
+    detector: Detector, samples: list[Sample], *, pixel_threshold: float | None
+) -> Figure:
     dataset = ImageDataset(samples, detector.preprocess, with_masks=True, skip_errors=True)
     batch = collate([dataset[i] for i in range(len(dataset))])
-    if "image" not in batch:
-        return
-    images = list(batch["image"])
-    recons = detector.reconstruct(images)
-    maps = detector.anomaly_maps(images)
-    scores = detector.scores(maps)
+    images = list(batch.get("image", []))
+    recons = detector.reconstruct(images) if images else []
+    maps = detector.anomaly_maps(images) if images else []
+    scores = detector.scores(maps) if maps else []
     titles = [
         f"{samples[i].defect_class or samples[i].path.name}\n{float(s):.3g}"
         for i, s in zip(batch["index"], scores, strict=True)
     ]
-    fig = sample_grid(
+    return sample_grid(
         [im.numpy() for im in images],
         [r.numpy() for r in recons],
         [m[0].numpy() for m in maps],
-        pixel_threshold=detector.calibration.pixel_threshold,
+        pixel_threshold=pixel_threshold,
         titles=titles,
-        true_masks=[m[0].numpy() > 0.5 for m in batch["mask"]],
+        true_masks=[m[0].numpy() > 0.5 for m in batch.get("mask", [])],
     )
+
+
+def _write_sample_grid(path: Path, detector: Detector, samples: list[Sample]) -> None:
+    fig = _sample_grid(detector, samples, pixel_threshold=detector.calibration.pixel_threshold)
     save_figure(fig, path)

@@ -22,7 +22,7 @@ def sample_grid(
     recons: Sequence[np.ndarray],
     maps: Sequence[np.ndarray],
     *,
-    pixel_threshold: float,
+    pixel_threshold: float | None,
     titles: list[str] | None = None,
     true_masks: Sequence[np.ndarray] | None = None,
 ) -> Figure:
@@ -32,21 +32,22 @@ def sample_grid(
         images: ``(C, H, W)`` arrays in ``[0, 1]`` (sizes may differ between rows).
         recons: Reconstructions, same shapes.
         maps: Anomaly maps ``(H, W)``.
-        pixel_threshold: Map values above it are drawn as defect (red).
+        pixel_threshold: Map values above it are drawn as defect (red); None (during
+            training, before calibration) draws no predicted defects.
         titles: One label per row (e.g. defect class and score).
         true_masks: Ground truth ``(H, W)``; drawn as a green contour when given.
 
     Returns:
         The figure.
     """
-    n = len(images)
+    n = max(1, len(images))
     # Figure() without pyplot: no global backend or figure registry to manage.
     fig = Figure(figsize=(8, 2.1 * n))
     axes = fig.subplots(n, 4, squeeze=False)
-    vmax = max([float(m.max()) for m in maps] + [pixel_threshold])
-    for i in range(n):
+    vmax = max([float(m.max()) for m in maps] + [pixel_threshold or 0.0]) or 1.0
+    for i in range(len(images)):
         image = _display(images[i])
-        predicted = maps[i] > pixel_threshold
+        predicted = maps[i] > pixel_threshold if pixel_threshold is not None else maps[i] < 0
         overlay = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image.copy()
         overlay[predicted] = 0.5 * overlay[predicted] + 0.5 * np.array([1.0, 0.0, 0.0])
         panels = [

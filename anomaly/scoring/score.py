@@ -327,6 +327,68 @@ def _pixel_metrics(
 
 
 @dataclass
+class ImageResult:
+    """The verdict on one image, at its original size.
+
+    Attributes:
+        score: Image score.
+        p_value: Split-conformal p-value against the validation scores (NaN without them).
+        is_defective: ``score > image threshold``.
+        labels: ``(H, W)`` int32 defect regions (0 = background), after cleaning.
+        n_regions: Number of regions.
+        score_map: ``(H, W)`` anomaly map.
+    """
+
+    score: float
+    p_value: float
+    is_defective: bool
+    labels: np.ndarray
+    n_regions: int
+    score_map: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Binary defect mask ``(H, W)``, uint8 0/255."""
+        return (self.labels > 0).astype(np.uint8) * 255
+
+    @property
+    def defect_area(self) -> int:
+        """Pixels in defect regions."""
+        return int((self.labels > 0).sum())
+
+
+def analyse(
+    detector: Detector,
+    maps: Sequence[torch.Tensor],
+    original_sizes: Sequence[tuple[int, int]],
+    *,
+    image_threshold: float,
+    pixel_threshold: float,
+    regions: RegionSettings,
+) -> list[ImageResult]:
+    """Scores, p-values, verdicts and cleaned defect regions of a batch of maps.
+
+    The one place where maps become verdicts: ``anomaly score`` and the MLflow pyfunc
+    model both call it, so they agree on every image.
+    """
+    if not maps:
+        return []
+    scores = detector.scores(maps, pixel_threshold=pixel_threshold)
+    reference = detector.calibration.validation_scores if detector.calibration else []
+    pvals = p_values(scores, reference) if reference else np.full(len(scores), np.nan)
+    results = []
+    for m, size, score, pval in zip(maps, original_sizes, scores, pvals, strict=True):
+        full = resize_map(m, tuple(size))[0].numpy()
+        labels, count = defect_regions(full, pixel_threshold, regions)
+        results.append(
+            ImageResult(
+                float(score), float(pval), bool(score > image_threshold), labels, count, full
+            )
+        )
+    return results
+
+
+@dataclass
 class ScoreSummary:
     """What ``score_folder`` did; also written to ``summary.json``.
 
@@ -452,49 +514,51 @@ def score_folder(
         ):
             errors.extend((rel[i].as_posix(), reason) for i, reason in batch["errors"])
             t0 = time.perf_counter()
-            scores = detector.scores(maps, pixel_threshold=t_pixel)
-            pvals = (
-                p_values(scores, cal.validation_scores)
-                if cal.validation_scores
-                else np.full(len(scores), np.nan)
+            results = analyse(
+                detector,
+                maps,
+                batch["original_size"],
+                image_threshold=t_image,
+                pixel_threshold=t_pixel,
+                regions=regions,
             )
             timings["postprocess"] += time.perf_counter() - t0
-            for j, i in enumerate(batch["index"]):
+            for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
                 t1 = time.perf_counter()
-                full = resize_map(maps[j], batch["original_size"][j])[0].numpy()
-                labels, count = defect_regions(full, t_pixel, regions)
-                table = region_table(labels, full, image=rel[i].as_posix())
-                largest = int(table["area_px"].max()) if count else 0
-                defective = bool(scores[j] > t_image)
-                t2 = time.perf_counter()
                 name = rel[i].with_suffix(".png")
+                table = region_table(result.labels, result.score_map, image=rel[i].as_posix())
+                largest = int(table["area_px"].max()) if result.n_regions else 0
+                t2 = time.perf_counter()
                 if outputs.masks:
-                    _write_png(output_dir / "masks" / name, (labels > 0).astype(np.uint8) * 255)
+                    _write_bytes(output_dir / "masks" / name, png_bytes(result.mask))
                 if outputs.heatmaps:
-                    _write_bytes(output_dir / "heatmaps" / name, heatmap_png(full, t_pixel))
+                    _write_bytes(
+                        output_dir / "heatmaps" / name, heatmap_png(result.score_map, t_pixel)
+                    )
                 if outputs.overlays:
                     _write_bytes(
-                        output_dir / "overlays" / name, overlay_png(batch["original"][j], labels)
+                        output_dir / "overlays" / name,
+                        overlay_png(batch["original"][j], result.labels),
                     )
                 writer.writerow(
                     [
                         rel[i].as_posix(),
-                        f"{scores[j]:.6g}",
-                        f"{pvals[j]:.6g}",
+                        f"{result.score:.6g}",
+                        f"{result.p_value:.6g}",
                         f"{t_image:.6g}",
-                        int(defective),
-                        count,
+                        int(result.is_defective),
+                        result.n_regions,
                         largest,
-                        int((labels > 0).sum()),
+                        result.defect_area,
                         detector.model_id,
                     ]
                 )
-                if count:
+                if result.n_regions:
                     table.to_csv(regions_f, header=False, index=False)
                 timings["postprocess"] += t2 - t1
                 timings["write"] += time.perf_counter() - t2
                 n_scored += 1
-                n_defective += int(defective)
+                n_defective += int(result.is_defective)
             if progress is not None:
                 progress(n_scored + len(errors), len(paths))
     t_tables = time.perf_counter()
@@ -525,10 +589,6 @@ def score_folder(
     )
     write_json_atomic(output_dir / "summary.json", summary.to_dict())
     return summary
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    _write_bytes(path, png_bytes(array))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

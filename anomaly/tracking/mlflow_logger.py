@@ -1,8 +1,13 @@
-"""MLflow runs for training and scoring.
+"""MLflow runs for training, calibration and scoring.
 
 The default store is embedded and needs no server: a SQLite database and an artifact
 folder under ``./mlruns`` of the working directory. ``tracking.uri`` (or the
-``MLFLOW_TRACKING_URI`` environment variable) points it anywhere else.
+``MLFLOW_TRACKING_URI`` environment variable) points it anywhere else, e.g. at
+``make mlflow-server``.
+
+Every MLflow call goes through a :class:`RunLogger`. Local outputs are always written
+first; an upload that fails mid-run is recorded and reported instead of losing them, and
+with ``tracking.required=false`` an unreachable server only costs the upload.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import logging
 import os
 import platform
 import subprocess
-from collections.abc import Iterator, Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import pytorch_lightning as pl
-from mlflow.entities import Run
+from PIL import Image
 
 import anomaly
 from anomaly.errors import TrackingError
@@ -45,10 +53,31 @@ def resolve_tracking_uri(uri: str | None) -> str:
 
 
 def ui_command(uri: str) -> str:
-    """The shell command that opens the MLflow UI on a tracking store."""
+    """How to open the MLflow UI on a tracking store."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {uri} --port 5000"
+
+
+def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast when an HTTP tracking server does not answer (before any training).
+
+    Raises:
+        TrackingError: No answer from ``<uri>/health`` within ``timeout`` seconds.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+            if reply.status == 200:
+                return
+            reason = f"HTTP {reply.status}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        f"MLflow tracking server {uri} is unreachable ({reason}); start it (make mlflow-server), "
+        "fix tracking.uri, or set tracking.required=false to train with local outputs only"
+    )
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -63,7 +92,7 @@ def get_experiment_id(uri: str, name: str) -> str:
     """Id of the experiment ``name`` in the store at ``uri``, created if missing.
 
     Raises:
-        TrackingError: The store cannot be reached.
+        TrackingError: The store cannot be used.
     """
     mlflow.set_tracking_uri(uri)
     try:
@@ -76,26 +105,6 @@ def get_experiment_id(uri: str, name: str) -> str:
             f"MLflow tracking store {uri} is not usable ({type(exc).__name__}: {exc}); "
             "check tracking.uri / MLFLOW_TRACKING_URI or start the server"
         ) from exc
-
-
-@contextlib.contextmanager
-def start_run(
-    *,
-    uri: str,
-    experiment: str,
-    run_name: str | None = None,
-    tags: Mapping[str, str] | None = None,
-) -> Iterator[Run]:
-    """Start an MLflow run in ``experiment`` and end it (FAILED on an exception).
-
-    Yields:
-        The active run.
-    """
-    experiment_id = get_experiment_id(uri, experiment)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})
-    ) as run:
-        yield run
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -135,11 +144,173 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+class RunLogger:
+    """The active MLflow run, or a stand-in that logs nothing when tracking is off.
+
+    Every call is guarded: a failure (the server went away mid-run) is recorded in
+    ``failed`` with what was not uploaded, and the run goes on with its local outputs.
+    """
+
+    def __init__(self, run_id: str | None, uri: str) -> None:
+        self.run_id = run_id
+        self.uri = uri
+        self.failed: list[str] = []
+
+    @property
+    def enabled(self) -> bool:
+        """True when a run is active."""
+        return self.run_id is not None
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            log.warning("MLflow: %s was not uploaded (%s)", what, exc)
+            self.failed.append(f"{what}: {exc}")
+            return None
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        """Log parameters."""
+        self._call("parameters", mlflow.log_params, dict(params))
+
+    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics (at ``step``)."""
+        self._call(
+            "metrics", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step
+        )
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags."""
+        self._call("tags", mlflow.set_tags, dict(tags))
+
+    def artifact(self, path: str | os.PathLike[str], folder: str | None = None) -> None:
+        """Upload one file."""
+        self._call(f"artifact {path}", mlflow.log_artifact, str(path), folder)
+
+    def artifacts(self, path: str | os.PathLike[str], folder: str | None = None) -> None:
+        """Upload a folder."""
+        self._call(f"artifacts {path}", mlflow.log_artifacts, str(path), folder)
+
+    def text(self, text: str, name: str) -> None:
+        """Upload text as a file."""
+        self._call(f"artifact {name}", mlflow.log_text, text, name)
+
+    def image(self, image: Image.Image, *, key: str, step: int) -> None:
+        """Log an image under ``key`` at ``step`` (the UI shows a slider over the steps)."""
+        self._call(f"image {key} step {step}", mlflow.log_image, image, key=key, step=step)
+
+    def table(self, frame: pd.DataFrame, name: str) -> None:
+        """Log a table the UI renders (``mlflow.log_table``)."""
+        self._call(f"table {name}", mlflow.log_table, data=frame, artifact_file=name)
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Any other MLflow call, guarded the same way."""
+        return self._call(what, fn, *args, **kwargs)
+
+    def report(self) -> None:
+        """Warn once about everything that was not uploaded."""
+        if self.failed:
+            log.error(
+                "MLflow upload incomplete; local outputs are complete. Not uploaded:\n  %s",
+                "\n  ".join(self.failed),
+            )
+
+
+@contextlib.contextmanager
+def start_run(
+    *,
+    uri: str,
+    experiment: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    required: bool = True,
+    system_metrics: bool = False,
+) -> Iterator[RunLogger]:
+    """Start an MLflow run in ``experiment`` and end it (FAILED on an exception).
+
+    Args:
+        uri: Tracking URI.
+        experiment: Experiment name (created if missing).
+        run_name: Display name of the run.
+        tags: Tags of the run.
+        required: When False, an unreachable store gives one warning and a disabled logger
+            instead of an error.
+        system_metrics: Also sample CPU and memory use (MLflow's system metrics).
+
+    Yields:
+        The run's logger.
+
+    Raises:
+        TrackingError: The store is unreachable and ``required`` is True.
+    """
+    try:
+        check_reachable(uri)
+        experiment_id = get_experiment_id(uri, experiment)
+    except TrackingError as exc:
+        if required:
+            raise
+        log.warning("%s; continuing without MLflow: only local outputs are written", exc)
+        logger = RunLogger(None, uri)
+        yield logger
+        return
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags or {}),
+        log_system_metrics=system_metrics,
+    ) as run:
+        logger = RunLogger(run.info.run_id, uri)
+        try:
+            yield logger
+        finally:
+            logger.report()
+
+
 class EpochMetricsCallback(pl.Callback):
-    """Log Lightning's epoch metrics (``train/loss``, ``val/loss``) to the active run."""
+    """Log Lightning's epoch metrics (``train/loss``, ``val/loss``) to the run."""
+
+    def __init__(self, logger: RunLogger) -> None:
+        self.logger = logger
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log every scalar metric with the epoch as step."""
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        if metrics and mlflow.active_run() is not None:
-            mlflow.log_metrics(metrics, step=trainer.current_epoch)
+        if metrics:
+            self.logger.metrics(metrics, step=trainer.current_epoch)
+
+
+class SampleGridCallback(pl.Callback):
+    """Log a picture of the model's progress every few epochs (the UI's image slider).
+
+    Args:
+        logger: The run.
+        render: Draws the current state of the module as an image.
+        every_n_epochs: Period; 0 disables it.
+    """
+
+    def __init__(
+        self,
+        logger: RunLogger,
+        render: Callable[[pl.LightningModule], Image.Image],
+        every_n_epochs: int = 1,
+    ) -> None:
+        self.logger = logger
+        self.render = render
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Render and log at the end of every ``every_n_epochs``-th epoch."""
+        epoch = trainer.current_epoch
+        last = epoch + 1 == trainer.max_epochs
+        if not self.logger.enabled or self.every_n_epochs <= 0:
+            return
+        if (epoch + 1) % self.every_n_epochs and not last:
+            return
+        was_training = pl_module.training
+        try:
+            image = self.render(pl_module)
+        finally:
+            pl_module.train(was_training)
+        self.logger.image(image, key="samples", step=epoch)

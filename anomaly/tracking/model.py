@@ -1,13 +1,25 @@
-"""Finding a model: a local model folder or an MLflow model URI."""
+"""The model as MLflow sees it: a pyfunc bundle of the model folder, and finding models.
+
+``mlflow.pyfunc.load_model(uri).predict(...)`` needs nothing but the package installed:
+weights, ``calibration.json`` and preprocessing travel inside the bundle.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-from anomaly.errors import ModelFolderError, TrackingError
+import anomaly
+from anomaly.errors import ImageReadError, ModelFolderError, TrackingError
+from anomaly.scoring.regions import RegionSettings
 
 _URI_PREFIXES = (
     "runs:/",
@@ -21,6 +33,36 @@ _URI_PREFIXES = (
     "wasbs://",
     "dbfs:/",
 )
+MODEL_DIR_KEY = "model_dir"
+PREDICT_COLUMNS = (
+    "score",
+    "p_value",
+    "is_defective",
+    "n_regions",
+    "defect_area_px",
+    "mask",
+    "error",
+)
+
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec(DataType.string, "path", required=False),
+            ColSpec(Array(Array(DataType.double)), "image", required=False),
+        ]
+    ),
+    outputs=Schema(
+        [
+            ColSpec(DataType.double, "score"),
+            ColSpec(DataType.double, "p_value"),
+            ColSpec(DataType.boolean, "is_defective"),
+            ColSpec(DataType.long, "n_regions"),
+            ColSpec(DataType.long, "defect_area_px"),
+            ColSpec(Array(Array(DataType.long)), "mask"),
+            ColSpec(DataType.string, "error"),
+        ]
+    ),
+)
 
 
 def resolve_model(model: str, *, tracking_uri: str, download_to: str | os.PathLike[str]) -> Path:
@@ -33,10 +75,11 @@ def resolve_model(model: str, *, tracking_uri: str, download_to: str | os.PathLi
         download_to: Folder to download into.
 
     Returns:
-        The local model folder.
+        The local model folder (the one holding ``model.json``).
 
     Raises:
-        ModelFolderError: ``model`` is neither an existing folder nor a URI.
+        ModelFolderError: ``model`` is neither an existing folder nor a URI, or the download
+            holds no model folder.
         TrackingError: The URI cannot be downloaded.
     """
     path = Path(model)
@@ -45,13 +88,190 @@ def resolve_model(model: str, *, tracking_uri: str, download_to: str | os.PathLi
     if not model.startswith(_URI_PREFIXES):
         raise ModelFolderError(
             f"model={model!r} is neither an existing model folder nor an MLflow URI; give "
-            "the model folder a training wrote (<output_dir>/model) or e.g. runs:/<run id>/model"
+            "the model folder a training wrote (<output_dir>/model), runs:/<run id>/model or "
+            "models:/<name>@<alias>"
         )
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(download_to))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(download_to))
+        )
     except Exception as exc:
         raise TrackingError(
             f"model={model!r} cannot be downloaded from {tracking_uri}: {exc}"
         ) from exc
-    return Path(local)
+    if (local / "model.json").is_file():
+        return local
+    # A pyfunc bundle: the model folder sits under artifacts/.
+    found = sorted(local.glob("artifacts/*/model.json"))
+    if not found:
+        raise ModelFolderError(f"{model} holds no anomaly model folder (no model.json)")
+    return found[0].parent
+
+
+def model_version_tags(model: str, *, tracking_uri: str) -> dict[str, str]:
+    """Registry name and version behind a ``models:/`` URI (empty for anything else)."""
+    if not model.startswith("models:/"):
+        return {"model.run_id": model.split("/")[1]} if model.startswith("runs:/") else {}
+    ref = model.removeprefix("models:/")
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = ref.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except Exception:
+        return {}
+    return {
+        "model.name": version.name,
+        "model.version": str(version.version),
+        "model.run_id": version.run_id or "",
+    }
+
+
+def predict_images(
+    detector: Any, model_input: Any, *, regions: RegionSettings | None = None
+) -> pd.DataFrame:
+    """Score images given as paths or arrays (what the pyfunc model's ``predict`` does).
+
+    Args:
+        detector: A calibrated :class:`~anomaly.scoring.score.Detector`.
+        model_input: A DataFrame with a ``path`` and/or ``image`` column; a list of paths
+            and/or arrays; one path; or a numpy array: ``(H, W)`` or ``(H, W, C)`` one image,
+            ``(N, H, W)`` or ``(N, H, W, C)`` a batch.
+        regions: Cleaning of the defect masks (the score command's defaults when None).
+
+    Returns:
+        One row per input: ``score``, ``p_value``, ``is_defective``, ``n_regions``,
+        ``defect_area_px``, ``mask`` (``(H, W)`` uint8 0/255 at the image's size) and
+        ``error`` (empty, or why the image could not be read; the other fields are then
+        missing).
+    """
+    from anomaly.data.images import array_to_image, read_image
+    from anomaly.scoring.score import analyse
+
+    channels = detector.preprocess.channels
+    rows: list[dict[str, Any]] = []
+    arrays, positions = [], []
+    for k, item in enumerate(_items(model_input)):
+        try:
+            array = (
+                read_image(item, channels=channels)
+                if isinstance(item, (str, Path))
+                else array_to_image(np.asarray(item), channels=channels)
+            )
+        except (ImageReadError, ValueError) as exc:
+            rows.append({"error": getattr(exc, "reason", str(exc))})
+            continue
+        rows.append({})
+        arrays.append(array)
+        positions.append(k)
+    if arrays:
+        inputs = [detector.preprocess(a) for a in arrays]
+        maps = detector.anomaly_maps(inputs)
+        cal = detector.calibration
+        results = analyse(
+            detector,
+            maps,
+            [a.shape[:2] for a in arrays],
+            image_threshold=cal.image_threshold,
+            pixel_threshold=cal.pixel_threshold,
+            regions=regions or RegionSettings(),
+        )
+        for k, result in zip(positions, results, strict=True):
+            rows[k] = {
+                "score": result.score,
+                "p_value": result.p_value,
+                "is_defective": result.is_defective,
+                "n_regions": result.n_regions,
+                "defect_area_px": result.defect_area,
+                "mask": result.mask,
+                "error": "",
+            }
+    return pd.DataFrame(rows, columns=list(PREDICT_COLUMNS))
+
+
+def _items(model_input: Any) -> Sequence[Any]:
+    if isinstance(model_input, (str, Path)):
+        return [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        items = []
+        for _, row in model_input.iterrows():
+            path = row.get("path")
+            items.append(path if isinstance(path, str) and path else row.get("image"))
+        return items
+    if isinstance(model_input, np.ndarray):
+        if model_input.ndim == 2 or (model_input.ndim == 3 and model_input.shape[-1] in (3, 4)):
+            return [model_input]
+        return list(model_input)
+    return list(model_input)
+
+
+class AnomalyPyfunc(mlflow.pyfunc.PythonModel):
+    """An anomaly model folder behind MLflow's pyfunc interface."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the bundled model folder."""
+        from anomaly.model_folder import load_detector
+
+        self.detector = load_detector(context.artifacts[MODEL_DIR_KEY])
+
+    # model_input is left unannotated on purpose: MLflow reads predict's type hints and
+    # would replace the explicit signature (paths and arrays) with one inferred from them.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        """Score paths or arrays; see :func:`predict_images`."""
+        return predict_images(self.detector, model_input)
+
+
+def log_pyfunc(model_dir: str | os.PathLike[str], *, registered_name: str | None = None) -> Any:
+    """Log a model folder as the active run's pyfunc model ``model`` (and register it).
+
+    Returns:
+        MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``).
+    """
+    example = pd.DataFrame({"image": [np.full((32, 32), 0.5).tolist()]})
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=AnomalyPyfunc(),
+        artifacts={MODEL_DIR_KEY: str(model_dir)},
+        signature=SIGNATURE,
+        input_example=example,
+        registered_model_name=registered_name,
+        # Stated, not inferred: inference would re-import the model in a subprocess.
+        pip_requirements=[
+            f"anomaly=={anomaly.__version__}",
+            "torch",
+            "pytorch-lightning",
+            "hydra-core",
+            "mlflow",
+            "scikit-image",
+            "pandas",
+            "pillow",
+        ],
+    )
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: int | str) -> str | None:
+    """Point ``alias`` of registered model ``name`` at ``version``.
+
+    Returns:
+        The version the alias pointed at before, or None.
+
+    Raises:
+        TrackingError: The model or version does not exist, or the store is unreachable.
+    """
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        client.get_model_version(name, str(version))
+    except Exception as exc:
+        raise TrackingError(
+            f"registered model {name!r} has no version {version} in {tracking_uri} ({exc})"
+        ) from exc
+    try:
+        previous = client.get_model_version_by_alias(name, alias).version
+    except Exception:
+        previous = None
+    client.set_registered_model_alias(name, alias, str(version))
+    return None if previous is None else str(previous)

@@ -83,9 +83,6 @@ def test_train_run_carries_params_metrics_and_artifacts(trained):
         "evaluation/score_histogram.png",
         "config.yaml",
         "calibration.json",
-        "model/model.ckpt",
-        "model/model.json",
-        "model/calibration.json",
         "evaluation/samples.png",
         "evaluation/scores.csv",
     ):

@@ -20,11 +20,19 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=[
-            f"model={model}", f"data.root={tiny_mvtec}", "data.image_size=32",
-            "data.val_fraction=0.25", "trainer.max_epochs=2", "trainer.progress_bar=false",
-            f"output_dir={tmp_path / 'out'}", f"tracking.uri={uri}",
-        ])
+        cfg = compose(
+            "config",
+            overrides=[
+                f"model={model}",
+                f"data.root={tiny_mvtec}",
+                "data.image_size=32",
+                "data.val_fraction=0.25",
+                "trainer.max_epochs=2",
+                "trainer.progress_bar=false",
+                f"output_dir={tmp_path / 'out'}",
+                f"tracking.uri={uri}",
+            ],
+        )
     result = train(cfg)
     for name in ("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"):
         assert 0.0 <= result["metrics"][name] <= 1.0, name
