@@ -220,7 +220,7 @@ class AnomalyPyfunc(mlflow.pyfunc.PythonModel):
 
     # model_input is left unannotated on purpose: MLflow reads predict's type hints and
     # would replace the explicit signature (paths and arrays) with one inferred from them.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         """Score paths or arrays; see :func:`predict_images`."""
         return predict_images(self.detector, model_input)
 
