@@ -95,7 +95,8 @@ def array_to_image(array: np.ndarray, *, channels: int) -> np.ndarray:
 
     Args:
         array: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha dropped);
-            uint8 (0-255), uint16 (0-65535) or float (already in ``[0, 1]``, clipped).
+            uint8 (0-255), uint16 (0-65535) or float: in ``[0, 1]``, or grey levels when
+            any value exceeds 1 (up to 255: 8-bit, else 16-bit).
         channels: 1 or 3.
 
     Raises:
@@ -111,7 +112,13 @@ def array_to_image(array: np.ndarray, *, channels: int) -> np.ndarray:
     elif array.dtype == np.uint16:
         array = array.astype(np.float32) / 65535.0
     elif np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating):
-        array = np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
+        array = np.nan_to_num(array.astype(np.float32))
+        # Serialisation (MLflow's schema enforcement, JSON) turns uint8/uint16 pixels into
+        # floats without rescaling them: values above 1 are grey levels, not [0, 1].
+        peak = float(array.max(initial=0.0))
+        if peak > 1.0:
+            array = array / (255.0 if peak <= 255.0 else 65535.0)
+        array = np.clip(array, 0.0, 1.0)
     else:
         raise ValueError(f"an image array must be numeric, got {array.dtype}")
     return _match_channels(array[..., :3] if array.shape[-1] == 4 else array, channels)

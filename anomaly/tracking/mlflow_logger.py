@@ -134,10 +134,19 @@ def base_tags(*, kind: str) -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The commit of the working directory's git checkout, or None outside one."""
+    """The commit of the code that runs: the git checkout holding this package.
+
+    None for an installed wheel (no checkout) or where git is missing.
+    """
+    package_dir = Path(anomaly.__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+            cwd=package_dir,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -86,3 +86,19 @@ def test_mask_is_boolean(tmp_path):
 
 def test_extensions_are_case_insensitive():
     assert is_image_file("a.PNG") and is_image_file("b.JpEg") and not is_image_file("c.txt")
+
+
+def test_in_memory_arrays_of_every_kind():
+    from anomaly.data.images import array_to_image
+
+    levels = np.array([[0, 51, 255]], dtype=np.uint8)
+    expected = np.array([[0.0, 0.2, 1.0]])
+    for array in (levels, levels.astype(np.float64), levels.astype(np.uint16) * 257,
+                  levels / 255.0):
+        out = array_to_image(array, channels=1)
+        assert out.shape == (1, 3, 1) and np.allclose(out[..., 0], expected, atol=1e-6)
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 1] = 255
+    assert array_to_image(rgba, channels=1)[0, 0, 0] == pytest.approx(0.587, abs=1e-3)
+    with pytest.raises(ValueError, match="must be"):
+        array_to_image(np.zeros((2, 2, 5)), channels=1)

@@ -1,0 +1,257 @@
+"""Train, promote and score against a real MLflow tracking server over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from tests.conftest import make_tiny_mvtec
+
+pytestmark = pytest.mark.integration
+MODEL_NAME = "tiny-part"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `mlflow server` on a free loopback port, stopped at the end in any case."""
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    log_file = open(root / "server.log", "w")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "mlflow server did not start:\n" + (root / "server.log").read_text()[-3000:]
+                )
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log_file.close()
+
+
+@pytest.fixture(scope="module")
+def trained(server, tmp_path_factory):
+    from tests.integration.conftest import run_cli
+
+    work = tmp_path_factory.mktemp("work")
+    root = make_tiny_mvtec(work / "data", test_size=48)
+    common = [f"tracking.uri={server}", "tracking.experiment=server-e2e"]
+    result = run_cli(
+        "train",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.val_fraction=0.25",
+        "trainer.max_epochs=3",
+        "trainer.progress_bar=false",
+        f"tracking.registered_model={MODEL_NAME}",
+        f"output_dir={work / 'train'}",
+        *common,
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    promoted = run_cli("promote", f"name={MODEL_NAME}", "version=1", *common[:1], cwd=work)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    scored = run_cli(
+        "score",
+        f"model=models:/{MODEL_NAME}@champion",
+        f"input={root / 'test'}",
+        f"output={work / 'scored'}",
+        *common,
+        cwd=work,
+    )
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    return {"uri": server, "work": work, "root": root}
+
+
+def _artifacts(client, run_id, path=""):
+    found = {}
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            found.update(_artifacts(client, run_id, item.path))
+        else:
+            found[item.path] = item.file_size
+    return found
+
+
+def test_training_run_over_http(trained):
+    client = MlflowClient(trained["uri"])
+    experiment = client.get_experiment_by_name("server-e2e")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
+    assert run.data.params["data.root"] == str(trained["root"])
+    assert run.data.params["model.name"] == "cae"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [0, 1, 2]
+    for name in (
+        "image_auroc",
+        "pixel_auroc",
+        "pixel_aupro",
+        "image_f1",
+        "image_auroc/spot",
+        "pixel_aupro/spot",
+    ):
+        assert name in run.data.metrics, name
+    artifacts = _artifacts(client, run.info.run_id)
+    for name in (
+        "config.yaml",
+        "calibration.json",
+        "evaluation/samples.png",
+        "evaluation/curves.png",
+        "evaluation/score_histogram.png",
+        "evaluation/scores_table.json",
+        "evaluation/metrics_per_class.json",
+    ):
+        assert artifacts.get(name, 0) > 0, name
+    # One sample grid per epoch for the UI's image slider.
+    assert len([a for a in artifacts if a.startswith("images/") and a.endswith(".png")]) >= 3
+    # The tests run from a git checkout of the package: the run names its commit.
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        check=True,
+    ).stdout.strip()
+    assert run.data.tags["git.commit"] == head
+    assert run.data.tags["data.fingerprint"] and run.data.tags["host"]
+
+
+def test_registry_versions_and_aliases(trained):
+    client = MlflowClient(trained["uri"])
+    model = client.get_registered_model(MODEL_NAME)
+    assert model.aliases == {"candidate": "1", "champion": "1"}
+    version = client.get_model_version(MODEL_NAME, "1")
+    experiment = client.get_experiment_by_name("server-e2e")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
+    assert version.run_id == run.info.run_id
+
+
+def test_scoring_run_is_tagged_with_the_model_version(trained):
+    client = MlflowClient(trained["uri"])
+    experiment = client.get_experiment_by_name("server-e2e")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'score'")
+    assert run.data.tags["model.name"] == MODEL_NAME and run.data.tags["model.version"] == "1"
+    assert run.data.metrics["images_scored"] == 6
+    for name in ("score_p50", "score_p95", "score_p99", "defect_rate"):
+        assert name in run.data.metrics
+    artifacts = _artifacts(client, run.info.run_id)
+    assert artifacts.get("scores.csv", 0) > 0 and artifacts.get("summary.json", 0) > 0
+    assert any(a.startswith("overlays_top_scores/") for a in artifacts)
+
+
+def test_pyfunc_in_a_fresh_process_matches_anomaly_score(trained, tmp_path):
+    images = sorted(str(p) for p in (trained["root"] / "test").rglob("*.png"))
+    script = f"""
+import json, mlflow, numpy as np, pandas as pd
+from PIL import Image
+mlflow.set_tracking_uri({trained["uri"]!r})
+model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
+by_path = model.predict(pd.DataFrame({{"path": {images!r}}}))
+arrays = [np.asarray(Image.open(p)) for p in {images!r}]
+by_array = model.predict(pd.DataFrame({{"image": arrays}}))
+out = []
+for (_, a), (_, b) in zip(by_path.iterrows(), by_array.iterrows()):
+    out.append({{"score": a.score, "array_score": b.score, "p": a.p_value,
+                 "defective": bool(a.is_defective), "regions": int(a.n_regions),
+                 "mask_sum": int(np.asarray(a["mask"]).sum() // 255),
+                 "same_mask": bool(np.array_equal(a["mask"], b["mask"]))}})
+print(json.dumps(out))
+"""
+    # A fresh process in an empty folder: no config files, only the registry.
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = json.loads(result.stdout.strip().splitlines()[-1])
+    with open(trained["work"] / "scored" / "scores.csv", newline="") as handle:
+        rows = {r["path"]: r for r in csv.DictReader(handle)}
+    for path, pred in zip(images, predictions, strict=True):
+        row = rows[Path(path).relative_to(trained["root"] / "test").as_posix()]
+        assert pred["score"] == pytest.approx(float(row["score"]), rel=1e-5)
+        assert pred["array_score"] == pytest.approx(pred["score"], rel=1e-6)
+        assert pred["p"] == pytest.approx(float(row["p_value"]), rel=1e-5)
+        assert pred["defective"] == (row["is_defective"] == "1")
+        assert pred["regions"] == int(row["n_regions"])
+        assert pred["same_mask"]
+        mask = np.asarray(
+            Image.open(trained["work"] / "scored" / "masks" / Path(row["path"]).with_suffix(".png"))
+        )
+        assert pred["mask_sum"] == int((mask > 0).sum())
+
+
+def test_unreachable_server_fails_fast_or_trains_locally(tmp_path):
+    from tests.integration.conftest import run_cli
+
+    root = make_tiny_mvtec(tmp_path / "data")
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    args = [
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.val_fraction=0.25",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+        f"tracking.uri={dead}",
+    ]
+    failed = run_cli("train", *args, f"output_dir={tmp_path / 'a'}", cwd=tmp_path)
+    assert failed.returncode == 4
+    assert "unreachable" in failed.stdout and "tracking.required=false" in failed.stdout
+    assert not (tmp_path / "a" / "model").exists()  # failed before training
+    local = run_cli(
+        "train", *args, "tracking.required=false", f"output_dir={tmp_path / 'b'}", cwd=tmp_path
+    )
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert (tmp_path / "b" / "model" / "model.ckpt").is_file()
+    assert "continuing without MLflow" in local.stdout + local.stderr
