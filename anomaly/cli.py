@@ -202,6 +202,9 @@ def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
     console.print(f"  samples:    {Path(trained['output_dir']) / 'evaluation' / 'samples.png'}")
     console.print(f"  scores:     {Path(scored['output_dir']) / 'scores.csv'}")
     console.print(f"model folder: {trained['model_dir']}")
+    if trained["registered"]:
+        reg = trained["registered"]
+        console.print(f"registered:   {reg['name']} version {reg['version']} (alias candidate)")
     console.print(f"MLflow UI:    {ui_command(trained['tracking_uri'])}")
     return result
 
