@@ -11,12 +11,13 @@ STAMP := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH))))
 
 MLFLOW_PORT ?= 5000
 
-.PHONY: install demo test lint format clean help mlflow-server
+.PHONY: install demo test lint format clean help mlflow-server bench bench-quick
 
 help:
 	@echo "make demo   - install, generate demo data, train/calibrate/evaluate/score, log to MLflow"
 	@echo "make test   - install what is missing and run the whole test suite"
 	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make bench  - quality and speed of each model on ../shared/data/magnetic_tile (bench-quick: a smoke run)"
 	@echo "make format - ruff format and ruff check --fix"
 	@echo "make mlflow-server - MLflow tracking server on 127.0.0.1:$(MLFLOW_PORT) (store in mlruns-server/)"
 
@@ -36,6 +37,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Quality and speed on ../shared/data/magnetic_tile (results in bench/, git-ignored).
+bench: $(STAMP)
+	$(BIN)/anomaly bench
+
+bench-quick: $(STAMP)
+	$(BIN)/anomaly bench --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

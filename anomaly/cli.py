@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -43,6 +44,8 @@ commands:
           e.g. anomaly calibrate model=outputs/train/<run>/model data.root=path/to/images
   promote move a registry alias to a model version (default alias: champion)
           e.g. anomaly promote name=anomaly version=3
+  bench   quality and speed of each model on an MVTec-style root (--quick: a smoke run)
+          e.g. anomaly bench data_root=../shared/data/magnetic_tile
   demo    generate the embedded demo data set, train on it, score its test images
 
 Each command takes Hydra overrides; add --help for the options of one command and
@@ -189,6 +192,15 @@ def _run_promote(cfg: DictConfig, console: Console) -> dict[str, Any]:
     return result
 
 
+def _run_bench(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.jobs.bench import run_bench
+
+    result = run_bench(cfg, conf_dir=config_dir())
+    console.print(Markdown(Path(cfg.output, "results.md").read_text(encoding="utf-8")))
+    console.print(f"results: {Path(cfg.output).resolve() / 'results.json'} (and results.md)")
+    return result
+
+
 def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.demo import demo
 
@@ -214,6 +226,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
     "score": ("score", _run_score),
     "calibrate": ("calibrate", _run_calibrate),
     "promote": ("promote", _run_promote),
+    "bench": ("bench", _run_bench),
     "demo": ("config", _run_demo),
 }
 
@@ -226,6 +239,8 @@ def _rewrite(command: str, overrides: list[str]) -> list[str]:
         overrides = [f"model_uri={o[6:]}" if o.startswith("model=") else o for o in overrides]
     if command == "demo":
         overrides = ["experiment=demo", "hydra.job.name=demo", *overrides]
+    if command == "bench":
+        overrides = ["quick=true" if o == "--quick" else o for o in overrides]
     return overrides
 
 

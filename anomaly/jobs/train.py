@@ -205,7 +205,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Batches, not optimiser steps: the adversarial model steps twice per batch.
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
         seen = batches * int(cfg.data.batch_size)
-        run.metrics({"train_seconds": seconds, "train_images_per_second": seen / seconds})
+        speed = {"train_seconds": seconds, "train_images_per_second": seen / seconds}
+        run.metrics(speed)
 
         module.cpu()
         detector = Detector(module, preprocess, maps, model_id=run_id)
@@ -276,6 +277,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "calibration": detector.calibration,
         "registered": registered,
         "not_uploaded": list(run.failed),
+        **speed,
     }
 
 

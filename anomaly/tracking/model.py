@@ -7,6 +7,7 @@ weights, ``calibration.json`` and preprocessing travel inside the bundle.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,15 @@ def log_pyfunc(model_dir: str | os.PathLike[str], *, registered_name: str | None
         MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``).
     """
     example = pd.DataFrame({"image": [np.full((32, 32), 0.5).tolist()]})
+    with warnings.catch_warnings():
+        # MLflow suggests type hints on predict; they are left out on purpose (see there).
+        warnings.filterwarnings("ignore", message=".*type hints.*")
+        return _log_model(model_dir, registered_name, example)
+
+
+def _log_model(
+    model_dir: str | os.PathLike[str], registered_name: str | None, example: pd.DataFrame
+) -> Any:
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=AnomalyPyfunc(),

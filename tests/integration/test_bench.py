@@ -1,0 +1,51 @@
+"""`anomaly bench` measures quality and speed and writes its results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from anomaly.jobs.bench import run_bench
+from tests.conftest import make_tiny_mvtec
+
+pytestmark = pytest.mark.integration
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def test_quick_bench_on_tiny_data(tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data", test_size=48)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            "bench",
+            overrides=[
+                "quick=true",
+                f"data_root={root}",
+                f"output={tmp_path / 'bench'}",
+                "only=[cae-l2,usad]",
+                "speed_sizes=[32]",
+                f"tracking.uri={uri}",
+                'quick_budget=["data.image_size=32","trainer.max_steps=3","trainer.max_epochs=1",'
+                '"data.val_fraction=0.25"]',
+            ],
+        )
+    results = run_bench(cfg, conf_dir=CONF)
+    saved = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert saved["models"].keys() == {"cae-l2", "usad"}
+    for model in saved["models"].values():
+        assert 0 <= model["quality"]["image_auroc"] <= 1
+        assert model["train_images_per_second"] > 0 and model["score_images_per_second"] > 0
+        assert set(model["score_stage_seconds"]) == {"decode", "model", "postprocess", "write"}
+    speed = saved["speed"]["32"]
+    assert speed["images"] == 6 and speed["forward_gflops"] > 0
+    assert speed["forward_fraction_of_peak"] > 0 and saved["matmul_peak_gflops"] > 0
+    assert speed["flops_per_image"] > 1e6  # the CAE at 32x32 is tens of MFLOPs
+    table = (tmp_path / "bench" / "results.md").read_text()
+    assert "| cae-l2 |" in table and "| usad |" in table and "32x32" in table
+    run = MlflowClient(uri).get_run(results["run_id"])
+    assert run.data.tags["anomaly.kind"] == "bench"
+    assert "models/cae-l2/quality/image_auroc" in run.data.metrics
