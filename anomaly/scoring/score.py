@@ -10,6 +10,7 @@ import csv
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,7 @@ def score_folder(
     batch_size: int = 32,
     num_workers: int = 0,
     model_uri: str = "",
+    write_threads: int = 2,
     progress: Progress | None = None,
 ) -> ScoreSummary:
     """Score every image under ``input_dir`` (recursively) and write the results.
@@ -466,6 +468,8 @@ def score_folder(
         batch_size: Images per forward pass.
         num_workers: Loader worker processes that decode images.
         model_uri: Where the model came from, recorded in ``summary.json``.
+        write_threads: Threads that encode and write the per-image PNGs (PNG compression
+            releases the GIL, so they overlap with the next batch's work).
         progress: Called with ``(finished, total)`` file counts after each batch.
 
     Returns:
@@ -496,7 +500,9 @@ def score_folder(
     if progress is not None:
         progress(0, len(paths))
     output_dir.mkdir(parents=True, exist_ok=True)
+    pending: list[Future[None]] = []
     with (
+        ThreadPoolExecutor(max_workers=max(1, write_threads)) as pool,
         atomic_open(output_dir / "scores.csv", "w", newline="", encoding="utf-8") as scores_f,
         atomic_open(output_dir / "regions.csv", "w", newline="", encoding="utf-8") as regions_f,
     ):
@@ -523,23 +529,22 @@ def score_folder(
                 regions=regions,
             )
             timings["postprocess"] += time.perf_counter() - t0
+            # The previous batch's pictures were written while this one was decoded and
+            # scored; wait for them now, so at most two batches are in flight (flat memory)
+            # and a write error (disk full) surfaces before more work is done.
+            timings["write"] += _drain(pending)
             for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
                 t1 = time.perf_counter()
                 name = rel[i].with_suffix(".png")
                 table = region_table(result.labels, result.score_map, image=rel[i].as_posix())
                 largest = int(table["area_px"].max()) if result.n_regions else 0
                 t2 = time.perf_counter()
-                if outputs.masks:
-                    _write_bytes(output_dir / "masks" / name, png_bytes(result.mask))
-                if outputs.heatmaps:
-                    _write_bytes(
-                        output_dir / "heatmaps" / name, heatmap_png(result.score_map, t_pixel)
+                original = batch["original"][j] if outputs.overlays else None
+                pending.append(
+                    pool.submit(
+                        _write_pictures, output_dir, name, result, original, t_pixel, outputs
                     )
-                if outputs.overlays:
-                    _write_bytes(
-                        output_dir / "overlays" / name,
-                        overlay_png(batch["original"][j], result.labels),
-                    )
+                )
                 writer.writerow(
                     [
                         rel[i].as_posix(),
@@ -561,6 +566,7 @@ def score_folder(
                 n_defective += int(result.is_defective)
             if progress is not None:
                 progress(n_scored + len(errors), len(paths))
+        timings["write"] += _drain(pending)
     t_tables = time.perf_counter()
     if outputs.parquet:
         frame = pd.read_csv(output_dir / "scores.csv", dtype={"path": str, "model_id": str})
@@ -589,6 +595,32 @@ def score_folder(
     )
     write_json_atomic(output_dir / "summary.json", summary.to_dict())
     return summary
+
+
+def _drain(pending: list[Future[None]]) -> float:
+    """Wait for pending writes (re-raising their errors); return the seconds waited."""
+    started = time.perf_counter()
+    for future in pending:
+        future.result()
+    pending.clear()
+    return time.perf_counter() - started
+
+
+def _write_pictures(
+    output_dir: Path,
+    name: Path,
+    result: ImageResult,
+    original: np.ndarray | None,
+    pixel_threshold: float,
+    outputs: OutputSettings,
+) -> None:
+    """Encode and write one image's mask, heatmap and overlay (runs in a writer thread)."""
+    if outputs.masks:
+        _write_bytes(output_dir / "masks" / name, png_bytes(result.mask))
+    if outputs.heatmaps:
+        _write_bytes(output_dir / "heatmaps" / name, heatmap_png(result.score_map, pixel_threshold))
+    if outputs.overlays and original is not None:
+        _write_bytes(output_dir / "overlays" / name, overlay_png(original, result.labels))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
