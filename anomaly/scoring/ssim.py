@@ -128,13 +128,7 @@ def ssim(
         # The map is computed once per scored image, so float64 costs little there; the
         # mean (the training loss) is accurate to ~1e-7 in float32 and stays fast.
         x, y = x.double(), y.double()
-    # Shifting each image by a constant leaves (co)variances unchanged: centring on the
-    # image means shrinks the cancellation further, and the means are added back for the
-    # luminance term.
-    mx = x.mean(dim=(2, 3), keepdim=True)
-    my = y.mean(dim=(2, 3), keepdim=True)
-    xc, yc = x - mx, y - my
-    moments = torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)
+    moments, mx, my = _centred_moments(x, y)
     if full:
         # One padded filter call over the five stacked moments instead of five calls.
         s_map = _ssim_map(gaussian_filter(moments, sigma), mx, my, c1, c2)
@@ -145,6 +139,21 @@ def ssim(
     # training loss.
     valid = _separable(moments, sigma, truncate=_TRUNCATE, valid=True)
     return _ssim_map(valid, mx, my, c1, c2).mean(dim=(1, 2, 3))
+
+
+def _centred_moments(
+    x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The five stacked moments of the mean-centred images, and the removed means.
+
+    Shifting each image by a constant leaves (co)variances unchanged: centring on the image
+    means shrinks the float cancellation in E[x^2] - E[x]^2, and the means are added back
+    for the luminance term. One filter call then serves all five moments.
+    """
+    mx = x.mean(dim=(2, 3), keepdim=True)
+    my = y.mean(dim=(2, 3), keepdim=True)
+    xc, yc = x - mx, y - my
+    return torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1), mx, my
 
 
 def _ssim_map(
@@ -223,9 +232,7 @@ def ms_ssim(
                 f"ms_ssim needs two equal (N, C, H, W) tensors, got {tuple(x.shape)}"
                 f" and {tuple(y.shape)}"
             )
-        mx, my = x.mean(dim=(2, 3), keepdim=True), y.mean(dim=(2, 3), keepdim=True)
-        xc, yc = x - mx, y - my
-        moments = torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)
+        moments, mx, my = _centred_moments(x, y)
         filtered = _separable(moments, sigma, truncate=_TRUNCATE, valid=True)
         s_map, cs = _ssim_map(filtered, mx, my, c1, c2, with_cs=True)
         term = s_map if scale == scales - 1 else cs

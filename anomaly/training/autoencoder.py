@@ -70,11 +70,10 @@ class AutoencoderModule(pl.LightningModule):
             return self.loss_fn(recon, x) + extra
         return self.loss_fn(self.net(inputs), x)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """One optimisation step on a batch of defect-free images."""
-        loss = self._loss(batch["image"], train=True)
+    def _logged_loss(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        loss = self._loss(batch["image"], train=stage == "train")
         self.log(
-            "train/loss",
+            f"{stage}/loss",
             loss,
             on_step=False,
             on_epoch=True,
@@ -83,18 +82,13 @@ class AutoencoderModule(pl.LightningModule):
         )
         return loss
 
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimisation step on a batch of (corrupted) defect-free images."""
+        return self._logged_loss(batch, "train")
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Reconstruction loss on held-out, uncorrupted defect-free images."""
-        loss = self._loss(batch["image"], train=False)
-        self.log(
-            "val/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch["image"].shape[0],
-        )
-        return loss
+        return self._logged_loss(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Build the optimiser from its partial config."""

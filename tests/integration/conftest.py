@@ -27,3 +27,14 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def list_artifacts(client, run_id: str, path: str = "") -> dict[str, int]:
+    """Every artifact file of a run (recursively) with its size in bytes."""
+    found = {}
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            found.update(list_artifacts(client, run_id, item.path))
+        else:
+            found[item.path] = item.file_size
+    return found

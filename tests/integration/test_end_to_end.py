@@ -14,18 +14,9 @@ from PIL import Image
 
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.score import SCORES_COLUMNS
+from tests.integration.conftest import list_artifacts
 
 pytestmark = pytest.mark.integration
-
-
-def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> dict[str, int]:
-    found = {}
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            found.update(_artifacts(client, run_id, item.path))
-        else:
-            found[item.path] = item.file_size
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +68,7 @@ def test_train_run_carries_params_metrics_and_artifacts(trained):
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [0, 1]  # one point per epoch
     assert run.data.tags["model.name"] == "cae" and run.data.tags["data.fingerprint"]
-    artifacts = _artifacts(client, run.info.run_id)
+    artifacts = list_artifacts(client, run.info.run_id)
     for name in (
         "evaluation/curves.png",
         "evaluation/score_histogram.png",
@@ -160,7 +151,7 @@ def test_score_writes_results_and_its_own_run(trained, cli, source):
     assert score_run.data.tags["anomaly.kind"] == "score"
     assert score_run.data.metrics["images_scored"] == 6
     assert "score_p95" in score_run.data.metrics
-    assert _artifacts(client, score_run.info.run_id).get("scores.csv", 0) > 0
+    assert list_artifacts(client, score_run.info.run_id).get("scores.csv", 0) > 0
 
 
 def test_editing_the_threshold_changes_verdicts_without_retraining(trained, cli):

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.conftest import make_tiny_mvtec
+from tests.integration.conftest import list_artifacts
 
 pytestmark = pytest.mark.integration
 MODEL_NAME = "tiny-part"
@@ -117,16 +118,6 @@ def trained(server, tmp_path_factory):
     return {"uri": server, "work": work, "root": root}
 
 
-def _artifacts(client, run_id, path=""):
-    found = {}
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            found.update(_artifacts(client, run_id, item.path))
-        else:
-            found[item.path] = item.file_size
-    return found
-
-
 def test_training_run_over_http(trained):
     client = MlflowClient(trained["uri"])
     experiment = client.get_experiment_by_name("server-e2e")
@@ -144,7 +135,7 @@ def test_training_run_over_http(trained):
         "pixel_aupro/spot",
     ):
         assert name in run.data.metrics, name
-    artifacts = _artifacts(client, run.info.run_id)
+    artifacts = list_artifacts(client, run.info.run_id)
     for name in (
         "config.yaml",
         "calibration.json",
@@ -187,7 +178,7 @@ def test_scoring_run_is_tagged_with_the_model_version(trained):
     assert run.data.metrics["images_scored"] == 6
     for name in ("score_p50", "score_p95", "score_p99", "defect_rate"):
         assert name in run.data.metrics
-    artifacts = _artifacts(client, run.info.run_id)
+    artifacts = list_artifacts(client, run.info.run_id)
     assert artifacts.get("scores.csv", 0) > 0 and artifacts.get("summary.json", 0) > 0
     assert any(a.startswith("overlays_top_scores/") for a in artifacts)
 
