@@ -67,12 +67,24 @@ def defect_regions(
         ``(labels, count)``: an ``(H, W)`` int32 array, 0 for background and 1..count for
         the regions kept (numbered in scan order), and the number of regions.
     """
-    mask = score_map > threshold
+    above = score_map > threshold
+    labels = np.zeros(score_map.shape, dtype=np.int32)
+    if not above.any():
+        return labels, 0
+    # Morphology only where something is: on the bounding box of the pixels above the
+    # threshold plus a margin wider than the structuring elements reach. Everything
+    # outside is background before and after, so the result equals the whole-image one
+    # (tested), at a fraction of the cost for the usual small defect on a large photo.
+    rows, cols = np.nonzero(above.any(axis=1))[0], np.nonzero(above.any(axis=0))[0]
+    margin = 2 * (settings.opening_radius + settings.closing_radius) + 2
+    y0, y1 = max(0, rows[0] - margin), min(above.shape[0], rows[-1] + margin + 1)
+    x0, x1 = max(0, cols[0] - margin), min(above.shape[1], cols[-1] + margin + 1)
+    mask = above[y0:y1, x0:x1]
     if settings.opening_radius:
         mask = morphology.opening(mask, morphology.disk(settings.opening_radius))
     if settings.closing_radius:
         mask = morphology.closing(mask, morphology.disk(settings.closing_radius))
-    labels = measure.label(mask, connectivity=2).astype(np.int32)
+    labels[y0:y1, x0:x1] = measure.label(mask, connectivity=2)
     if labels.max() == 0:
         return labels, 0
     areas = np.bincount(labels.ravel())

@@ -357,6 +357,11 @@ class ImageResult:
         """Pixels in defect regions."""
         return int((self.labels > 0).sum())
 
+    @property
+    def largest_region_area(self) -> int:
+        """Pixels in the largest defect region (0 without regions)."""
+        return int(np.bincount(self.labels.ravel())[1:].max()) if self.n_regions else 0
+
 
 def analyse(
     detector: Detector,
@@ -536,8 +541,6 @@ def score_folder(
             for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
                 t1 = time.perf_counter()
                 name = rel[i].with_suffix(".png")
-                table = region_table(result.labels, result.score_map, image=rel[i].as_posix())
-                largest = int(table["area_px"].max()) if result.n_regions else 0
                 t2 = time.perf_counter()
                 original = batch["original"][j] if outputs.overlays else None
                 pending.append(
@@ -553,12 +556,13 @@ def score_folder(
                         f"{t_image:.6g}",
                         int(result.is_defective),
                         result.n_regions,
-                        largest,
+                        result.largest_region_area,
                         result.defect_area,
                         detector.model_id,
                     ]
                 )
                 if result.n_regions:
+                    table = region_table(result.labels, result.score_map, image=rel[i].as_posix())
                     table.to_csv(regions_f, header=False, index=False)
                 timings["postprocess"] += t2 - t1
                 timings["write"] += time.perf_counter() - t2

@@ -47,3 +47,31 @@ def test_empty_table_keeps_columns():
 def test_settings_are_validated():
     with pytest.raises(ConfigError, match="scoring.min_region_area"):
         RegionSettings(min_region_area=-1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cropped_cleaning_equals_whole_image_cleaning(seed):
+    from skimage import measure, morphology
+
+    rng = np.random.default_rng(seed)
+    score = np.zeros((120, 90))
+    for _ in range(int(rng.integers(1, 5))):  # a few blobs and specks, some at the borders
+        y, x = rng.integers(0, 120), rng.integers(0, 90)
+        h, w = rng.integers(1, 12, size=2)
+        score[y : y + h, x : x + w] = rng.uniform(0.5, 1.0)
+    score += (rng.random(score.shape) > 0.995) * 0.9
+    settings = RegionSettings(
+        opening_radius=int(rng.integers(0, 3)),
+        closing_radius=int(rng.integers(0, 4)),
+        min_region_area=1,
+    )
+    labels, count = defect_regions(score, 0.4, settings)
+    whole = score > 0.4
+    if settings.opening_radius:
+        whole = morphology.opening(whole, morphology.disk(settings.opening_radius))
+    if settings.closing_radius:
+        whole = morphology.closing(whole, morphology.disk(settings.closing_radius))
+    reference = measure.label(whole, connectivity=2)
+    assert count == reference.max()
+    assert np.array_equal(labels > 0, reference > 0)
+    assert np.array_equal(measure.label(labels > 0, connectivity=2), reference)
