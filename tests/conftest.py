@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 from PIL import Image
 
 
@@ -48,3 +49,16 @@ def make_tiny_mvtec(root: Path, *, test_size: int = 32, n_train: int = 12, n_tes
 def tiny_mvtec(tmp_path: Path) -> Path:
     """A 32x32 MVTec-style tree: 12 good training images, 3 good and 3 defective tests."""
     return make_tiny_mvtec(tmp_path / "tiny")
+
+
+def make_trainer(steps: int, **kwargs: object) -> pl.Trainer:
+    """A quiet CPU trainer for a few steps: no logger, checkpoints or progress bars."""
+    return pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kwargs,
+    )

@@ -31,7 +31,7 @@ from anomaly.models.conv_ae import ConvAutoencoder
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.score import Detector, score_folder
-from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
+from anomaly.tracking.mlflow_logger import base_tags, flatten, resolve_tracking_uri, start_run
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,13 @@ def run_bench(cfg: DictConfig, *, conf_dir: Path) -> dict[str, Any]:
                 "budget": " ".join(results["budget"]),
             }
         )
-        run.metrics({k.replace("@", "_"): v for k, v in _flat_numbers(results).items()})
+        run.metrics(
+            {
+                name: float(value)
+                for name, value in flatten(results, sep="/").items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+            }
+        )
         run.artifact(out / "results.json")
         run.artifact(out / "results.md")
         results["run_id"] = run.run_id
@@ -210,17 +216,6 @@ def _speed_at(size: int, root: Path, out: Path, cfg: DictConfig, peak: float) ->
     speed["stage_seconds"] = summary.timings
     speed["images"] = summary.n_scored
     return speed
-
-
-def _flat_numbers(results: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in results.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_numbers(value, f"{name}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -107,16 +107,15 @@ def get_experiment_id(uri: str, name: str) -> str:
         ) from exc
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten a nested mapping into ``a.b.c -> str(value)`` pairs for MLflow params."""
-    flat: dict[str, str] = {}
+def flatten(config: Mapping[str, Any], prefix: str = "", *, sep: str = ".") -> dict[str, Any]:
+    """Flatten a nested mapping into ``a.b.c -> value`` pairs (for params and metrics)."""
+    flat: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}{sep}", sep=sep))
         else:
-            # MLflow caps a param value at 6000 characters; configs stay far below it.
-            flat[name] = str(value)[:6000]
+            flat[name] = value
     return flat
 
 
@@ -181,8 +180,8 @@ class RunLogger:
             return None
 
     def params(self, params: Mapping[str, Any]) -> None:
-        """Log parameters."""
-        self._call("parameters", mlflow.log_params, dict(params))
+        """Log parameters (values as text, capped at MLflow's 6000 characters)."""
+        self._call("parameters", mlflow.log_params, {k: str(v)[:6000] for k, v in params.items()})
 
     def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log metrics (at ``step``)."""

@@ -3,6 +3,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from anomaly.training.autoencoder import AutoencoderModule
+from tests.conftest import make_trainer
 
 NET = {
     "_target_": "anomaly.models.conv_ae.ConvAutoencoder",
@@ -18,17 +19,6 @@ def _batches(n: int = 8) -> list[dict]:
     return [{"image": (rows + 0.1 * torch.rand(n, 1, 1, 1)).clamp(0, 1)}]
 
 
-def _trainer(steps: int) -> pl.Trainer:
-    return pl.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-
-
 def test_overfits_one_batch():
     pl.seed_everything(0)
     module = AutoencoderModule(
@@ -39,7 +29,7 @@ def test_overfits_one_batch():
     batch = _batches()[0]
     with torch.no_grad():
         before = module.loss_fn(module(batch["image"]), batch["image"]).item()
-    _trainer(40).fit(module, DataLoader(_batches() * 40, batch_size=None))
+    make_trainer(40).fit(module, DataLoader(_batches() * 40, batch_size=None))
     with torch.no_grad():
         after = module.loss_fn(module(batch["image"]), batch["image"]).item()
     assert after < 0.5 * before
@@ -56,7 +46,7 @@ def test_ssim_loss_trains():
 
 def test_checkpoint_reloads_without_arguments_and_scores_identically(tmp_path):
     module = AutoencoderModule(NET, loss={"name": "l2"})
-    trainer = _trainer(2)
+    trainer = make_trainer(2)
     trainer.fit(module, DataLoader(_batches() * 2, batch_size=None))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path, weights_only=True)

@@ -15,6 +15,7 @@ from anomaly.jobs.train import build_module, map_settings
 from anomaly.model_folder import load_detector
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.score import Detector
+from tests.conftest import make_trainer
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -31,18 +32,6 @@ def _cfg(model: str, *overrides: str):
 def _batch() -> dict:
     rows = torch.linspace(0.1, 0.9, 32).view(1, 1, 32, 1).expand(8, 1, 32, 32)
     return {"image": (rows + 0.05 * torch.rand(8, 1, 1, 1)).clamp(0, 1).contiguous()}
-
-
-def _trainer(steps: int, **kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        **kwargs,
-    )
 
 
 def test_all_issue_models_are_configured():
@@ -67,7 +56,7 @@ def test_overfits_one_batch(model):
     before = error()
     # USAD steps twice per batch; stay within its first epoch so n = 1 throughout.
     steps = 120 if model == "usad" else 60
-    _trainer(steps).fit(module, DataLoader([batch] * steps, batch_size=None))
+    make_trainer(steps).fit(module, DataLoader([batch] * steps, batch_size=None))
     after = error()
     assert after < 0.5 * before, (model, before, after)
     assert detector.anomaly_maps(batch["image"])[0].shape == (1, 32, 32)
@@ -80,7 +69,7 @@ def test_checkpoint_reloads_alone_and_scores_identically(model, tmp_path):
     pl.seed_everything(0)
     cfg = _cfg(model)
     module = build_module(cfg)
-    trainer = _trainer(2)
+    trainer = make_trainer(2)
     trainer.fit(module, DataLoader([_batch()] * 2, batch_size=None))
     preprocess = Preprocess.create(image_size=32, channels=1)
     folder = save_model_folder(
