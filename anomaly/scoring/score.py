@@ -78,11 +78,30 @@ class Detector:
     def __post_init__(self) -> None:
         self.model.eval()
 
-    @torch.inference_mode()
-    def _raw(self, windows: torch.Tensor) -> torch.Tensor:
+    def _reconstructions(self, windows: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         fn = getattr(self.model, "reconstructions", None)
-        recons = fn(windows) if fn is not None else [(1.0, self.model(windows))]
-        return raw_map(windows, recons, self.maps)
+        return fn(windows) if fn is not None else [(1.0, self.model(windows))]
+
+    def _raw(self, windows: torch.Tensor) -> torch.Tensor:
+        return raw_map(windows, self._reconstructions(windows), self.maps)
+
+    def _per_image(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        fn: Callable[[torch.Tensor], torch.Tensor],
+    ) -> list[torch.Tensor]:
+        """``fn`` applied to each image, one result tensor per image.
+
+        Resize mode: on the batch of model inputs. Tile mode: window by window on each
+        image, the windows stitched by averaging.
+        """
+        if not self.preprocess.tile:
+            batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+            return list(fn(batch).unbind(0))
+        return [
+            tiled_map(image, fn, window=self.preprocess.image_size, stride=self.preprocess.stride)
+            for image in images
+        ]
 
     @torch.inference_mode()
     def anomaly_maps(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -93,39 +112,16 @@ class Detector:
                 working scale (tile mode: inspected in overlapping windows, stitched, then
                 smoothed, so window borders leave no seams).
         """
-        if not self.preprocess.tile:
-            batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
-            return list(smooth(self._raw(batch), self.maps).unbind(0))
-        return [
-            smooth(
-                tiled_map(
-                    image,
-                    self._raw,
-                    window=self.preprocess.image_size,
-                    stride=self.preprocess.stride,
-                )[None],
-                self.maps,
-            )[0]
-            for image in images
-        ]
+        raw = self._per_image(images, self._raw)
+        if all(m.shape == raw[0].shape for m in raw):
+            # One smoothing call for the batch (the usual resize-mode case).
+            return list(smooth(torch.stack(raw), self.maps).unbind(0))
+        return [smooth(m[None], self.maps)[0] for m in raw]
 
     @torch.inference_mode()
     def reconstruct(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The first reconstruction of each image (stitched from windows in tile mode)."""
-
-        def first(windows: torch.Tensor) -> torch.Tensor:
-            fn = getattr(self.model, "reconstructions", None)
-            return fn(windows)[0][1] if fn is not None else self.model(windows)
-
-        if not self.preprocess.tile:
-            batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
-            return list(first(batch).unbind(0))
-        return [
-            tiled_map(
-                image, first, window=self.preprocess.image_size, stride=self.preprocess.stride
-            )
-            for image in images
-        ]
+        return self._per_image(images, lambda windows: self._reconstructions(windows)[0][1])
 
     def scores(
         self, maps: Sequence[torch.Tensor], *, pixel_threshold: float | None = None
@@ -481,8 +477,9 @@ def score_folder(
         The summary.
 
     Raises:
-        DataError: ``input_dir`` does not exist or holds no image files, or the detector is
-            not calibrated and no thresholds are given.
+        DataError: ``input_dir`` does not exist or holds no image files, or the detector
+            has no calibration (p-values need its validation scores even when both
+            thresholds are overridden).
     """
     started = time.perf_counter()
     input_dir, output_dir = Path(input_dir), Path(output_dir)
@@ -538,10 +535,9 @@ def score_folder(
             # scored; wait for them now, so at most two batches are in flight (flat memory)
             # and a write error (disk full) surfaces before more work is done.
             timings["write"] += _drain(pending)
+            t1 = time.perf_counter()
             for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
-                t1 = time.perf_counter()
                 name = rel[i].with_suffix(".png")
-                t2 = time.perf_counter()
                 original = batch["original"][j] if outputs.overlays else None
                 pending.append(
                     pool.submit(
@@ -564,10 +560,10 @@ def score_folder(
                 if result.n_regions:
                     table = region_table(result.labels, result.score_map, image=rel[i].as_posix())
                     table.to_csv(regions_f, header=False, index=False)
-                timings["postprocess"] += t2 - t1
-                timings["write"] += time.perf_counter() - t2
                 n_scored += 1
                 n_defective += int(result.is_defective)
+            # Table rows and queueing the pictures: producing the outputs.
+            timings["write"] += time.perf_counter() - t1
             if progress is not None:
                 progress(n_scored + len(errors), len(paths))
         timings["write"] += _drain(pending)
