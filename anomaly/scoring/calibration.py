@@ -99,6 +99,8 @@ class Calibration:
 METHODS = ("quantile", "mean_std", "far")
 # The one parameter each method reads; calibration.json records only that one.
 PARAMETER = {"quantile": "q", "mean_std": "k", "far": "far"}
+DEFAULT_IMAGE = {"method": "quantile", "q": 0.99}
+DEFAULT_PIXEL = {"method": "quantile", "q": 0.999}
 
 
 def threshold_from(
@@ -191,7 +193,7 @@ def fit_pixel_threshold(
         pixel: ``{"method": ..., "q"|"k"|"far": ...}``; the 0.999 quantile when None.
         seed: Seed of the subsample.
     """
-    spec = _used(pixel or {"method": "quantile", "q": 0.999}, "pixel")
+    spec = _used(pixel or DEFAULT_PIXEL, "pixel")
     return threshold_from(
         subsample_pixels(pixel_values, seed=seed), key="scoring.calibration.pixel", **spec
     )
@@ -206,6 +208,7 @@ def fit_calibration(
     fingerprint: str = "",
     model_id: str = "",
     seed: int = 0,
+    pixel_threshold: float | None = None,
 ) -> Calibration:
     """Fit image and pixel thresholds on defect-free validation images.
 
@@ -218,16 +221,20 @@ def fit_calibration(
         fingerprint: Fingerprint of the validation files.
         model_id: The model the thresholds belong to.
         seed: Seed of the pixel subsample.
+        pixel_threshold: Already fitted from these values with ``fit_pixel_threshold``
+            (the ``area`` image score needs it first); fitted here when None.
 
     Returns:
         The calibration, with the sorted validation scores for p-values.
     """
-    image = _used(image or {"method": "quantile", "q": 0.99}, "image")
-    pixel = _used(pixel or {"method": "quantile", "q": 0.999}, "pixel")
+    image = _used(image or DEFAULT_IMAGE, "image")
+    pixel = _used(pixel or DEFAULT_PIXEL, "pixel")
+    if pixel_threshold is None:
+        pixel_threshold = fit_pixel_threshold(pixel_values, pixel, seed=seed)
     scores = np.asarray(image_scores, dtype=np.float64).ravel()
     return Calibration(
         image_threshold=threshold_from(scores, key="scoring.calibration.image", **image),
-        pixel_threshold=fit_pixel_threshold(pixel_values, pixel, seed=seed),
+        pixel_threshold=float(pixel_threshold),
         method=f"image:{image['method']},pixel:{pixel['method']}",
         params={"image": image, "pixel": pixel},
         n_images=int(scores.size),

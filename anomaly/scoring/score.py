@@ -229,6 +229,7 @@ def calibrate(
         fingerprint=fingerprint,
         model_id=detector.model_id,
         seed=seed,
+        pixel_threshold=t_pixel,
     )
     return detector.calibration
 
