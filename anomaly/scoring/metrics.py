@@ -49,11 +49,20 @@ class Curve:
     thresholds: np.ndarray
 
 
-def _cumulative_counts(labels: np.ndarray, scores: np.ndarray):
+def _descending_runs(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order sorting ``scores`` high to low, and the end of each run of equal scores.
+
+    The run ends (indices into the sorted scores) give one curve point per distinct score,
+    so ties move together.
+    """
     order = np.argsort(-scores, kind="mergesort")
+    ordered = scores[order]
+    return order, np.r_[np.nonzero(np.diff(ordered))[0], ordered.size - 1]
+
+
+def _cumulative_counts(labels: np.ndarray, scores: np.ndarray):
+    order, last = _descending_runs(scores)
     scores, labels = scores[order], labels[order]
-    # One point per distinct score: the last index of each run of equal scores.
-    last = np.r_[np.nonzero(np.diff(scores))[0], scores.size - 1]
     tp = np.cumsum(labels)[last]
     fp = (last + 1) - tp
     return tp, fp, scores[last]
@@ -156,13 +165,9 @@ def aupro(
         weights = 1.0 / (n_regions * sizes[regions].astype(np.float64))
         pro_step.append(np.where(regions > 0, weights, 0.0).ravel())
     fpr_step = np.where(flat_masks, 0.0, 1.0 / n_ok)
-    scores = np.concatenate([m.ravel() for m in maps])
-    order = np.argsort(-scores, kind="mergesort")
-    scores = scores[order]
+    order, last = _descending_runs(np.concatenate([m.ravel() for m in maps]))
     fpr = np.cumsum(fpr_step[order])
     pro = np.cumsum(np.concatenate(pro_step)[order])
-    # One curve point per distinct score: ties move together.
-    last = np.r_[np.nonzero(np.diff(scores))[0], scores.size - 1]
     fpr = np.minimum(np.r_[0.0, fpr[last]], 1.0)
     pro = np.minimum(np.r_[0.0, pro[last]], 1.0)
     inside = fpr <= fpr_limit
