@@ -28,6 +28,7 @@ from rich.table import Table
 
 import anomaly
 from anomaly.errors import AnomalyError, ConfigError
+from anomaly.scoring.metrics import by_class
 from anomaly.tracking.mlflow_logger import ui_command
 
 log = logging.getLogger("anomaly")
@@ -101,11 +102,11 @@ _METRIC_CAPTION = (
 
 def _metrics_table(metrics: dict[str, float], title: str) -> Table:
     """One row per defect class ("all" first), one column per metric."""
-    rows: dict[str, dict[str, float]] = {}
-    for name, value in metrics.items():
-        metric, _, cls = name.partition("/")
-        if metric in _METRIC_COLUMNS:
-            rows.setdefault(cls or "all", {})[metric] = value
+    shown = {
+        cls: {m: v for m, v in values.items() if m in _METRIC_COLUMNS}
+        for cls, values in by_class(metrics).items()
+    }
+    rows = {cls: values for cls, values in shown.items() if values}
     columns = [m for m in _METRIC_COLUMNS if any(m in r for r in rows.values())]
     table = Table(title=title, caption=_METRIC_CAPTION)
     table.add_column("class")

@@ -26,6 +26,7 @@ from anomaly.io import atomic_open
 from anomaly.model_folder import save_model_folder
 from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
 from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.metrics import by_class
 from anomaly.scoring.score import Detector, Evaluation, calibrate, evaluate
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
@@ -294,11 +295,7 @@ def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> dict[str, str]
 
 
 def _per_class_table(metrics: dict[str, float]) -> pd.DataFrame:
-    rows: dict[str, dict[str, float]] = {}
-    for name, value in metrics.items():
-        metric, _, cls = name.partition("/")
-        rows.setdefault(cls or "all", {"class": cls or "all"})[metric] = value
-    return pd.DataFrame(list(rows.values()))
+    return pd.DataFrame([{"class": cls, **values} for cls, values in by_class(metrics).items()])
 
 
 def _grid_image(detector: Detector, samples: list[Sample]) -> Image.Image:

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 from scipy.stats import rankdata
+
+
+def by_class(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """Group metric names by defect class.
+
+    ``metric`` goes to ``"all"``, ``metric/<class>`` to ``<class>``.
+
+    Returns:
+        ``{class: {metric: value}}`` in the order the classes first appear.
+    """
+    rows: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        metric, _, cls = name.partition("/")
+        rows.setdefault(cls or "all", {})[metric] = value
+    return rows
 
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -111,3 +111,13 @@ def test_aupro_matches_a_brute_force_reference():
     maps = np.round(rng.random(masks.shape) + masks * 0.4, 2)
     assert aupro(masks, maps) == pytest.approx(_brute_force_aupro(masks, maps), abs=2e-4)
     assert aupro(masks, masks.astype(float)) == pytest.approx(1.0)
+
+
+def test_by_class_groups_metric_names():
+    from anomaly.scoring.metrics import by_class
+
+    grouped = by_class({"image_auroc": 0.9, "image_auroc/crack": 0.8, "pixel_aupro/crack": 0.5})
+    assert grouped == {
+        "all": {"image_auroc": 0.9},
+        "crack": {"image_auroc": 0.8, "pixel_aupro": 0.5},
+    }
