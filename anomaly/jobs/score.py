@@ -49,9 +49,11 @@ def run_scoring(
     output_dir = Path(output_dir).resolve()
     with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
         detector = load_detector(resolve_model(model, tracking_uri=uri, download_to=tmp))
-    tags = base_tags(kind="score") | {"model.uri": str(model), "model.id": detector.model_id}
-    if model.startswith(("models:/", "runs:/")):
-        tags |= model_version_tags(model, tracking_uri=uri)
+    tags = (
+        base_tags(kind="score")
+        | {"model.uri": str(model), "model.id": detector.model_id}
+        | model_version_tags(model, tracking_uri=uri)
+    )
     with start_run(
         uri=uri, experiment=experiment, run_name="score", tags=tags, required=required
     ) as run:

@@ -57,16 +57,13 @@ def map_settings(cfg: DictConfig) -> MapSettings:
 
 def preprocess_settings(data: DictConfig) -> Preprocess:
     """Preprocessing from the ``data`` config group."""
+    d = OmegaConf.to_container(data, resolve=True)
     return Preprocess.create(
-        image_size=OmegaConf.to_object(data.image_size)
-        if OmegaConf.is_config(data.image_size)
-        else data.image_size,
-        channels=data.channels,
-        tile=bool(data.tile),
-        scale=float(data.scale),
-        tile_stride=OmegaConf.to_object(data.tile_stride)
-        if OmegaConf.is_config(data.tile_stride)
-        else data.tile_stride,
+        image_size=d["image_size"],
+        channels=d["channels"],
+        tile=bool(d["tile"]),
+        scale=float(d["scale"]),
+        tile_stride=d["tile_stride"],
     )
 
 

@@ -113,8 +113,8 @@ def ssim(
         )
     if not data_range > 0:
         raise ValueError(f"data_range must be positive, got {data_range!r}")
-    radius = int(_TRUNCATE * sigma + 0.5)
-    win = 2 * radius + 1
+    win = ssim_window_size(sigma)
+    radius = win // 2
     if min(x.shape[-2:]) < win:
         raise ValueError(
             f"images of {tuple(x.shape[-2:])} pixels are smaller than the {win}x{win} SSIM "

@@ -189,17 +189,9 @@ class RunLogger:
             "metrics", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step
         )
 
-    def tags(self, tags: Mapping[str, str]) -> None:
-        """Set tags."""
-        self._call("tags", mlflow.set_tags, dict(tags))
-
     def artifact(self, path: str | os.PathLike[str], folder: str | None = None) -> None:
         """Upload one file."""
         self._call(f"artifact {path}", mlflow.log_artifact, str(path), folder)
-
-    def artifacts(self, path: str | os.PathLike[str], folder: str | None = None) -> None:
-        """Upload a folder."""
-        self._call(f"artifacts {path}", mlflow.log_artifacts, str(path), folder)
 
     def text(self, text: str, name: str) -> None:
         """Upload text as a file."""

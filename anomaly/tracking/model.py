@@ -111,7 +111,10 @@ def resolve_model(model: str, *, tracking_uri: str, download_to: str | os.PathLi
 
 
 def model_version_tags(model: str, *, tracking_uri: str) -> dict[str, str]:
-    """Registry name and version behind a ``models:/`` URI (empty for anything else)."""
+    """Registry name and version behind a ``models:/`` URI, the run of a ``runs:/`` URI.
+
+    Empty for anything else (a local folder), without contacting the store.
+    """
     if not model.startswith("models:/"):
         return {"model.run_id": model.split("/")[1]} if model.startswith("runs:/") else {}
     ref = model.removeprefix("models:/")
