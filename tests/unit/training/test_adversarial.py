@@ -5,6 +5,7 @@ from torch.utils.data import DataLoader
 
 from anomaly.errors import ConfigError
 from anomaly.training.adversarial import USADModule, usad_losses
+from tests.conftest import make_trainer
 
 NET = {
     "_target_": "anomaly.models.usad.USADNet",
@@ -44,15 +45,8 @@ def test_each_phase_updates_only_its_own_decoder():
     pl.seed_everything(0)
     module = USADModule(NET)
     watcher = PhaseWatcher()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[watcher],
-    )
+    # No step limit (-1): the epochs decide.
+    trainer = make_trainer(-1, max_epochs=1, callbacks=[watcher])
     trainer.fit(module, DataLoader(_batches(), batch_size=None))
     before_phase1, before_phase2, after_batch = watcher.snapshots[:3]
     # Phase 1 (E, D1): D2 untouched.
@@ -91,15 +85,8 @@ class EpochN(pl.Callback):
 
 def test_n_counts_epochs_from_one():
     recorder = EpochN()
-    trainer = pl.Trainer(
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[recorder],
-    )
+    # No step limit (-1): the epochs decide.
+    trainer = make_trainer(-1, max_epochs=3, callbacks=[recorder])
     trainer.fit(USADModule(NET), DataLoader(_batches(), batch_size=None))
     assert recorder.seen == [1, 2, 3]
 
