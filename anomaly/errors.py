@@ -7,6 +7,10 @@ turns these into one clear line and an exit code instead of a traceback.
 
 from __future__ import annotations
 
+#: Exit code of a run that finished but skipped some inputs (listed in ``errors.csv``):
+#: distinct from success (0) so that a scheduler notices, and from failure (1-4).
+EXIT_COMPLETED_WITH_SKIPS = 5
+
 
 class AnomalyError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -50,3 +54,9 @@ class TrackingError(AnomalyError):
     """The MLflow tracking store cannot be reached or refuses a request."""
 
     exit_code = 4
+
+
+class LockedError(AnomalyError):
+    """Another run holds the lock on the same folder; this run did nothing."""
+
+    exit_code = 6
