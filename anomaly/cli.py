@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import anomaly
-from anomaly.errors import AnomalyError, ConfigError
+from anomaly.errors import EXIT_COMPLETED_WITH_SKIPS, AnomalyError, ConfigError, TrackingError
 from anomaly.scoring.metrics import by_class
 from anomaly.tracking.mlflow_logger import ui_command
 
@@ -132,6 +132,11 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
             f"promote with: anomaly promote name={reg['name']} version={reg['version']}"
         )
     console.print(f"results:      {result['output_dir']}")
+    if result["skipped"]:
+        console.print(
+            f"skipped:      {len(result['skipped'])} unreadable training image(s), listed in "
+            f"{Path(result['output_dir']) / 'errors.csv'}"
+        )
     console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}")
     return result
 
@@ -260,6 +265,25 @@ def _quiet_third_party_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
+def _completion_code(result: Any, console: Console) -> int:
+    """Exit code of a command that finished: 0, or why a scheduler should look closer."""
+    if not isinstance(result, dict):
+        return 0
+    code = 0
+    skipped = result.get("n_errors") or len(result.get("skipped") or [])
+    if skipped:
+        code = EXIT_COMPLETED_WITH_SKIPS
+    not_uploaded = result.get("not_uploaded") or []
+    if not_uploaded:
+        console.print(
+            "[bold red]MLflow upload incomplete[/] (local outputs are complete); not "
+            "uploaded:\n  " + "\n  ".join(not_uploaded),
+            highlight=False,
+        )
+        code = TrackingError.exit_code
+    return code
+
+
 def run_command(command: str, overrides: list[str]) -> int:
     """Run one command with Hydra overrides; return its exit code."""
     _quiet_third_party_noise()
@@ -273,7 +297,9 @@ def run_command(command: str, overrides: list[str]) -> int:
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def app(cfg: DictConfig) -> Any:
         try:
-            return runner(cfg, console)
+            result = runner(cfg, console)
+            outcome["code"] = max(outcome["code"], _completion_code(result, console))
+            return result
         except AnomalyError as exc:
             log.debug("error detail", exc_info=True)
             console.print(f"[bold red]error:[/] {exc}", highlight=False)

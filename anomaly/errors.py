@@ -60,3 +60,15 @@ class LockedError(AnomalyError):
     """Another run holds the lock on the same folder; this run did nothing."""
 
     exit_code = 6
+
+
+class OutputError(AnomalyError):
+    """Results cannot be written (disk full, folder read-only); what was written is intact."""
+
+    exit_code = 7
+
+
+class TrainingInterruptedError(AnomalyError):
+    """Training was stopped by Ctrl-C or SIGTERM after saving a checkpoint to resume from."""
+
+    exit_code = 130

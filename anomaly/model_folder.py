@@ -124,7 +124,13 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
     try:
         module = module_class.load_from_checkpoint(ckpt, map_location=torch.device("cpu"))
     except Exception as exc:
-        raise ModelFolderError(f"{ckpt} cannot be loaded as {meta['module_class']}: {exc}") from exc
+        # A state-dict mismatch lists every tensor; its first line says enough.
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelFolderError(
+            f"{ckpt} does not fit {meta['module_class']} ({detail}); was the checkpoint "
+            "copied from a model folder of another architecture? Keep model.ckpt and "
+            "model.json of the same training together"
+        ) from exc
     try:
         preprocess = Preprocess.create(**meta["preprocess"])
         maps = MapSettings(**meta["maps"])

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from anomaly.data.dataset import ImageDataset, PatchDataset, collate
+from anomaly.data.dataset import ImageDataset, PatchDataset, check_images, collate
 from anomaly.data.folder import DatasetSplits, Sample, scan_dataset, split_validation
 from anomaly.data.transforms import Preprocess
+from anomaly.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class AnomalyDataModule(pl.LightningDataModule):
@@ -53,14 +59,29 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.splits: DatasetSplits | None = None
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
+        self.skipped: list[tuple[Path, str]] = []
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the root and split it (idempotent)."""
         if self.splits is not None:
             return
-        self.splits = scan_dataset(self.root, mask_suffix=self.mask_suffix)
+        splits = scan_dataset(self.root, mask_suffix=self.mask_suffix)
+        # Every training image is decoded once here: a bad file is skipped with a warning
+        # now rather than stopping the run in the middle of an epoch.
+        readable, self.skipped = check_images(splits.train, channels=self.preprocess.channels)
+        for path, reason in self.skipped:
+            log.warning("skipped training image %s: %s", path, reason)
+        if len(readable) < 2:
+            raise DataError(
+                f"{len(readable)} readable training image(s) in {splits.root} "
+                f"({len(self.skipped)} unreadable, see the warnings): at least 2 are needed, "
+                "one to train on and one to calibrate the thresholds on; add defect-free "
+                "images"
+            )
+        splits.train = readable
+        self.splits = splits
         self.train_samples, self.val_samples = split_validation(
-            self.splits.train, fraction=self.val_fraction, seed=self.seed
+            readable, fraction=self.val_fraction, seed=self.seed
         )
 
     def _loader(self, samples: list[Sample], *, shuffle: bool) -> DataLoader:

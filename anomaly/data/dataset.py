@@ -5,15 +5,79 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from anomaly.data.folder import Sample
-from anomaly.data.images import read_image, read_mask
+from anomaly.data.images import is_colour, match_channels, read_image, read_mask, read_native
 from anomaly.data.transforms import Preprocess, resize_mask
 from anomaly.errors import ImageReadError
+
+log = logging.getLogger(__name__)
+
+#: Images smaller than this many pixels on a side are refused by default: at that size a
+#: file is an icon or a stray thumbnail, not an inspection photo.
+MIN_IMAGE_SIDE = 8
+
+
+def load_checked(path: Path, *, channels: int, min_side: int = MIN_IMAGE_SIDE) -> tuple[np.ndarray, str]:
+    """Read an image for the model, refusing tiny ones and noting a channel-mode mismatch.
+
+    A colour photo for a gray model is converted with luma weights, a gray one for an RGB
+    model replicated; both still score, but the note says so, because a camera in the wrong
+    mode is worth knowing about.
+
+    Args:
+        path: The image file.
+        channels: Channels the model expects (1 or 3).
+        min_side: Smallest accepted height and width, in pixels.
+
+    Returns:
+        ``(H, W, channels)`` float32 in [0, 1], and a note (``""`` when nothing was
+        converted).
+
+    Raises:
+        ImageReadError: Unreadable, or smaller than ``min_side``.
+    """
+    native = read_native(path)
+    height, width = native.shape[:2]
+    if min(height, width) < min_side:
+        raise ImageReadError(
+            path,
+            f"image is {width}x{height} pixels, below the {min_side}-pixel minimum "
+            "(min_image_size); a thumbnail or icon in the folder?",
+        )
+    note = ""
+    if channels == 1 and is_colour(native):
+        note = "colour image converted to gray (the model was trained on gray images)"
+    elif channels == 3 and native.shape[-1] == 1:
+        note = "gray image replicated to RGB (the model was trained on colour images)"
+    return match_channels(native, channels), note
+
+
+def check_images(
+    samples: Sequence[Sample], *, channels: int, min_side: int = MIN_IMAGE_SIDE
+) -> tuple[list[Sample], list[tuple[Path, str]]]:
+    """Split samples into readable ones and ``(path, reason)`` for those that are not.
+
+    Training decodes every file once up front with this, so that one bad file is skipped
+    with a warning instead of stopping the run an hour in.
+    """
+    good: list[Sample] = []
+    bad: list[tuple[Path, str]] = []
+    for sample in samples:
+        try:
+            load_checked(sample.path, channels=channels, min_side=min_side)
+        except ImageReadError as exc:
+            bad.append((sample.path, exc.reason))
+        else:
+            good.append(sample)
+    return good, bad
 
 
 class ImageDataset(Dataset):
@@ -33,6 +97,8 @@ class ImageDataset(Dataset):
         with_masks: Also load ground-truth masks (defect-free images get an empty mask).
         skip_errors: Return an error record for unreadable files instead of raising.
         keep_original: Also return the decoded image at its original size (for overlays).
+        min_side: Images smaller than this on a side are unreadable (see
+            :func:`load_checked`).
     """
 
     def __init__(
@@ -43,12 +109,14 @@ class ImageDataset(Dataset):
         with_masks: bool = False,
         skip_errors: bool = False,
         keep_original: bool = False,
+        min_side: int = MIN_IMAGE_SIDE,
     ) -> None:
         self.samples = list(samples)
         self.preprocess = preprocess
         self.with_masks = with_masks
         self.skip_errors = skip_errors
         self.keep_original = keep_original
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -56,12 +124,15 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         try:
-            array = read_image(sample.path, channels=self.preprocess.channels)
+            array, note = load_checked(
+                sample.path, channels=self.preprocess.channels, min_side=self.min_side
+            )
             item: dict[str, Any] = {
                 "index": index,
                 "image": self.preprocess(array),
                 "label": sample.label,
                 "original_size": tuple(array.shape[:2]),
+                "note": note,
             }
             if self.with_masks:
                 size = tuple(item["image"].shape[-2:])
@@ -143,13 +214,15 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         ``index`` (list), ``image`` (an ``(N, C, h, w)`` tensor when all images have one
         size, else a list of ``(C, h, w)`` tensors; absent when every item failed),
         ``label`` ``(N,)``, ``original_size`` (list), optional ``mask`` (like ``image``),
-        ``has_mask`` and ``original`` (list), and ``errors``: a list of ``(index, reason)``.
+        ``has_mask`` and ``original`` (list), ``errors``: a list of ``(index, reason)``, and
+        ``notes``: ``(index, note)`` of images that were converted to the model's mode.
     """
     good = [it for it in items if "error" not in it]
     batch: dict[str, Any] = {
         "errors": [(it["index"], it["error"]) for it in items if "error" in it],
         "index": [it["index"] for it in good],
         "original_size": [it.get("original_size") for it in good],
+        "notes": [(it["index"], it["note"]) for it in good if it.get("note")],
     }
     if good:
         batch["image"] = _stack([it["image"] for it in good])

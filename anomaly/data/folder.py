@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.data.images import IMAGE_EXTENSIONS, is_image_file
-from anomaly.errors import DataError
+from anomaly.errors import ConfigError, DataError
 
 GOOD = "good"
 
@@ -114,11 +114,12 @@ def scan_dataset(root: str | os.PathLike[str], *, mask_suffix: str = "_mask") ->
         test samples with their masks.
 
     Raises:
-        DataError: ``root`` does not exist or holds no training images.
+        ConfigError: ``root`` does not exist.
+        DataError: ``root`` holds no training images.
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(
+        raise ConfigError(
             f"data.root={root} does not exist or is not a folder; point data.root at a folder "
             "of defect-free images or an MVTec-style tree (train/good, test/<class>)"
         )
@@ -162,7 +163,7 @@ def split_validation(
         DataError: Fewer than two images, so no split is possible.
     """
     if not 0.0 < fraction < 1.0:
-        raise DataError(f"data.val_fraction must be between 0 and 1, got {fraction!r}")
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {fraction!r}")
     if len(samples) < 2:
         raise DataError(
             f"{len(samples)} training image(s): at least 2 are needed to carve a validation "
@@ -183,6 +184,10 @@ def fingerprint(paths: list[Path]) -> str:
     """
     digest = hashlib.sha256()
     for path in sorted(paths):
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError:
+            # A file deleted meanwhile or a broken link still counts, by name.
+            stat = os.stat_result((0,) * 10)
         digest.update(f"{path.name}\0{stat.st_size}\0{int(stat.st_mtime)}\n".encode())
     return digest.hexdigest()[:16]

@@ -9,6 +9,7 @@ of channels the model expects. Anything that is not a readable image raises
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -47,8 +48,19 @@ def read_image(path: str | os.PathLike[str], *, channels: int) -> np.ndarray:
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    return match_channels(read_native(path), channels)
+
+
+def read_native(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file with the channels it has: ``(H, W, 1)`` gray or ``(H, W, 3)`` colour.
+
+    Same conversions and errors as :func:`read_image`, without the channel conversion, so a
+    caller can tell whether the file was in the mode the model expects.
+    """
     path = Path(path)
     try:
+        if path.is_symlink() and not path.exists():
+            raise ImageReadError(path, f"broken symbolic link (points to {os.readlink(path)})")
         if path.stat().st_size == 0:
             raise ImageReadError(path, "file is empty (0 bytes); was it copied completely?")
         with warnings.catch_warnings():
@@ -58,21 +70,39 @@ def read_image(path: str | os.PathLike[str], *, channels: int) -> np.ndarray:
             with Image.open(path) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                array = _to_float(img)
+                return _to_float(img)
     except ImageReadError:
         raise
     except FileNotFoundError as exc:
-        raise ImageReadError(path, "file not found") from exc
+        raise ImageReadError(path, "file not found (moved or deleted while running?)") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(
             path, f"image is too large to decode safely ({exc}); split or downscale it"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageReadError(path, "not a readable image (unknown or corrupt format)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+        raise ImageReadError(
+            path, "not a readable image (unknown or corrupt format; is it really an image?)"
+        ) from exc
+    except PermissionError as exc:
+        raise ImageReadError(path, "permission denied; check the file's read permission") from exc
+    except IsADirectoryError as exc:
+        raise ImageReadError(path, "is a folder, not an image file") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        # Pillow reports truncated and corrupt data with any of these.
         raise ImageReadError(path, f"corrupt or truncated image data ({exc})") from exc
-    return _match_channels(array, channels)
+    except MemoryError as exc:
+        raise ImageReadError(path, f"image is too large to decode ({exc})") from exc
+
+
+def is_colour(array: np.ndarray, *, tolerance: float = 2 / 255) -> bool:
+    """True when an ``(H, W, 3)`` image has real colour, not three equal gray channels.
+
+    Cameras often save gray scenes as RGB files; those are not a channel-mode mismatch.
+    """
+    if array.shape[-1] != 3:
+        return False
+    spread = array.max(axis=-1) - array.min(axis=-1)
+    return bool(spread.max(initial=0.0) > tolerance)
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
@@ -121,7 +151,7 @@ def array_to_image(array: np.ndarray, *, channels: int) -> np.ndarray:
         array = np.clip(array, 0.0, 1.0)
     else:
         raise ValueError(f"an image array must be numeric, got {array.dtype}")
-    return _match_channels(array[..., :3] if array.shape[-1] == 4 else array, channels)
+    return match_channels(array[..., :3] if array.shape[-1] == 4 else array, channels)
 
 
 def _to_float(img: Image.Image) -> np.ndarray:
@@ -141,7 +171,8 @@ def _to_float(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _match_channels(array: np.ndarray, channels: int) -> np.ndarray:
+def match_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """Convert ``(H, W, 1|3)`` to ``channels`` (luma weights to gray; gray replicated to RGB)."""
     if array.shape[-1] == channels:
         return np.ascontiguousarray(array, dtype=np.float32)
     if channels == 1:

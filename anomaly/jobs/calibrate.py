@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
 from anomaly.errors import ConfigError, ModelFolderError
+from anomaly.jobs.checks import check_config
 from anomaly.jobs.train import calibration_specs
 from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.calibration import CALIBRATION_FILE
@@ -32,6 +33,7 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         ``calibration`` (the new one), ``previous`` (thresholds before, or None),
         ``metrics`` and ``run_id``.
     """
+    check_config(cfg)
     folder = Path(str(cfg.model_uri))
     if not folder.is_dir():
         raise ModelFolderError(

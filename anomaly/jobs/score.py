@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from anomaly.errors import ConfigError
+from anomaly.jobs.checks import check_config
 from anomaly.model_folder import load_detector
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.score import OutputSettings, Progress, score_folder
@@ -124,6 +126,10 @@ def run_scoring(
 
 def score(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any]:
     """Score ``cfg.input`` with ``cfg.model_uri`` into ``cfg.output`` (``score.yaml``)."""
+    check_config(cfg)
+    if not Path(str(cfg.input)).is_dir():
+        what = "is not a folder" if Path(str(cfg.input)).exists() else "does not exist"
+        raise ConfigError(f"input={cfg.input} {what}; point input= at a folder of images")
     s = cfg.scoring
     return run_scoring(
         model=str(cfg.model_uri),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import inspect
 import logging
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 from hydra.utils import get_class
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +23,9 @@ from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample, fingerprint
 from anomaly.data.transforms import Preprocess
-from anomaly.errors import ConfigError
-from anomaly.io import atomic_open
+from anomaly.errors import ConfigError, TrainingInterruptedError
+from anomaly.io import atomic_open, write_text_atomic
+from anomaly.jobs.checks import check_config
 from anomaly.model_folder import save_model_folder
 from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
 from anomaly.scoring.maps import MapSettings
@@ -38,6 +41,7 @@ from anomaly.tracking.mlflow_logger import (
     start_run,
 )
 from anomaly.tracking.model import log_pyfunc, set_alias
+from anomaly.training.checkpoints import ResumableCheckpoint, is_interruption
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +137,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``run_id``, ``model_dir``, ``output_dir``, ``tracking_uri``, ``metrics`` (image and
         pixel AUROC etc. when the data has a labelled test split) and ``calibration``.
     """
+    check_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     preprocess = preprocess_settings(cfg.data)
     maps = map_settings(cfg)
     output_dir = Path(cfg.output_dir).resolve()
+    resume_from = _resume_checkpoint(cfg, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = AnomalyDataModule(
@@ -151,6 +157,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     datamodule.setup()
     splits = datamodule.splits
+    if datamodule.skipped:
+        _write_errors(output_dir / "errors.csv", datamodule.skipped)
     module = build_module(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
@@ -161,6 +169,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     run_name = f"train-{cfg.model.name}-{cfg.loss.name}"
     t = cfg.tracking
+    checkpoints = ResumableCheckpoint(output_dir / "checkpoints")
+    run_file = checkpoints.folder / "mlflow_run_id"
     with start_run(
         uri=uri,
         experiment=t.experiment,
@@ -168,16 +178,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tags=tags,
         required=bool(t.required),
         system_metrics=bool(t.system_metrics),
+        # A resumed training continues its MLflow run: one run, one loss curve.
+        run_id=run_file.read_text().strip() or None if resume_from and run_file.is_file() else None,
     ) as run:
         run_id = run.run_id or f"local-{output_dir.name}"
-        run.params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        run.params(
-            {
-                "data.n_train": len(datamodule.train_samples),
-                "data.n_val": len(datamodule.val_samples),
-                "data.n_test": len(splits.test),
-            }
-        )
+        if run.run_id:
+            write_text_atomic(run_file, run.run_id)
+        # Parameters are immutable in MLflow: a resumed run already has them.
+        if resume_from is None:
+            run.params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            run.params(
+                {
+                    "data.n_train": len(datamodule.train_samples),
+                    "data.n_val": len(datamodule.val_samples),
+                    "data.n_test": len(splits.test),
+                    "data.n_skipped": len(datamodule.skipped),
+                }
+            )
         run.text(config_yaml, "config.yaml")
         log.info(
             "training %s on %d images (%d held out for calibration) from %s",
@@ -194,11 +211,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             SampleGridCallback(
                 run, lambda m: _grid_image(maps_only, showcase), int(t.samples_every_n_epochs)
             ),
+            checkpoints,
         ]
         trainer = build_trainer(cfg, output_dir, callbacks)
         module.train()
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        except (SystemExit, Exception) as exc:
+            if isinstance(exc, MisconfigurationException):
+                # e.g. resuming a checkpoint past trainer.max_epochs.
+                raise ConfigError(f"trainer: {exc}") from exc
+            # Lightning turns Ctrl-C into SystemExit(1) after calling on_exception.
+            if not checkpoints.saved_on_interrupt or not (
+                isinstance(exc, SystemExit) or is_interruption(exc)
+            ):
+                raise
+            raise TrainingInterruptedError(
+                f"training interrupted (Ctrl-C or SIGTERM); its state is saved in "
+                f"{checkpoints.path}. Continue with the same command plus "
+                f"output_dir={output_dir} trainer.resume=true"
+            ) from exc
         seconds = time.perf_counter() - started
         # Batches, not optimiser steps: the adversarial model steps twice per batch.
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
@@ -275,8 +308,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "calibration": detector.calibration,
         "registered": registered,
         "not_uploaded": list(run.failed),
+        "skipped": [(str(p), reason) for p, reason in datamodule.skipped],
         **speed,
     }
+
+
+def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint ``trainer.resume`` names: ``true`` = this output_dir's last one."""
+    resume = cfg.trainer.get("resume", False)
+    if resume in (False, None, "", "false"):
+        return None
+    path = (
+        output_dir / "checkpoints" / "last.ckpt"
+        if resume in (True, "true", "last")
+        else Path(str(resume))
+    )
+    if not path.is_file():
+        raise ConfigError(
+            f"trainer.resume={resume}: no checkpoint at {path}. Pass the output_dir of the "
+            "interrupted run (its error message names it), or trainer.resume=PATH/last.ckpt"
+        )
+    log.info("resuming training from %s", path)
+    return str(path)
+
+
+def _write_errors(path: Path, errors: list[tuple[Path, str]]) -> None:
+    """``errors.csv``: one ``path,reason`` row per skipped file."""
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("path", "reason"))
+        writer.writerows((str(p), reason) for p, reason in errors)
 
 
 def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> dict[str, str] | None:

@@ -92,6 +92,14 @@ class Calibration:
                 )
             if not math.isfinite(value):
                 raise ModelFolderError(f"{path}: {key} must be finite, got {value!r}")
+        scores = raw.get("validation_scores", [])
+        if not isinstance(scores, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in scores
+        ):
+            raise ModelFolderError(
+                f"{path}: validation_scores must be a list of numbers; restore it or re-fit "
+                "it with `anomaly calibrate`"
+            )
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
 

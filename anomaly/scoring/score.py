@@ -6,8 +6,11 @@ expose ``reconstructions(x) -> [(weight, recon), ...]``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +27,7 @@ from torch.utils.data import DataLoader
 from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample, list_images
 from anomaly.data.transforms import Preprocess, resize_map
-from anomaly.errors import DataError
+from anomaly.errors import DataError, OutputError
 from anomaly.io import atomic_open, write_json_atomic
 from anomaly.scoring.calibration import (
     Calibration,
@@ -397,6 +400,8 @@ class ScoreSummary:
 
     ``min_p_value`` is ``1 / (validation images + 1)``: no p-value can be smaller, so
     flagging at an ``alpha`` below it flags nothing (calibrate on more images).
+    ``status`` is ``"complete"``, or ``"stopped"`` when writing failed part-way (``error``
+    says why; every row in ``scores.csv`` is still complete).
     """
 
     n_images: int
@@ -410,6 +415,9 @@ class ScoreSummary:
     seconds: float
     min_p_value: float = 1.0
     timings: dict[str, float] = field(default_factory=dict)
+    n_converted: int = 0
+    status: str = "complete"
+    error: str = ""
 
     @property
     def defect_rate(self) -> float:
@@ -435,6 +443,60 @@ class OutputSettings:
     parquet: bool = True
 
 
+class CsvAppender:
+    """A CSV file that only ever holds whole rows, even when the disk fills up.
+
+    Rows are written in blocks with unbuffered writes; when a write fails part-way (no
+    space left, file system gone read-only) the file is cut back to the end of the last
+    complete block, so a reader never sees a truncated row.
+
+    Args:
+        path: The file (replaced).
+        header: Column names, written first.
+        lazy: Create the file only when the first rows arrive (``errors.csv``).
+    """
+
+    def __init__(self, path: Path, header: Sequence[str], *, lazy: bool = False) -> None:
+        self.path = path
+        self.header = list(header)
+        self.rows = 0
+        self._file: Any = None
+        self._good = 0
+        if not lazy:
+            self._open()
+
+    def _open(self) -> None:
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._write([self.header])
+
+    def append(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append whole rows; on an ``OSError`` none of them is left in the file."""
+        if not rows:
+            return
+        if self._file is None:
+            self._open()
+        self._write(rows)
+        self.rows += len(rows)
+
+    def _write(self, rows: Sequence[Sequence[Any]]) -> None:
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        data = memoryview(text.getvalue().encode("utf-8"))
+        try:
+            while data:
+                data = data[self._file.write(data) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._good)
+            raise
+        self._good = self._file.tell()
+
+    def close(self) -> None:
+        """Close the file (if it was ever created)."""
+        if self._file is not None:
+            self._file.close()
+
+
 def score_folder(
     detector: Detector,
     input_dir: str | Path,
@@ -456,8 +518,12 @@ def score_folder(
     image), ``regions.csv`` (one row per defect region), ``errors.csv`` (one row per
     unreadable file, only when there are some), ``masks/``, ``heatmaps/`` and ``overlays/``
     (one PNG per image at its original size, under its relative path) and
-    ``summary.json``. Every file is written atomically and images are streamed, so memory
-    does not grow with their number.
+    ``summary.json``. Images are streamed, so memory does not grow with their number.
+
+    What is on disk is always consistent, even when the run dies: each PNG is written
+    atomically, and an image's rows reach ``scores.csv`` and ``regions.csv`` only after its
+    PNGs are in place, in whole rows. ``summary.json`` is written last; results left from an
+    earlier run in the same folder are removed first, so they cannot pass for this one's.
 
     Args:
         detector: A calibrated detector.
@@ -481,6 +547,8 @@ def score_folder(
         DataError: ``input_dir`` does not exist or holds no image files, or the detector
             has no calibration (p-values need its validation scores even when both
             thresholds are overridden).
+        OutputError: ``output_dir`` cannot be written (full disk, read-only); the results
+            of the images finished before that are complete on disk.
     """
     started = time.perf_counter()
     input_dir, output_dir = Path(input_dir), Path(output_dir)
@@ -497,105 +565,179 @@ def score_folder(
     samples = [Sample(p) for p in paths]
     rel = [p.relative_to(input_dir) for p in paths]
     timings: dict[str, float] = {"decode": 0.0, "model": 0.0, "postprocess": 0.0, "write": 0.0}
-
-    errors: list[tuple[str, str]] = []
-    n_scored = n_defective = 0
-    if progress is not None:
-        progress(0, len(paths))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    pending: list[Future[None]] = []
-    with (
-        ThreadPoolExecutor(max_workers=max(1, write_threads)) as pool,
-        atomic_open(output_dir / "scores.csv", "w", newline="", encoding="utf-8") as scores_f,
-        atomic_open(output_dir / "regions.csv", "w", newline="", encoding="utf-8") as regions_f,
-    ):
-        writer = csv.writer(scores_f)
-        writer.writerow(SCORES_COLUMNS)
-        csv.writer(regions_f).writerow(REGION_COLUMNS)
-        for batch, maps in iterate_maps(
-            detector,
-            samples,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            skip_errors=True,
-            keep_original=outputs.overlays,
-            timings=timings,
-        ):
-            errors.extend((rel[i].as_posix(), reason) for i, reason in batch["errors"])
-            t0 = time.perf_counter()
-            results = analyse(
-                detector,
-                maps,
-                batch["original_size"],
-                image_threshold=t_image,
-                pixel_threshold=t_pixel,
-                regions=regions,
-            )
-            timings["postprocess"] += time.perf_counter() - t0
-            # The previous batch's pictures were written while this one was decoded and
-            # scored; wait for them now, so at most two batches are in flight (flat memory)
-            # and a write error (disk full) surfaces before more work is done.
-            timings["write"] += _drain(pending)
-            t1 = time.perf_counter()
-            for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
-                name = rel[i].with_suffix(".png")
-                original = batch["original"][j] if outputs.overlays else None
-                pending.append(
-                    pool.submit(
-                        _write_pictures, output_dir, name, result, original, t_pixel, outputs
-                    )
-                )
-                writer.writerow(
-                    [
-                        rel[i].as_posix(),
-                        f"{result.score:.6g}",
-                        f"{result.p_value:.6g}",
-                        f"{t_image:.6g}",
-                        int(result.is_defective),
-                        result.n_regions,
-                        result.largest_region_area,
-                        result.defect_area,
-                        detector.model_id,
-                    ]
-                )
-                if result.n_regions:
-                    table = region_table(result.labels, result.score_map, image=rel[i].as_posix())
-                    table.to_csv(regions_f, header=False, index=False)
-                n_scored += 1
-                n_defective += int(result.is_defective)
-            # Table rows and queueing the pictures: producing the outputs.
-            timings["write"] += time.perf_counter() - t1
-            if progress is not None:
-                progress(n_scored + len(errors), len(paths))
-        timings["write"] += _drain(pending)
-    t_tables = time.perf_counter()
-    if outputs.parquet:
-        frame = pd.read_csv(output_dir / "scores.csv", dtype={"path": str, "model_id": str})
-        with atomic_open(output_dir / "scores.parquet", "wb") as handle:
-            frame.to_parquet(handle, index=False)
-    if errors:
-        with atomic_open(output_dir / "errors.csv", "w", newline="", encoding="utf-8") as handle:
-            err_writer = csv.writer(handle)
-            err_writer.writerow(("path", "reason"))
-            err_writer.writerows(errors)
-        for path, reason in errors:
-            log.warning("skipped %s: %s", path, reason)
-    timings["write"] += time.perf_counter() - t_tables
     summary = ScoreSummary(
         n_images=len(paths),
-        n_scored=n_scored,
-        n_defective=n_defective,
-        n_errors=len(errors),
+        n_scored=0,
+        n_defective=0,
+        n_errors=0,
         image_threshold=t_image,
         pixel_threshold=t_pixel,
         model_id=detector.model_id,
         model_uri=model_uri,
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=0.0,
         min_p_value=1.0 / (len(cal.validation_scores) + 1),
-        timings={k: round(v, 3) for k, v in timings.items()},
+        timings=timings,
     )
-    write_json_atomic(output_dir / "summary.json", summary.to_dict())
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("summary.json", "errors.csv", "scores.parquet"):
+            (output_dir / stale).unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to the output folder {output_dir}: {exc.strerror}"
+        ) from exc
+    if progress is not None:
+        progress(0, len(paths))
+    tables: list[CsvAppender] = []
+    try:
+        scores_csv = CsvAppender(output_dir / "scores.csv", SCORES_COLUMNS)
+        tables.append(scores_csv)
+        regions_csv = CsvAppender(output_dir / "regions.csv", REGION_COLUMNS)
+        tables.append(regions_csv)
+        errors_csv = CsvAppender(output_dir / "errors.csv", ("path", "reason"), lazy=True)
+        tables.append(errors_csv)
+        with ThreadPoolExecutor(max_workers=max(1, write_threads)) as pool:
+            # The batch whose pictures are being written, and its rows, held back until
+            # those pictures are on disk.
+            pending: list[Future[None]] = []
+            held: _Rows = _Rows()
+            for batch, maps in iterate_maps(
+                detector,
+                samples,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                skip_errors=True,
+                keep_original=outputs.overlays,
+                timings=timings,
+            ):
+                errors = [(rel[i].as_posix(), reason) for i, reason in batch["errors"]]
+                errors_csv.append(errors)
+                for path, reason in errors:
+                    log.warning("skipped %s: %s", path, reason)
+                for i, note in batch["notes"]:
+                    log.warning("%s: %s", rel[i].as_posix(), note)
+                summary.n_errors += len(errors)
+                summary.n_converted += len(batch["notes"])
+                t0 = time.perf_counter()
+                results = analyse(
+                    detector,
+                    maps,
+                    batch["original_size"],
+                    image_threshold=t_image,
+                    pixel_threshold=t_pixel,
+                    regions=regions,
+                )
+                timings["postprocess"] += time.perf_counter() - t0
+                # The previous batch's pictures were written while this one was decoded
+                # and scored; wait for them now, so at most two batches are in flight (flat
+                # memory) and a write error (disk full) surfaces before more work is done.
+                timings["write"] += _drain(pending)
+                t1 = time.perf_counter()
+                held.commit(scores_csv, regions_csv, summary)
+                for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
+                    name = rel[i].with_suffix(".png")
+                    original = batch["original"][j] if outputs.overlays else None
+                    pending.append(
+                        pool.submit(
+                            _write_pictures, output_dir, name, result, original, t_pixel, outputs
+                        )
+                    )
+                    held.add(rel[i].as_posix(), result, t_image, detector.model_id)
+                # Table rows and queueing the pictures: producing the outputs.
+                timings["write"] += time.perf_counter() - t1
+                if progress is not None:
+                    progress(summary.n_scored + held.n + summary.n_errors, len(paths))
+            timings["write"] += _drain(pending)
+            held.commit(scores_csv, regions_csv, summary)
+    except OSError as exc:
+        summary.status, summary.error = "stopped", f"{exc.strerror or exc} ({exc.filename or ''})"
+        _finish(summary, output_dir, started, tables)
+        raise OutputError(
+            f"cannot write results to {output_dir}: {exc.strerror or exc}. Stopped after "
+            f"{summary.n_scored} of {len(paths)} images; their rows in scores.csv and their "
+            "pictures are complete. Free space or make the folder writable, then rerun."
+        ) from exc
+    for table in tables:
+        table.close()
+    t_tables = time.perf_counter()
+    if outputs.parquet:
+        frame = pd.read_csv(output_dir / "scores.csv", dtype={"path": str, "model_id": str})
+        try:
+            with atomic_open(output_dir / "scores.parquet", "wb") as handle:
+                frame.to_parquet(handle, index=False)
+        except OSError as exc:
+            summary.status, summary.error = "stopped", f"scores.parquet: {exc.strerror}"
+            _finish(summary, output_dir, started, tables)
+            raise OutputError(
+                f"cannot write {output_dir / 'scores.parquet'}: {exc.strerror}; scores.csv "
+                "holds every result"
+            ) from exc
+    if summary.n_converted:
+        log.warning(
+            "%d image(s) were not in the channel mode the model was trained on and were "
+            "converted (see the warnings above); is a camera set to the wrong mode?",
+            summary.n_converted,
+        )
+    timings["write"] += time.perf_counter() - t_tables
+    _finish(summary, output_dir, started, tables)
     return summary
+
+
+class _Rows:
+    """The table rows of one batch, written once its pictures are on disk."""
+
+    def __init__(self) -> None:
+        self.scores: list[list[Any]] = []
+        self.regions: list[pd.DataFrame] = []
+        self.defective = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    def add(self, path: str, result: ImageResult, threshold: float, model_id: str) -> None:
+        self.scores.append(
+            [
+                path,
+                f"{result.score:.6g}",
+                f"{result.p_value:.6g}",
+                f"{threshold:.6g}",
+                int(result.is_defective),
+                result.n_regions,
+                result.largest_region_area,
+                result.defect_area,
+                model_id,
+            ]
+        )
+        self.defective += int(result.is_defective)
+        if result.n_regions:
+            self.regions.append(region_table(result.labels, result.score_map, image=path))
+
+    def commit(self, scores: CsvAppender, regions: CsvAppender, summary: ScoreSummary) -> None:
+        # Regions first: a row in scores.csv promises that everything of its image is there.
+        if self.regions:
+            regions.append(list(pd.concat(self.regions).itertuples(index=False, name=None)))
+        scores.append(self.scores)
+        summary.n_scored += len(self.scores)
+        summary.n_defective += self.defective
+        self.__init__()
+
+
+def _finish(
+    summary: ScoreSummary, output_dir: Path, started: float, tables: list[CsvAppender]
+) -> None:
+    """Close the tables and write ``summary.json`` (best effort when the disk is full)."""
+    for table in tables:
+        with contextlib.suppress(OSError):
+            table.close()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.timings = {k: round(v, 3) for k, v in summary.timings.items()}
+    try:
+        write_json_atomic(output_dir / "summary.json", summary.to_dict())
+    except OSError:
+        if summary.status == "complete":
+            raise
+        log.error("could not write %s either", output_dir / "summary.json")
 
 
 def _drain(pending: list[Future[None]]) -> float:

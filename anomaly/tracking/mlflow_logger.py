@@ -227,6 +227,7 @@ def start_run(
     tags: Mapping[str, str] | None = None,
     required: bool = True,
     system_metrics: bool = False,
+    run_id: str | None = None,
 ) -> Iterator[RunLogger]:
     """Start an MLflow run in ``experiment`` and end it (FAILED on an exception).
 
@@ -238,6 +239,7 @@ def start_run(
         required: When False, an unreachable store gives one warning and a disabled logger
             instead of an error.
         system_metrics: Also sample CPU and memory use (MLflow's system metrics).
+        run_id: Reopen this run instead of starting a new one (a resumed training).
 
     Yields:
         The run's logger.
@@ -256,14 +258,20 @@ def start_run(
         yield logger
         return
     with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
+        run_id=run_id,
+        experiment_id=None if run_id else experiment_id,
+        run_name=None if run_id else run_name,
         tags=dict(tags or {}),
         log_system_metrics=system_metrics,
     ) as run:
         logger = RunLogger(run.info.run_id, uri)
         try:
             yield logger
+        except BaseException as exc:
+            # Stopped on purpose (Ctrl-C, SIGTERM): KILLED, not FAILED, in the UI.
+            if isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", 0) == 130:
+                logger.call("the run status", mlflow.end_run, "KILLED")
+            raise
         finally:
             logger.report()
 

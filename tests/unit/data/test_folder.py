@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from anomaly.data.folder import fingerprint, list_images, scan_dataset, split_validation
-from anomaly.errors import DataError
+from anomaly.errors import ConfigError, DataError
 from tests.conftest import write_png
 
 
@@ -40,7 +40,7 @@ def test_plain_folder_is_all_training_images(tmp_path):
 
 
 def test_missing_root_names_the_key(tmp_path):
-    with pytest.raises(DataError, match="data.root"):
+    with pytest.raises(ConfigError, match="data.root"):
         scan_dataset(tmp_path / "nope")
 
 

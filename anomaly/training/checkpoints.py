@@ -1,0 +1,61 @@
+"""Checkpoints that make a long training survive Ctrl-C, SIGTERM and a crash.
+
+``last.ckpt`` in ``<output_dir>/checkpoints/`` is rewritten after every epoch (a SIGKILL
+costs at most one epoch) and once more when the run is interrupted (Ctrl-C or SIGTERM from
+a scheduler), so ``trainer.resume=true`` continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """True for Ctrl-C and for Lightning's reaction to SIGTERM."""
+    return isinstance(exc, KeyboardInterrupt | SIGTERMException)
+
+
+class ResumableCheckpoint(pl.Callback):
+    """Write ``<folder>/last.ckpt`` (full training state) after each epoch and on interrupt.
+
+    Args:
+        folder: Where the checkpoint goes (created).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.saved_on_interrupt = False
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file."""
+        return self.folder / LAST
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Written beside and renamed: a kill during the write keeps the previous one.
+        tmp = self.folder / f".{LAST}.tmp"
+        trainer.save_checkpoint(tmp, weights_only=False)
+        os.replace(tmp, self.path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep the state of the finished epoch."""
+        self._save(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Save the state reached so far when the run is interrupted (not on a crash)."""
+        if is_interruption(exception):
+            self._save(trainer)
+            self.saved_on_interrupt = True
+            log.warning("training interrupted; state saved to %s", self.path)
