@@ -27,7 +27,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import anomaly
-from anomaly.errors import EXIT_COMPLETED_WITH_SKIPS, AnomalyError, ConfigError, TrackingError
+from anomaly.errors import (
+    EXIT_COMPLETED_WITH_SKIPS,
+    AnomalyError,
+    ConfigError,
+    OutputError,
+    TrackingError,
+)
 from anomaly.scoring.metrics import by_class
 from anomaly.tracking.mlflow_logger import ui_command
 
@@ -284,9 +290,28 @@ def _completion_code(result: Any, console: Console) -> int:
     return code
 
 
+def _unwritable_output(overrides: list[str]) -> str:
+    """Why the output folder an override names cannot be created ("" when it can).
+
+    Hydra creates that folder (for its log file) before any of our code runs, and would
+    answer a read-only or full disk with a traceback.
+    """
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in ("output", "output_dir") and value and "$" not in value:
+            try:
+                Path(value).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot write to the output folder {value}: {exc.strerror}"
+    return ""
+
+
 def run_command(command: str, overrides: list[str]) -> int:
     """Run one command with Hydra overrides; return its exit code."""
     _quiet_third_party_noise()
+    # The log file lives in the output folder: when that disk is full, a failed log write
+    # must not print a traceback over the one clear error line.
+    logging.raiseExceptions = False
     # MLflow's own download bars would interleave with ours.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     config_name, runner = _COMMANDS[command]
@@ -312,6 +337,10 @@ def run_command(command: str, overrides: list[str]) -> int:
             outcome["code"] = max(outcome["code"], ConfigError.exit_code)
         return None
 
+    problem = _unwritable_output(overrides)
+    if problem:
+        console.print(f"[bold red]error:[/] {problem}", highlight=False)
+        return OutputError.exit_code
     saved = sys.argv
     sys.argv = [f"anomaly-{command}", *_rewrite(command, overrides)]
     try:

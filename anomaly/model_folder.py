@@ -122,7 +122,17 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
             f"({exc}); is the model from a newer version of anomaly?"
         ) from exc
     try:
+        preprocess = Preprocess.create(**meta["preprocess"])
+        maps = MapSettings(**meta["maps"])
+    except (ConfigError, TypeError) as exc:
+        raise ModelFolderError(f"{folder / META_FILE}: invalid settings: {exc}") from exc
+    try:
         module = module_class.load_from_checkpoint(ckpt, map_location=torch.device("cpu"))
+        # Hyper-parameters travel inside the checkpoint, so one of another architecture can
+        # load without complaint and fail only on the first image: try one now.
+        Detector(module, preprocess, maps).anomaly_maps(
+            torch.zeros(1, preprocess.channels, *preprocess.image_size)
+        )
     except Exception as exc:
         # A state-dict mismatch lists every tensor; its first line says enough.
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
@@ -131,11 +141,6 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
             "copied from a model folder of another architecture? Keep model.ckpt and "
             "model.json of the same training together"
         ) from exc
-    try:
-        preprocess = Preprocess.create(**meta["preprocess"])
-        maps = MapSettings(**meta["maps"])
-    except (ConfigError, TypeError) as exc:
-        raise ModelFolderError(f"{folder / META_FILE}: invalid settings: {exc}") from exc
     calibration = Calibration.load(folder / CALIBRATION_FILE) if calibrated else None
     return Detector(
         model=module,

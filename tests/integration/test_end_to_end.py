@@ -171,7 +171,8 @@ def test_editing_the_threshold_changes_verdicts_without_retraining(trained, cli)
 def test_user_errors_get_one_line_and_an_exit_code(trained, cli):
     work = trained["work"]
     missing = cli("train", f"data.root={work / 'nope'}", f"tracking.uri={trained['uri']}", cwd=work)
-    assert missing.returncode == 3
+    # A data.root that does not exist is a configuration mistake (issue 9): exit 2.
+    assert missing.returncode == 2
     assert "data.root" in missing.stdout and "Traceback" not in missing.stdout + missing.stderr
     unset = cli("train", f"tracking.uri={trained['uri']}", cwd=work)
     assert unset.returncode == 2 and "data.root" in unset.stdout

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,69 +14,17 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.conftest import make_tiny_mvtec
-from tests.integration.conftest import list_artifacts
+from tests.integration.conftest import free_port, list_artifacts, mlflow_server
 
 pytestmark = pytest.mark.integration
 MODEL_NAME = "tiny-part"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `mlflow server` on a free loopback port, stopped at the end in any case."""
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    log_file = open(root / "server.log", "w")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "mlflow server did not start:\n" + (root / "server.log").read_text()[-3000:]
-                )
-            time.sleep(0.5)
+    with mlflow_server(tmp_path_factory.mktemp("server")) as uri:
         yield uri
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log_file.close()
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +170,7 @@ def test_unreachable_server_fails_fast_or_trains_locally(tmp_path):
     from tests.integration.conftest import run_cli
 
     root = make_tiny_mvtec(tmp_path / "data")
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     args = [
         f"data.root={root}",
         "data.image_size=32",
