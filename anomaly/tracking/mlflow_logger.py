@@ -257,23 +257,40 @@ def start_run(
         logger = RunLogger(None, uri)
         yield logger
         return
-    with mlflow.start_run(
+    # Not mlflow.start_run's context manager: its end_run raises when the server went away
+    # mid-run, and the local outputs would end in a traceback instead of a clear exit 4.
+    run = mlflow.start_run(
         run_id=run_id,
         experiment_id=None if run_id else experiment_id,
         run_name=None if run_id else run_name,
         tags=dict(tags or {}),
         log_system_metrics=system_metrics,
-    ) as run:
-        logger = RunLogger(run.info.run_id, uri)
-        try:
-            yield logger
-        except BaseException as exc:
-            # Stopped on purpose (Ctrl-C, SIGTERM): KILLED, not FAILED, in the UI.
-            if isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", 0) == 130:
-                logger.call("the run status", mlflow.end_run, "KILLED")
-            raise
-        finally:
-            logger.report()
+        # Inside a pipeline's parent run, each step is a child run.
+        nested=mlflow.active_run() is not None,
+    )
+    logger = RunLogger(run.info.run_id, uri)
+    status = "FINISHED"
+    try:
+        yield logger
+    except BaseException as exc:
+        # Stopped on purpose (Ctrl-C, SIGTERM): KILLED, not FAILED, in the UI.
+        stopped = isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", 0) == 130
+        status = "KILLED" if stopped else "FAILED"
+        raise
+    finally:
+        logger.call("the run status", mlflow.end_run, status)
+        _stop_system_metrics(run.info.run_id)
+        logger.report()
+
+
+def _stop_system_metrics(run_id: str) -> None:
+    """Stop the run's system-metrics thread, which end_run skips when it fails."""
+    from mlflow.tracking.fluent import run_id_to_system_metrics_monitor
+
+    monitor = run_id_to_system_metrics_monitor.pop(run_id, None)
+    if monitor is not None:
+        with contextlib.suppress(Exception):
+            monitor.finish()
 
 
 class EpochMetricsCallback(pl.Callback):
