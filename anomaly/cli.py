@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
@@ -49,6 +51,9 @@ commands:
           e.g. anomaly score model=outputs/train/<run>/model input=path/to/images output=results
   calibrate  re-fit a model's thresholds on defect-free images, without retraining
           e.g. anomaly calibrate model=outputs/train/<run>/model data.root=path/to/images
+  train-and-promote  nightly retraining: train, evaluate, compare with the champion,
+          register, promote when the gate allows (--dry-run: say what it would do)
+          e.g. anomaly train-and-promote data.root=path/to/images tracking.uri=http://mlflow:5000
   promote move a registry alias to a model version (default alias: champion)
           e.g. anomaly promote name=anomaly version=3
   bench   quality and speed of each model on an MVTec-style root (--quick: a smoke run)
@@ -126,7 +131,14 @@ def _metrics_table(metrics: dict[str, float], title: str) -> Table:
 def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.train import train
 
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # Jobs of a sweep start within the same second: a timestamped output_dir would be
+        # shared, so each job writes into its own sweep subfolder instead.
+        cfg.output_dir = hydra_cfg.runtime.output_dir
+        console.rule(f"job {hydra_cfg.job.num}: {' '.join(hydra_cfg.overrides.task)}")
     result = train(cfg)
+    result["overrides"] = list(hydra_cfg.overrides.task)
     if result["metrics"]:
         console.print(_metrics_table(result["metrics"], "test-set metrics"))
     console.print(f"run id:       {result['run_id']}")
@@ -144,6 +156,38 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
             f"{Path(result['output_dir']) / 'errors.csv'}"
         )
     console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}")
+    return result
+
+
+def _run_train_and_promote(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.pipelines.train_and_promote import train_and_promote
+
+    result = train_and_promote(cfg, dry_run=bool(cfg.pipeline.dry_run))
+    if result["action"] != "done":
+        title = "dry run: would" if result["action"] == "dry_run" else "up to date"
+        console.print(f"[bold]{title}[/]", highlight=False)
+        for line in result["plan"]:
+            console.print(f"  - {line}", highlight=False)
+        return result
+    trained = result["train"]
+    if trained and trained["metrics"]:
+        console.print(_metrics_table(trained["metrics"], "candidate test-set metrics"))
+    d = result["decision"]
+    table = Table(title=f"gate: {d['metric']}, margin {d['margin']}")
+    for column in ("candidate", "champion", "decision"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"v{result['version']} " + ("-" if d["candidate"] is None else f"{d['candidate']:.4f}"),
+        (f"v{result['champion_before']} " if result["champion_before"] else "none ")
+        + ("-" if d["champion"] is None else f"{d['champion']:.4f}"),
+        d["word"],
+    )
+    console.print(table)
+    console.print(f"why:       {d['reason']}", highlight=False)
+    alias = f"{result['name']}@{result['alias']}"
+    console.print(f"{alias} -> version {result['champion_after'] or 'none'}")
+    console.print(f"run id:    {result['run_id']} (child runs: train, evaluate-champion, gate)")
+    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -237,6 +281,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
     "train": ("config", _run_train),
     "score": ("score", _run_score),
     "calibrate": ("calibrate", _run_calibrate),
+    "train-and-promote": ("train_and_promote", _run_train_and_promote),
     "promote": ("promote", _run_promote),
     "bench": ("bench", _run_bench),
     "demo": ("config", _run_demo),
@@ -253,6 +298,8 @@ def _rewrite(command: str, overrides: list[str]) -> list[str]:
         overrides = ["experiment=demo", "hydra.job.name=demo", *overrides]
     if command == "bench":
         overrides = ["quick=true" if o == "--quick" else o for o in overrides]
+    if command == "train-and-promote":
+        overrides = ["pipeline.dry_run=true" if o == "--dry-run" else o for o in overrides]
     return overrides
 
 
@@ -269,6 +316,46 @@ def _quiet_third_party_noise() -> None:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
+
+
+def comparison_table(results: list[dict[str, Any]], swept: list[str]) -> Table:
+    """One row per training of a sweep: the swept values, test metrics and run id.
+
+    Args:
+        results: The training results, each with its ``overrides``.
+        swept: The keys the sweep varies (one column each).
+    """
+    shown = [m for m in _METRIC_COLUMNS if any(m in r.get("metrics", {}) for r in results)]
+    table = Table(title=f"sweep: {len(results)} trainings", caption=_METRIC_CAPTION)
+    for key in swept:
+        table.add_column(key, no_wrap=True)
+    for metric in shown:
+        table.add_column(_METRIC_COLUMNS[metric], justify="right", no_wrap=True)
+    table.add_column("train s", justify="right", no_wrap=True)
+    table.add_column("run id", no_wrap=True)
+    best = {m: max(r["metrics"].get(m, float("-inf")) for r in results) for m in shown}
+    for r in results:
+        given = dict(o.split("=", 1) for o in r.get("overrides", []) if "=" in o)
+        cells = [given.get(key, "-") for key in swept]
+        for metric in shown:
+            value = r["metrics"].get(metric)
+            text = "-" if value is None else f"{value:.3f}"
+            cells.append(
+                f"[bold]{text}[/]" if value is not None and value == best[metric] else text
+            )
+        table.add_row(*cells, f"{r.get('train_seconds', 0.0):.0f}", str(r.get("run_id") or "-"))
+    return table
+
+
+def _swept_keys(overrides: list[str]) -> list[str]:
+    """Keys a multirun varies: ``model=cae,dae`` varies ``model``."""
+    keys = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if value and ("," in value or value.startswith(("range(", "choice("))):
+            keys.append(key.lstrip("+~"))
+    return keys
 
 
 def _completion_code(result: Any, console: Console) -> int:
@@ -318,11 +405,13 @@ def run_command(command: str, overrides: list[str]) -> int:
     # soft_wrap: paths and commands stay on one line, so they can be copied.
     console = Console(soft_wrap=True)
     outcome = {"code": 0}
+    results: list[dict[str, Any]] = []
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def app(cfg: DictConfig) -> Any:
         try:
             result = runner(cfg, console)
+            results.append(result)
             outcome["code"] = max(outcome["code"], _completion_code(result, console))
             return result
         except AnomalyError as exc:
@@ -352,6 +441,11 @@ def run_command(command: str, overrides: list[str]) -> int:
         return ConfigError.exit_code if code == 1 else code
     finally:
         sys.argv = saved
+    if command == "train" and ({"-m", "--multirun"} & set(overrides)) and results:
+        # Wider than a terminal if need be: a row cut in two is harder to read than a long one.
+        wide = Console(width=max(console.width, 160), file=console.file, soft_wrap=True)
+        wide.print(comparison_table(results, _swept_keys(overrides)))
+        console.print(f"MLflow UI: {ui_command(results[0]['tracking_uri'])}")
     return outcome["code"]
 
 

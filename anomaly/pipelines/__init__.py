@@ -1,0 +1,1 @@
+"""Scheduled pipelines: compositions of the jobs that run unattended (cron, orchestrators)."""

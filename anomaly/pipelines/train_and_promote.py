@@ -1,0 +1,400 @@
+"""Nightly retraining: train, calibrate, evaluate, compare with the champion, promote or hold.
+
+One MLflow parent run (``train_and_promote``) holds a child run per step: ``train-...``
+(training, calibration on the held-out defect-free images and evaluation on the labelled
+test split, as ``anomaly train`` does), ``evaluate-champion`` (the current champion scored
+on the same test split, now) and ``gate`` (the decision and why).
+
+A run is keyed by what it would learn from: the resolved training config and a
+fingerprint of the data files. The key is stored as a tag of the registered version, so
+a rerun with nothing new does no work, and a rerun after a crash picks up where the crash
+left it (training resumes from its last checkpoint; a registered but undecided version
+goes straight to the gate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from omegaconf import DictConfig, OmegaConf
+
+from anomaly.data.folder import fingerprint, scan_dataset
+from anomaly.errors import ConfigError
+from anomaly.jobs.checks import check_config
+from anomaly.model_folder import load_detector
+from anomaly.scoring.score import evaluate
+from anomaly.tracking.mlflow_logger import (
+    base_tags,
+    check_reachable,
+    resolve_tracking_uri,
+    start_run,
+)
+from anomaly.tracking.model import resolve_model, set_alias
+from anomaly.tracking.registry import Version, tag_version, version_by_alias, version_by_tag
+
+log = logging.getLogger(__name__)
+
+KEY_TAG = "pipeline.key"
+DECISION_TAG = "gate.decision"
+REASON_TAG = "gate.reason"
+# Metrics the evaluation reports, all better when higher.
+GATE_METRICS = (
+    "image_auroc",
+    "image_ap",
+    "image_f1",
+    "image_best_f1",
+    "pixel_auroc",
+    "pixel_aupro",
+)
+# Config sections that do not change what is learned: where things go, how they are logged.
+_NOT_IN_KEY = ("output_dir", "tracking", "pipeline", "hydra")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of comparing a candidate with the champion on one metric."""
+
+    promote: bool
+    reason: str
+    metric: str
+    candidate: float | None
+    champion: float | None
+    margin: float
+
+    @property
+    def word(self) -> str:
+        """``promoted`` or ``held``."""
+        return "promoted" if self.promote else "held"
+
+
+def gate(
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    *,
+    metric: str,
+    margin: float,
+    promote_without_test_set: bool = False,
+) -> GateDecision:
+    """Decide whether a candidate replaces the champion.
+
+    Every metric the evaluation reports (AUROC, AP, F1, AUPRO) is better when higher; the
+    candidate is promoted when it beats the champion by more than ``margin``.
+
+    Args:
+        candidate: The candidate's test-set metrics (empty without a labelled test split).
+        champion: The champion's metrics on the same test split, or None without a champion.
+        metric: Metric name compared, e.g. ``image_auroc``.
+        margin: Improvement the candidate must exceed, in the metric's units.
+        promote_without_test_set: Promote when there is nothing to compare on.
+
+    Returns:
+        The decision and a sentence that says why.
+    """
+    value = candidate.get(metric)
+    if value is None:
+        if candidate:
+            reason = f"the test split gives no {metric} (pixel metrics need masks)"
+        else:
+            reason = "no labelled test split to compare on"
+        if promote_without_test_set:
+            reason += " and pipeline.gate.promote_without_test_set=true"
+        else:
+            reason += "; promote by hand with `anomaly promote` after a look"
+        return GateDecision(promote_without_test_set, reason, metric, None, None, margin)
+    if champion is None:
+        return GateDecision(
+            True, "no champion yet: the first model becomes champion", metric, value, None, margin
+        )
+    best = champion.get(metric)
+    if best is None:
+        return GateDecision(
+            True, f"the champion has no {metric} on this test split", metric, value, None, margin
+        )
+    gain = value - best
+    if gain > margin:
+        reason = f"{metric} {value:.4f} beats the champion's {best:.4f} by {gain:+.4f} > {margin}"
+    else:
+        reason = (
+            f"{metric} {value:.4f} vs the champion's {best:.4f} ({gain:+.4f}) does not beat it "
+            f"by more than the margin {margin}"
+        )
+    return GateDecision(gain > margin, reason, metric, value, best, margin)
+
+
+def pipeline_key(cfg: DictConfig, data_fingerprint: str) -> str:
+    """Identity of a training: its resolved config (what is learned) and its data files."""
+    container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False))
+    learned = {k: v for k, v in container.items() if k not in _NOT_IN_KEY}
+    # The trainer's resume switch says how, not what, to train.
+    if isinstance(learned.get("trainer"), dict):
+        learned["trainer"] = {k: v for k, v in learned["trainer"].items() if k != "resume"}
+    text = json.dumps(learned, sort_keys=True, default=str) + data_fingerprint
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, Any]:
+    """Run the pipeline (``conf/train_and_promote.yaml``).
+
+    Args:
+        cfg: The training config plus a ``pipeline`` section (gate, work folder).
+        dry_run: Only say what would be done.
+
+    Returns:
+        ``action`` (``dry_run``, ``up_to_date`` or ``done``), ``key``, ``plan`` (sentences),
+        and when it ran: ``version``, ``decision`` (:class:`GateDecision` as a dict),
+        ``champion_before``, ``champion_after``, ``run_id``, ``train`` (the training's
+        result), ``tracking_uri``.
+    """
+    check_config(cfg)
+    p = cfg.pipeline
+    name = cfg.tracking.registered_model
+    if not name:
+        raise ConfigError(
+            "tracking.registered_model is empty; the pipeline registers each model and moves "
+            "the champion alias, so give it a registry name (default: anomaly)"
+        )
+    name, alias = str(name), str(p.alias)
+    if str(p.gate.metric) not in GATE_METRICS:
+        raise ConfigError(
+            f"pipeline.gate.metric={p.gate.metric} is not a metric the evaluation reports; "
+            f"use one of {', '.join(GATE_METRICS)}"
+        )
+    splits = scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix))
+    data_fp = fingerprint([s.path for s in [*splits.train, *splits.test]])
+    key = pipeline_key(cfg, data_fp)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_reachable(uri)
+    existing = version_by_tag(uri, name, KEY_TAG, key)
+    champion = version_by_alias(uri, name, alias)
+    work = Path(str(p.work_dir)).resolve() / key
+    base = {"key": key, "tracking_uri": uri, "name": name, "alias": alias}
+
+    if existing is not None and DECISION_TAG in existing.tags:
+        sentence = (
+            f"nothing to do: {name} version {existing.version} was trained from this data and "
+            f"config (key {key}) and {existing.tags[DECISION_TAG]}: "
+            f"{existing.tags.get(REASON_TAG, '')}"
+        )
+        log.info(sentence)
+        return {**base, "action": "up_to_date", "plan": [sentence], "version": existing.version}
+
+    plan = _plan(cfg, splits, existing, champion, work, name, alias)
+    if dry_run:
+        return {**base, "action": "dry_run", "plan": plan}
+    for line in plan:
+        log.info("plan: %s", line)
+
+    tags = base_tags(kind="pipeline") | {KEY_TAG: key, "pipeline.name": "train_and_promote"}
+    with start_run(
+        uri=uri,
+        experiment=str(cfg.tracking.experiment),
+        run_name="train_and_promote",
+        tags=tags,
+        required=True,
+    ) as parent:
+        parent.params(
+            {
+                "data.root": str(splits.root.resolve()),
+                "data.fingerprint": data_fp,
+                "model": str(cfg.model.name),
+                "loss": str(cfg.loss.name),
+                "gate.metric": str(p.gate.metric),
+                "gate.margin": float(p.gate.margin),
+                "key": key,
+            }
+        )
+        trained: dict[str, Any] | None = None
+        if existing is None:
+            trained = _train_step(cfg, work)
+            reg = trained["registered"]
+            if not reg:
+                raise ConfigError(
+                    "the trained model was not registered (see the warnings above); the gate "
+                    "needs a registered version"
+                )
+            version = str(reg["version"])
+            tag_version(uri, name, version, {KEY_TAG: key})
+            candidate_metrics = dict(trained["metrics"])
+            model_dir = Path(trained["model_dir"])
+        else:
+            # Registered by a run that died before its gate: straight to the gate.
+            version = existing.version
+            candidate_metrics = _test_metrics(existing)
+            model_dir = work / "model"
+            log.info("resuming: %s version %s is registered, not yet gated", name, version)
+        champion_metrics = (
+            _evaluate_champion(cfg, champion, splits.test, uri)
+            if champion is not None and splits.test
+            else None
+        )
+        decision = gate(
+            candidate_metrics,
+            champion_metrics if champion is not None else None,
+            metric=str(p.gate.metric),
+            margin=float(p.gate.margin),
+            promote_without_test_set=bool(p.gate.promote_without_test_set),
+        )
+        champion_after = _gate_step(cfg, decision, name, alias, version, champion, uri)
+        parent.metrics(
+            {f"candidate/{k}": v for k, v in candidate_metrics.items() if "/" not in k}
+            | {f"champion/{k}": v for k, v in (champion_metrics or {}).items() if "/" not in k}
+            | {"promoted": float(decision.promote)}
+        )
+        parent.call(
+            "the decision tag",
+            _set_tags,
+            {
+                DECISION_TAG: decision.word,
+                REASON_TAG: decision.reason,
+                "candidate.version": version,
+            },
+        )
+    return {
+        **base,
+        "action": "done",
+        "plan": plan,
+        "version": version,
+        "decision": asdict(decision) | {"word": decision.word},
+        "champion_before": champion.version if champion else None,
+        "champion_after": champion_after,
+        "run_id": parent.run_id,
+        "train": trained,
+        "model_dir": str(model_dir),
+        "not_uploaded": list(parent.failed) + list((trained or {}).get("not_uploaded", [])),
+        "skipped": (trained or {}).get("skipped", []),
+    }
+
+
+def _plan(
+    cfg: DictConfig,
+    splits: Any,
+    existing: Version | None,
+    champion: Version | None,
+    work: Path,
+    name: str,
+    alias: str,
+) -> list[str]:
+    """What a run would do, in sentences (``--dry-run`` prints them)."""
+    p = cfg.pipeline
+    lines = []
+    if existing is None:
+        resumes = (work / "checkpoints" / "last.ckpt").is_file()
+        lines.append(
+            f"{'resume' if resumes else 'train'} model={cfg.model.name} loss={cfg.loss.name} "
+            f"for {cfg.trainer.max_epochs} epochs on {len(splits.train)} defect-free images "
+            f"from {splits.root} (work folder {work})"
+        )
+        lines.append(f"register it as a new version of {name}")
+    else:
+        lines.append(f"{name} version {existing.version} is already trained: skip training")
+    if splits.test:
+        lines.append(f"evaluate on the {len(splits.test)} labelled test images")
+    else:
+        lines.append("no labelled test split: nothing to compare on")
+    if champion is None:
+        lines.append(f"no {name}@{alias} yet: the new version becomes {alias}")
+    else:
+        lines.append(
+            f"compare with {name}@{alias} (version {champion.version}) on "
+            f"{p.gate.metric}, promoting only when it gains more than {p.gate.margin}"
+        )
+    return lines
+
+
+def _train_step(cfg: DictConfig, work: Path) -> dict[str, Any]:
+    """The training job as a child run, in a work folder fixed by the key (so it resumes)."""
+    from anomaly.jobs.train import train
+
+    run_cfg = OmegaConf.merge(cfg, {"output_dir": str(work)})
+    if (work / "checkpoints" / "last.ckpt").is_file():
+        log.info("a previous run was cut off: resuming from %s", work / "checkpoints")
+        run_cfg.trainer.resume = True
+    return train(run_cfg)
+
+
+def _test_metrics(version: Version) -> dict[str, float]:
+    """The test-set metrics the training run of ``version`` logged."""
+    prefixes = ("calibration/", "train/", "val/", "system/", "seconds")
+    return {
+        k: v
+        for k, v in version.metrics.items()
+        if not k.startswith(prefixes) and not k.startswith("train_")
+    }
+
+
+def _evaluate_champion(
+    cfg: DictConfig, champion: Version, test: list[Any], uri: str
+) -> dict[str, float]:
+    """Score the champion on the same test split the candidate was evaluated on."""
+    with start_run(
+        uri=uri,
+        experiment=str(cfg.tracking.experiment),
+        run_name="evaluate-champion",
+        tags=base_tags(kind="evaluate") | {"model.version": champion.version},
+    ) as run:
+        with tempfile.TemporaryDirectory(prefix="anomaly-champion-") as tmp:
+            detector = load_detector(resolve_model(champion.uri, tracking_uri=uri, download_to=tmp))
+        evaluation = evaluate(
+            detector,
+            test,
+            batch_size=int(cfg.scoring.batch_size),
+            num_workers=int(cfg.scoring.num_workers),
+            fpr_limit=float(cfg.scoring.aupro_fpr_limit),
+        )
+        run.params({"model": champion.uri, "n_test": len(test)})
+        run.metrics(evaluation.metrics)
+    log.info("champion version %s on this test split: %s", champion.version, evaluation.metrics)
+    return dict(evaluation.metrics)
+
+
+def _gate_step(
+    cfg: DictConfig,
+    decision: GateDecision,
+    name: str,
+    alias: str,
+    version: str,
+    champion: Version | None,
+    uri: str,
+) -> str | None:
+    """Record the decision (child run, version tags) and move the alias when promoted.
+
+    Returns:
+        The version the alias points at afterwards.
+    """
+    with start_run(
+        uri=uri,
+        experiment=str(cfg.tracking.experiment),
+        run_name="gate",
+        tags=base_tags(kind="gate") | {DECISION_TAG: decision.word},
+    ) as run:
+        run.params(
+            {
+                "metric": decision.metric,
+                "margin": decision.margin,
+                "candidate.version": version,
+                "champion.version": champion.version if champion else "none",
+            }
+        )
+        values = {"candidate": decision.candidate, "champion": decision.champion}
+        run.metrics({k: v for k, v in values.items() if v is not None})
+        run.text(decision.reason + "\n", "decision.txt")
+        if decision.promote:
+            set_alias(uri, name, alias, version)
+            log.info("promoted %s version %s to @%s: %s", name, version, alias, decision.reason)
+        else:
+            log.warning("%s version %s stays candidate: %s", name, version, decision.reason)
+        # Last: the decision tag is what tells a rerun that this version is done.
+        tag_version(uri, name, version, {REASON_TAG: decision.reason, DECISION_TAG: decision.word})
+    return version if decision.promote else (champion.version if champion else None)
+
+
+def _set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(tags)
