@@ -1,0 +1,134 @@
+"""The nightly train-and-promote pipeline and training sweeps, against a real MLflow server."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import make_tiny_mvtec
+from tests.integration.conftest import mlflow_server, run_cli
+
+pytestmark = pytest.mark.integration
+
+TINY = (
+    "data.image_size=32",
+    "data.val_fraction=0.25",
+    "trainer.progress_bar=false",
+    "trainer.max_epochs=2",
+    "tracking.samples_every_n_epochs=0",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tap-server")
+    with mlflow_server(root) as uri:
+        yield uri
+
+
+def _runs(client: MlflowClient, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def test_pipeline_promotes_holds_and_reruns_without_work(server, tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data", n_train=16)
+    work = tmp_path / "work"
+    work.mkdir()
+    common = (f"data.root={root}", f"tracking.uri={server}", "tracking.experiment=nightly",
+              "tracking.registered_model=part42", *TINY)  # fmt: skip
+    client = MlflowClient(server)
+
+    first = run_cli("train-and-promote", *common, cwd=work)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "promoted" in first.stdout and "no champion yet" in first.stdout
+    champion = client.get_model_version_by_alias("part42", "champion")
+    assert champion.version == "1"
+    assert champion.tags["gate.decision"] == "promoted"
+    runs = _runs(client, "nightly")
+    parents = [r for r in runs if r.data.tags.get("anomaly.kind") == "pipeline"]
+    assert len(parents) == 1
+    children = {
+        r.info.run_name
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+    }
+    # No champion yet: nothing to evaluate beside the candidate.
+    assert children == {"train-cae-l2", "gate"}
+    assert parents[0].data.metrics["promoted"] == 1.0
+    # One log file per run, beside the work folders.
+    logs = list((work / "outputs/pipelines/train_and_promote/logs").glob("*/*.log"))
+    assert logs and "promoted" in logs[0].read_text()
+
+    # Same data, same config: nothing new to learn, no new run, no new version.
+    again = run_cli("train-and-promote", *common, cwd=work)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to do" in again.stdout and "version 1" in again.stdout
+    assert len(_runs(client, "nightly")) == len(runs)
+    assert len(client.search_model_versions("name = 'part42'")) == 1
+
+    # A dry run of a new config says what it would do and does nothing.
+    weak = (*common, "trainer.max_steps=1")
+    dry = run_cli("train-and-promote", *weak, "--dry-run", cwd=work)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "would" in dry.stdout and "compare with part42@champion (version 1)" in dry.stdout
+    assert len(_runs(client, "nightly")) == len(runs)
+
+    # A deliberately weakened model (one optimiser step) is registered, not promoted.
+    held = run_cli("train-and-promote", *weak, "pipeline.gate.margin=0.01", cwd=work)
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "held" in held.stdout
+    version = client.get_model_version("part42", "2")
+    assert version.tags["gate.decision"] == "held"
+    assert "does not beat" in version.tags["gate.reason"]
+    assert client.get_model_version_by_alias("part42", "candidate").version == "2"
+    assert client.get_model_version_by_alias("part42", "champion").version == "1"
+    runs = _runs(client, "nightly")
+    second = next(
+        r
+        for r in runs
+        if r.data.tags.get("anomaly.kind") == "pipeline" and r.info.run_id != parents[0].info.run_id
+    )
+    children = {
+        r.info.run_name: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == second.info.run_id
+    }
+    assert set(children) == {"train-cae-l2", "evaluate-champion", "gate"}
+    # The champion was scored now, on the same test split as the candidate.
+    assert "image_auroc" in children["evaluate-champion"].data.metrics
+    metrics = second.data.metrics
+    assert metrics["promoted"] == 0.0
+    assert metrics["candidate/image_auroc"] <= metrics["champion/image_auroc"] + 0.01
+
+
+def test_gate_metric_must_be_one_the_evaluation_reports(server, tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data")
+    result = run_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
+                     "pipeline.gate.metric=accuracy", *TINY, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert "pipeline.gate.metric=accuracy" in result.stdout and "image_auroc" in result.stdout
+
+
+def test_sweep_logs_each_combination_and_prints_a_comparison(server, tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data")
+    result = run_cli(
+        "train", "-m", "model=cae,dae", "loss=l2,ssim", f"data.root={root}",
+        f"tracking.uri={server}", "tracking.experiment=sweep", *TINY, "trainer.max_epochs=1",
+        cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = _runs(MlflowClient(server), "sweep")
+    assert sorted(r.info.run_name for r in runs) == [
+        "train-cae-l2", "train-cae-ssim", "train-dae-l2", "train-dae-ssim",
+    ]  # fmt: skip
+    table = result.stdout[result.stdout.index("sweep: 4 trainings") :]
+    for run in runs:
+        assert run.info.run_id in table
+    for run in runs:
+        row = next(line for line in table.splitlines() if run.info.run_id in line)
+        _, model, loss = run.info.run_name.split("-")
+        assert f" {model} " in row and f" {loss} " in row
+    # Each job wrote into its own sweep folder, not a shared timestamped one.
+    models = sorted(tmp_path.glob("outputs/multirun/*/*/model/model.ckpt"))
+    assert len(models) == 4
