@@ -145,8 +145,8 @@ class Manifest:
 
         Args:
             records: Each needs ``path`` and ``sha256``; everything else is free-form JSON.
-            _split: Test hook: called with the second half of the bytes after the first half
-                was written and synced, to stop a run in the middle of a line.
+            _split: Test hook: called with the rest of the bytes after everything up to the
+                middle of the last line was written and synced, to stop a run there.
 
         Raises:
             OutputError: The write failed (disk full); the file is cut back to its last whole
@@ -161,7 +161,8 @@ class Manifest:
         try:
             view = memoryview(data)
             if _split is not None:
-                half = len(data) // 2
+                last = len(data) - data.rstrip(b"\n").rfind(b"\n") - 1
+                half = len(data) - last // 2
                 os.write(self._fd, view[:half])
                 os.fsync(self._fd)
                 _split(data[half:])

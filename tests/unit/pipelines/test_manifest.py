@@ -64,7 +64,7 @@ m.append([{{"path": "b.png", "sha256": "2", "status": "ok"}},
     assert result.returncode == -9
     assert not path.read_bytes().endswith(b"\n")
     records = Manifest.load(path).records
-    # b.png's line is whole (within the first half of the bytes), c.png's is torn.
+    # b.png's line is whole, c.png's is torn.
     assert [r["path"] for r in records] == ["a.png", "b.png"]
 
 
