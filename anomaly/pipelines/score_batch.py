@@ -439,12 +439,14 @@ def _score_plan(
     tags = base_tags(kind="score_batch") | {"model.uri": settings.model_uri}
     detector = None
     if to_score:
-        # Resolved once per run: every row of this run names the same version.
-        with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
-            detector = load_detector(
-                resolve_model(settings.model_uri, tracking_uri=uri, download_to=tmp)
-            )
+        # Resolved once per run, alias to version first and then that version downloaded,
+        # so a promotion during the run cannot make the rows name another version.
         version_tags = model_version_tags(settings.model_uri, tracking_uri=uri)
+        source = settings.model_uri
+        if source.startswith("models:/") and "@" in source and "model.version" in version_tags:
+            source = f"models:/{version_tags['model.name']}/{version_tags['model.version']}"
+        with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
+            detector = load_detector(resolve_model(source, tracking_uri=uri, download_to=tmp))
         tags |= version_tags | {"model.id": detector.model_id}
         result["model_version"] = version_tags.get("model.version", "")
         result["model_id"] = detector.model_id
