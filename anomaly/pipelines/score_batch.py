@@ -69,7 +69,7 @@ from anomaly.tracking.model import model_version_tags, resolve_model
 
 log = logging.getLogger(__name__)
 
-#: Hidden folder in the inbox holding the lock and the manifest (hidden: never scored).
+#: Default state folder in the inbox, for the lock and the manifest (hidden: never scored).
 STATE_DIR = ".score_batch"
 LOCK_FILE = "lock"
 MANIFEST_FILE = "manifest.jsonl"
@@ -109,11 +109,7 @@ class Settings:
     done: Path
     move: bool
     model_uri: str
-
-    @property
-    def state(self) -> Path:
-        """``<inbox>/.score_batch``: lock and manifest."""
-        return self.inbox / STATE_DIR
+    state: Path
 
 
 @dataclass(frozen=True)
@@ -183,7 +179,12 @@ def settings_from(cfg: DictConfig) -> Settings:
                 f"scored as new images; choose a {key} folder outside the inbox"
             )
     return Settings(
-        inbox=inbox, output=output, done=done, move=processed == "move", model_uri=cfg.model_uri
+        inbox=inbox,
+        output=output,
+        done=done,
+        move=processed == "move",
+        model_uri=str(cfg.model_uri),
+        state=_path(cfg.get("state") or inbox / STATE_DIR),
     )
 
 

@@ -19,6 +19,7 @@ def _cfg(inbox_dir, **overrides):
         "model_uri": "models:/anomaly@champion",
         "inbox": str(inbox_dir),
         "output": "${inbox}/../results",
+        "state": "${inbox}/.score_batch",
         "processed": "keep",
         "done": "${inbox}/../done",
         "dry_run": False,
