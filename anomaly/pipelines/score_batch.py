@@ -19,12 +19,13 @@ and counts nothing twice: its uncommitted images are simply scored by the next r
 also finishes what the killed one left (tables not yet rebuilt, committed images not yet
 moved).
 
-Test hook: ``ANOMALY_TEST_PAUSE_AT=<phase>:<n>`` makes the run stop (sleep for an hour,
-to be killed by the test) at the ``n``-th batch (1-based) at one of the phases
-``after_pictures`` (PNGs written, records not yet committed), ``mid_commit`` (half of the
-batch's manifest bytes written and synced) or ``after_commit`` (committed, not yet moved),
-after logging ``test hook: paused at <phase>:<n>``. It is read when a run starts and does
-nothing when unset.
+Test hook: ``ANOMALY_TEST_PAUSE_AT=<phase>:<n>[:<seconds>]`` makes the run stop (sleep for
+an hour, or ``seconds``, to be killed by the test or to let it act) at the ``n``-th batch
+(1-based) at one of the phases ``after_pictures`` (PNGs written, records not yet
+committed), ``mid_commit`` (the batch's manifest lines written and synced up to the middle
+of the last one) or ``after_commit`` (committed, not yet moved), after logging
+``test hook: paused at <phase>:<n>``. It is read when a run starts and does nothing when
+unset.
 """
 
 from __future__ import annotations
@@ -282,15 +283,18 @@ class _Pause:
     """The ``ANOMALY_TEST_PAUSE_AT`` test hook (see the module docstring)."""
 
     def __init__(self, spec: str | None) -> None:
-        self.phase, self.at = "", 0
+        self.phase, self.at, self.seconds = "", 0, 3600.0
         self.counts: dict[str, int] = {}
         if spec:
-            phase, _, n = spec.partition(":")
-            if phase not in PAUSE_PHASES or not n.isdigit():
+            phase, n, *seconds = spec.split(":")
+            if phase not in PAUSE_PHASES or not n.isdigit() or len(seconds) > 1:
                 raise ConfigError(
-                    f"{PAUSE_ENV}={spec} is not <phase>:<n> with a phase of {PAUSE_PHASES}"
+                    f"{PAUSE_ENV}={spec} is not <phase>:<n>[:<seconds>] with a phase of "
+                    f"{PAUSE_PHASES}"
                 )
             self.phase, self.at = phase, int(n)
+            if seconds:
+                self.seconds = float(seconds[0])
 
     def due(self, phase: str) -> bool:
         """Count one occurrence of ``phase``; True when the run is to stop here."""
@@ -298,11 +302,11 @@ class _Pause:
         return phase == self.phase and self.counts[phase] == self.at
 
     def stop(self, phase: str) -> None:
-        """Log and sleep, for the test to kill the process."""
+        """Log and sleep, for the test to kill the process (or to act meanwhile)."""
         log.warning("test hook: paused at %s:%d", phase, self.at)
         for handler in logging.getLogger().handlers:
             handler.flush()
-        time.sleep(3600)
+        time.sleep(self.seconds)
 
     def check(self, phase: str) -> None:
         """Stop here when due."""

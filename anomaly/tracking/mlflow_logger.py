@@ -257,23 +257,27 @@ def start_run(
         logger = RunLogger(None, uri)
         yield logger
         return
-    with mlflow.start_run(
+    run = mlflow.start_run(
         run_id=run_id,
         experiment_id=None if run_id else experiment_id,
         run_name=None if run_id else run_name,
         tags=dict(tags or {}),
         log_system_metrics=system_metrics,
-    ) as run:
-        logger = RunLogger(run.info.run_id, uri)
-        try:
-            yield logger
-        except BaseException as exc:
-            # Stopped on purpose (Ctrl-C, SIGTERM): KILLED, not FAILED, in the UI.
-            if isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", 0) == 130:
-                logger.call("the run status", mlflow.end_run, "KILLED")
-            raise
-        finally:
-            logger.report()
+    )
+    logger = RunLogger(run.info.run_id, uri)
+    status = "FINISHED"
+    try:
+        yield logger
+    except BaseException as exc:
+        # Stopped on purpose (Ctrl-C, SIGTERM): KILLED, not FAILED, in the UI.
+        killed = isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", 0) == 130
+        status = "KILLED" if killed else "FAILED"
+        raise
+    finally:
+        # Guarded like every other call: a server gone by the end of the run must not turn
+        # complete local outputs into a traceback.
+        logger.call("the run status", mlflow.end_run, status)
+        logger.report()
 
 
 class EpochMetricsCallback(pl.Callback):

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.conftest import make_tiny_mvtec, stripes, write_png
-from tests.integration.conftest import list_artifacts, mlflow_server, run_cli
+from tests.integration.conftest import list_artifacts, mlflow_server, run_cli, stop_server
 
 pytestmark = pytest.mark.integration
 MODEL_NAME = "batch-part"
@@ -336,3 +336,30 @@ def test_the_wrapper_script_runs_the_pipeline(champion, tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "anomaly score-batch inbox=FOLDER" in result.stdout
+
+
+def test_mlflow_going_away_mid_run_keeps_the_local_results(champion, tmp_path):
+    inbox, output = tmp_path / "inbox", tmp_path / "results"
+    _fill(inbox, [f"{i}.png" for i in range(4)], seed=9)
+    model = champion["work"] / "train" / "model"  # a model folder: no registry needed
+    server_root = tmp_path / "server"
+    server_root.mkdir()
+    log = tmp_path / "run.log"
+    with mlflow_server(server_root) as uri:
+        handle = open(log, "w")  # noqa: SIM115 - closed below
+        process = subprocess.Popen(
+            [sys.executable, "-m", "anomaly", "score-batch", f"inbox={inbox}", f"model={model}",
+             f"tracking.uri={uri}", "scoring.batch_size=2"],
+            cwd=champion["work"], stdout=handle, stderr=subprocess.STDOUT,
+            env={**_env("after_commit:1:15"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"},
+        )  # fmt: skip
+        _wait_for(process, log, lambda: "paused at after_commit:1" in log.read_text(), "pause")
+        stop_server(uri)
+        process.wait(timeout=300)
+        handle.close()
+    text = log.read_text()
+    assert process.returncode == 4, text
+    assert "MLflow upload incomplete" in text and "Traceback" not in text
+    assert sorted(r["path"] for r in _rows(output)) == [f"{i}.png" for i in range(4)]
+    assert (output / "summary.json").is_file()
