@@ -30,7 +30,6 @@ unset.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
 import io
@@ -381,9 +380,15 @@ def _run(cfg: DictConfig, settings: Settings, progress: Progress | None) -> dict
     result["images_per_second"] = (
         result["n_scored"] / result["seconds"] if result["seconds"] and result["n_scored"] else 0.0
     )
-    write_json_atomic(settings.output / "summary.json", result)
-    if result["run_dir"]:
-        write_json_atomic(Path(result["run_dir"]) / "summary.json", result)
+    try:
+        write_json_atomic(settings.output / "summary.json", result)
+        if result["run_dir"]:
+            write_json_atomic(Path(result["run_dir"]) / "summary.json", result)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write summary.json in {settings.output}: {exc.strerror}; every result is "
+            "committed (scores.csv is complete)"
+        ) from exc
     log.info(
         "score_batch: %d new, %d changed, %d defective, %d unreadable, %d already done, "
         "%d moved; results in %s",
@@ -539,6 +544,7 @@ def _score_items(
         "mlflow_run_id": result["run_id"] or "",
     }
     last_tables = time.perf_counter()
+    by_rel = {it.rel: it for it in items}
     done = 0
     new_records: list[dict[str, Any]] = []
     if progress is not None:
@@ -602,7 +608,6 @@ def _score_items(
             result["n_errors"] += len(records) - len(ok)
             new_records.extend(records)
             if settings.move:
-                by_rel = {it.rel: it for it in items}
                 result["n_moved"] += _move_all([by_rel[r["path"]] for r in ok], settings)
             done += len(records)
             if progress is not None:
@@ -610,6 +615,7 @@ def _score_items(
             if time.perf_counter() - last_tables > _TABLES_EVERY_S:
                 write_tables(manifest.records, settings.output)
                 last_tables = time.perf_counter()
+    by_rel = {it.rel: it for it in items}
     return new_records
 
 
@@ -740,11 +746,15 @@ def write_tables(records: Sequence[dict[str, Any]], output: Path) -> None:
 
 def _write_run_tables(run_dir: Path, records: Sequence[dict[str, Any]]) -> None:
     """This run's new rows (uploaded to MLflow with the run)."""
-    with contextlib.suppress(FileExistsError):
-        run_dir.mkdir(parents=True)
-    with atomic_open(run_dir / "new_scores.csv", "w", encoding="utf-8", newline="") as handle:
-        handle.write(_csv_bytes(SCORES_COLUMNS, _score_rows(records)))
     errors = _error_rows(records)
-    if errors:
-        with atomic_open(run_dir / "new_errors.csv", "w", encoding="utf-8", newline="") as handle:
-            handle.write(_csv_bytes(ERRORS_COLUMNS, errors))
+    try:
+        with atomic_open(run_dir / "new_scores.csv", "w", encoding="utf-8", newline="") as out:
+            out.write(_csv_bytes(SCORES_COLUMNS, _score_rows(records)))
+        if errors:
+            with atomic_open(run_dir / "new_errors.csv", "w", encoding="utf-8", newline="") as out:
+                out.write(_csv_bytes(ERRORS_COLUMNS, errors))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write this run's tables in {run_dir}: {exc.strerror}; every result is "
+            "committed (scores.csv is complete)"
+        ) from exc
