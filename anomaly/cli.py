@@ -364,6 +364,10 @@ def _missing_inbox(command: str, overrides: list[str]) -> str:
     """
     if command != "score-batch":
         return ""
+    if not any(o.startswith("inbox=") for o in overrides):
+        if any(o.startswith("-") and o != "--dry-run" for o in overrides):
+            return ""  # --help, --cfg job: Hydra's own
+        return "inbox= is required: anomaly score-batch inbox=FOLDER (the folder of new images)"
     for override in overrides:
         key, _, value = override.partition("=")
         if key == "inbox" and value and "$" not in value and not Path(value).is_dir():

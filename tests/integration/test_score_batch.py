@@ -363,3 +363,9 @@ def test_mlflow_going_away_mid_run_keeps_the_local_results(champion, tmp_path):
     assert "MLflow upload incomplete" in text and "Traceback" not in text
     assert sorted(r["path"] for r in _rows(output)) == [f"{i}.png" for i in range(4)]
     assert (output / "summary.json").is_file()
+
+
+def test_no_inbox_is_a_config_error(tmp_path):
+    result = run_cli("score-batch", cwd=tmp_path)
+    assert result.returncode == 2 and "inbox= is required" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
