@@ -5,7 +5,8 @@ Each command is a thin ``@hydra.main`` wrapper around a plain function in
 here, errors a user can fix become one line and an exit code instead of a traceback.
 
 Exit codes: 0 success, 1 unexpected failure, 2 configuration or model-file error,
-3 input data error, 4 tracking store unavailable.
+3 input data error, 4 tracking store unavailable, 5 completed with skipped inputs, 6 locked
+by another run, 7 results cannot be written.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ commands:
   train-and-promote  nightly retraining: train, evaluate, compare with the champion,
           register, promote when the gate allows (--dry-run: say what it would do)
           e.g. anomaly train-and-promote data.root=path/to/images tracking.uri=http://mlflow:5000
+  score-batch  score the new images of an inbox folder with the champion model (for cron)
+          e.g. anomaly score-batch inbox=/data/inbox [processed=move] [--dry-run]
   promote move a registry alias to a model version (default alias: champion)
           e.g. anomaly promote name=anomaly version=3
   bench   quality and speed of each model on an MVTec-style root (--quick: a smoke run)
@@ -216,6 +219,50 @@ def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
     return result
 
 
+def _listing(console: Console, title: str, paths: list[str], limit: int = 20) -> None:
+    console.print(f"{title}: {len(paths)}", highlight=False)
+    for path in paths[:limit]:
+        console.print(f"  {path}", highlight=False)
+    if len(paths) > limit:
+        console.print(f"  ... and {len(paths) - limit} more", highlight=False)
+
+
+def _run_score_batch(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.pipelines.score_batch import score_batch
+
+    if cfg.dry_run:
+        result = score_batch(cfg)
+        console.print(f"dry run of {result['inbox']}: nothing was changed")
+        _listing(console, "would score (new)", result["new"])
+        _listing(console, "would score (changed since scored)", result["changed"])
+        _listing(console, "already done", result["done"])
+        _listing(console, f"would move to {result['done_folder']}", result["to_move"])
+        _listing(console, "unreadable before, unchanged (not retried)", result["known_errors"])
+        if result["locked_by"]:
+            console.print(f"note: a run is in progress ({result['locked_by']})")
+        return result
+    result = _with_progress(console, score_batch, cfg)
+    changed = f" ({result['n_changed']} changed)" if result["n_changed"] else ""
+    console.print(
+        f"scored {result['n_scored']} new image(s){changed}: {result['n_defective']} defective; "
+        f"{result['n_already_done']} already done; {result['n_errors']} skipped (unreadable)"
+        + (f"; moved {result['n_moved']} to {result['done_folder']}" if result["n_moved"] else "")
+    )
+    if result["n_errors"]:
+        console.print(f"skipped:  see {Path(result['output']) / 'errors.csv'}")
+    if result["model_version"] or result["model_id"]:
+        console.print(f"model:    {result['model_uri']} (version {result['model_version'] or '-'})")
+    console.print(
+        f"results:  {result['output']} (scores.csv, regions.csv, errors.csv, masks/, "
+        "heatmaps/, overlays/)"
+    )
+    console.print(f"log:      {result['log_file']}")
+    if result["run_id"]:
+        console.print(f"run id:   {result['run_id']}")
+        console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+    return result
+
+
 def _run_calibrate(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.calibrate import recalibrate
 
@@ -280,6 +327,7 @@ def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
 _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]] = {
     "train": ("config", _run_train),
     "score": ("score", _run_score),
+    "score-batch": ("score_batch", _run_score_batch),
     "calibrate": ("calibrate", _run_calibrate),
     "train-and-promote": ("train_and_promote", _run_train_and_promote),
     "promote": ("promote", _run_promote),
@@ -289,13 +337,15 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
 
 
 def _rewrite(command: str, overrides: list[str]) -> list[str]:
-    if command in ("score", "calibrate"):
+    if command in ("score", "calibrate", "score-batch"):
         # `model` is a config group of `train` (the architecture); for `score` and
         # `calibrate` it names a trained model, stored as `model_uri` so Hydra does not look
         # for a group option.
         overrides = [f"model_uri={o[6:]}" if o.startswith("model=") else o for o in overrides]
     if command == "demo":
         overrides = ["experiment=demo", "hydra.job.name=demo", *overrides]
+    if command == "score-batch":
+        overrides = ["dry_run=true" if o == "--dry-run" else o for o in overrides]
     if command == "bench":
         overrides = ["quick=true" if o == "--quick" else o for o in overrides]
     if command == "train-and-promote":
@@ -393,6 +443,26 @@ def _unwritable_output(overrides: list[str]) -> str:
     return ""
 
 
+def _missing_inbox(command: str, overrides: list[str]) -> str:
+    """Why the ``inbox=`` of ``score-batch`` is unusable ("" when it is fine).
+
+    Checked before Hydra runs: Hydra would create the log folder beside it, and creating a
+    missing inbox's parents would turn a typo into an empty inbox that scores nothing.
+    """
+    if command != "score-batch":
+        return ""
+    if not any(o.startswith("inbox=") for o in overrides):
+        if any(o.startswith("-") and o != "--dry-run" for o in overrides):
+            return ""  # --help, --cfg job: Hydra's own
+        return "inbox= is required: anomaly score-batch inbox=FOLDER (the folder of new images)"
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key == "inbox" and value and "$" not in value and not Path(value).is_dir():
+            what = "is not a folder" if Path(value).exists() else "does not exist"
+            return f"inbox={value} {what}; point inbox= at the folder of new images"
+    return ""
+
+
 def run_command(command: str, overrides: list[str]) -> int:
     """Run one command with Hydra overrides; return its exit code."""
     _quiet_third_party_noise()
@@ -426,6 +496,10 @@ def run_command(command: str, overrides: list[str]) -> int:
             outcome["code"] = max(outcome["code"], ConfigError.exit_code)
         return None
 
+    problem = _missing_inbox(command, overrides)
+    if problem:
+        console.print(f"[bold red]configuration error:[/] {problem}", highlight=False)
+        return ConfigError.exit_code
     problem = _unwritable_output(overrides)
     if problem:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)

@@ -639,7 +639,7 @@ def score_folder(
                     original = batch["original"][j] if outputs.overlays else None
                     pending.append(
                         pool.submit(
-                            _write_pictures, output_dir, name, result, original, t_pixel, outputs
+                            write_pictures, output_dir, name, result, original, t_pixel, outputs
                         )
                     )
                     held.add(rel[i].as_posix(), result, t_image, detector.model_id)
@@ -749,7 +749,7 @@ def _drain(pending: list[Future[None]]) -> float:
     return time.perf_counter() - started
 
 
-def _write_pictures(
+def write_pictures(
     output_dir: Path,
     name: Path,
     result: ImageResult,
@@ -757,7 +757,17 @@ def _write_pictures(
     pixel_threshold: float,
     outputs: OutputSettings,
 ) -> None:
-    """Encode and write one image's mask, heatmap and overlay (runs in a writer thread)."""
+    """Write one image's mask, heatmap and overlay PNGs, each atomically.
+
+    Args:
+        output_dir: Results folder; the PNGs go to ``masks/``, ``heatmaps/`` and
+            ``overlays/`` under it.
+        name: Relative path of the PNGs (the image's relative path with ``.png``).
+        result: The verdict on the image.
+        original: The decoded ``(H, W, C)`` uint8 image, for the overlay (None: none).
+        pixel_threshold: Where the heatmap's colour scale marks defects.
+        outputs: Which of the three to write.
+    """
     if outputs.masks:
         _write_bytes(output_dir / "masks" / name, png_bytes(result.mask))
     if outputs.heatmaps:
