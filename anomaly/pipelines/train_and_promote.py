@@ -28,6 +28,7 @@ from anomaly.data.folder import fingerprint, scan_dataset
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
 from anomaly.model_folder import load_detector
+from anomaly.pipelines.lock import locked
 from anomaly.scoring.score import evaluate
 from anomaly.tracking.mlflow_logger import (
     base_tags,
@@ -150,6 +151,9 @@ def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, An
         and when it ran: ``version``, ``decision`` (:class:`GateDecision` as a dict),
         ``champion_before``, ``champion_after``, ``run_id``, ``train`` (the training's
         result), ``tracking_uri``.
+
+    Raises:
+        LockedError: Another run of the pipeline works on the same registered model.
     """
     check_config(cfg)
     p = cfg.pipeline
@@ -165,6 +169,16 @@ def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, An
             f"pipeline.gate.metric={p.gate.metric} is not a metric the evaluation reports; "
             f"use one of {', '.join(GATE_METRICS)}"
         )
+    if dry_run:
+        return _pipeline(cfg, name, alias, dry_run=True)
+    # One run per registered name at a time: two would both find no version for the key and
+    # train the same model twice.
+    with locked(Path(str(p.work_dir)).resolve() / f"{name}.lock"):
+        return _pipeline(cfg, name, alias, dry_run=False)
+
+
+def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[str, Any]:
+    p = cfg.pipeline
     splits = scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix))
     data_fp = fingerprint([s.path for s in [*splits.train, *splits.test]])
     key = pipeline_key(cfg, data_fp)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -132,3 +136,29 @@ def test_sweep_logs_each_combination_and_prints_a_comparison(server, tmp_path):
     # Each job wrote into its own sweep folder, not a shared timestamped one.
     models = sorted(tmp_path.glob("outputs/multirun/*/*/model/model.ckpt"))
     assert len(models) == 4
+
+
+def test_a_second_concurrent_run_exits_6_and_does_nothing(server, tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data")
+    lock = tmp_path / "outputs/pipelines/train_and_promote/locked-part.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(["sleep", "120"])  # stands in for a run in progress
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                    "started_at": "2026-11-25T02:00:00+00:00"}))  # fmt: skip
+        result = run_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
+                         "tracking.registered_model=locked-part", "tracking.experiment=locked",
+                         *TINY, cwd=tmp_path)  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert f"pid {holder.pid}" in result.stdout and str(lock) in result.stdout
+    assert _runs(MlflowClient(server), "locked") == []
+    assert not list(tmp_path.glob("outputs/pipelines/train_and_promote/*/checkpoints"))
+    # Its holder gone, the lock is stale: the next run clears it and works.
+    again = run_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
+                    "tracking.registered_model=locked-part", "tracking.experiment=locked",
+                    *TINY, cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "cleared the stale lock" in again.stdout + again.stderr and not lock.exists()
