@@ -124,6 +124,25 @@ def run_scoring(
     }
 
 
+def region_settings(s: DictConfig) -> RegionSettings:
+    """Mask cleaning from a ``scoring`` config section (``opening_radius`` etc.)."""
+    return RegionSettings(
+        opening_radius=s.opening_radius,
+        closing_radius=s.closing_radius,
+        min_region_area=s.min_region_area,
+    )
+
+
+def output_settings(s: DictConfig, *, parquet: bool) -> OutputSettings:
+    """Which per-image pictures a ``scoring`` config section asks for."""
+    return OutputSettings(
+        masks=bool(s.write_masks),
+        heatmaps=bool(s.write_heatmaps),
+        overlays=bool(s.write_overlays),
+        parquet=parquet,
+    )
+
+
 def score(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any]:
     """Score ``cfg.input`` with ``cfg.model_uri`` into ``cfg.output`` (``score.yaml``)."""
     check_config(cfg)
@@ -140,17 +159,8 @@ def score(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any
         required=bool(cfg.tracking.required),
         image_threshold=s.threshold,
         pixel_threshold=s.pixel_threshold,
-        regions=RegionSettings(
-            opening_radius=s.opening_radius,
-            closing_radius=s.closing_radius,
-            min_region_area=s.min_region_area,
-        ),
-        outputs=OutputSettings(
-            masks=bool(s.write_masks),
-            heatmaps=bool(s.write_heatmaps),
-            overlays=bool(s.write_overlays),
-            parquet=bool(s.write_parquet),
-        ),
+        regions=region_settings(s),
+        outputs=output_settings(s, parquet=bool(s.write_parquet)),
         batch_size=int(s.batch_size),
         num_workers=int(s.num_workers),
         progress=progress,

@@ -52,13 +52,14 @@ from anomaly.data.folder import Sample, list_images
 from anomaly.errors import ConfigError, DataError, OutputError
 from anomaly.io import atomic_open, write_json_atomic
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.score import output_settings, region_settings
 from anomaly.model_folder import load_detector
 from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, OK, Key, Manifest, sha256_file
-from anomaly.scoring.regions import REGION_COLUMNS, RegionSettings, region_table
+from anomaly.scoring.regions import REGION_COLUMNS, region_table
+from anomaly.scoring.score import SCORES_COLUMNS as SCORE_COLUMNS
 from anomaly.scoring.score import (
     Detector,
-    OutputSettings,
     Progress,
     analyse,
     iterate_maps,
@@ -78,17 +79,11 @@ OWNER_FILE = ".score_batch_inbox"
 PAUSE_ENV = "ANOMALY_TEST_PAUSE_AT"
 PAUSE_PHASES = ("after_pictures", "mid_commit", "after_commit")
 
+# The columns of `anomaly score`, plus what tells versions and runs apart.
 SCORES_COLUMNS = (
     "path",
     "sha256",
-    "score",
-    "p_value",
-    "threshold",
-    "is_defective",
-    "n_regions",
-    "largest_region_area",
-    "defect_area_px",
-    "model_id",
+    *SCORE_COLUMNS[1:],
     "model_version",
     "model_uri",
     "scored_at",
@@ -524,17 +519,8 @@ def _score_items(
         raise DataError(f"{settings.model_uri} has no calibration.json; run `anomaly calibrate`")
     t_image = float(s.threshold if s.threshold is not None else cal.image_threshold)
     t_pixel = float(s.pixel_threshold if s.pixel_threshold is not None else cal.pixel_threshold)
-    regions = RegionSettings(
-        opening_radius=s.opening_radius,
-        closing_radius=s.closing_radius,
-        min_region_area=s.min_region_area,
-    )
-    outputs = OutputSettings(
-        masks=bool(s.write_masks),
-        heatmaps=bool(s.write_heatmaps),
-        overlays=bool(s.write_overlays),
-        parquet=False,
-    )
+    regions = region_settings(s)
+    outputs = output_settings(s, parquet=False)
     common = {
         "threshold": t_image,
         "model_id": detector.model_id,
@@ -704,6 +690,11 @@ def _cell(value: Any) -> Any:
     return repr(value) if isinstance(value, float) else value
 
 
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(_csv_bytes(header, rows))
+
+
 def _score_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
     return [[_cell(r.get(c, "")) for c in SCORES_COLUMNS] for r in records if r["status"] == OK]
 
@@ -729,14 +720,11 @@ def write_tables(records: Sequence[dict[str, Any]], output: Path) -> None:
         for row in r.get("regions") or []
     ]
     try:
-        with atomic_open(output / "scores.csv", "w", encoding="utf-8", newline="") as handle:
-            handle.write(_csv_bytes(SCORES_COLUMNS, _score_rows(records)))
-        with atomic_open(output / "regions.csv", "w", encoding="utf-8", newline="") as handle:
-            handle.write(_csv_bytes(REGION_COLUMNS, regions))
+        _write_csv(output / "scores.csv", SCORES_COLUMNS, _score_rows(records))
+        _write_csv(output / "regions.csv", REGION_COLUMNS, regions)
         errors = _error_rows(records)
         if errors:
-            with atomic_open(output / "errors.csv", "w", encoding="utf-8", newline="") as handle:
-                handle.write(_csv_bytes(ERRORS_COLUMNS, errors))
+            _write_csv(output / "errors.csv", ERRORS_COLUMNS, errors)
     except OSError as exc:
         raise OutputError(
             f"cannot write the tables in {output}: {exc.strerror}; the manifest holds every "
@@ -748,11 +736,9 @@ def _write_run_tables(run_dir: Path, records: Sequence[dict[str, Any]]) -> None:
     """This run's new rows (uploaded to MLflow with the run)."""
     errors = _error_rows(records)
     try:
-        with atomic_open(run_dir / "new_scores.csv", "w", encoding="utf-8", newline="") as out:
-            out.write(_csv_bytes(SCORES_COLUMNS, _score_rows(records)))
+        _write_csv(run_dir / "new_scores.csv", SCORES_COLUMNS, _score_rows(records))
         if errors:
-            with atomic_open(run_dir / "new_errors.csv", "w", encoding="utf-8", newline="") as out:
-                out.write(_csv_bytes(ERRORS_COLUMNS, errors))
+            _write_csv(run_dir / "new_errors.csv", ERRORS_COLUMNS, errors)
     except OSError as exc:
         raise OutputError(
             f"cannot write this run's tables in {run_dir}: {exc.strerror}; every result is "
