@@ -141,6 +141,8 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
         cfg.output_dir = hydra_cfg.runtime.output_dir
         console.rule(f"job {hydra_cfg.job.num}: {' '.join(hydra_cfg.overrides.task)}")
     result = train(cfg)
+    if not result.get("rank_zero", True):
+        return result  # a distributed training's other ranks: rank 0 reports
     result["overrides"] = list(hydra_cfg.overrides.task)
     if result["metrics"]:
         console.print(_metrics_table(result["metrics"], "test-set metrics"))
@@ -505,7 +507,8 @@ def run_command(command: str, overrides: list[str]) -> int:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)
         return OutputError.exit_code
     saved = sys.argv
-    sys.argv = [f"anomaly-{command}", *_rewrite(command, overrides)]
+    # argv[0] stays the real program: Lightning's DDP launcher restarts it for each rank.
+    sys.argv = [saved[0], *_rewrite(command, overrides)]
     try:
         app()
     except SystemExit as exc:
@@ -523,6 +526,21 @@ def run_command(command: str, overrides: list[str]) -> int:
     return outcome["code"]
 
 
+def _ddp_child_args(args: list[str]) -> list[str]:
+    """The command line of a process Lightning's DDP launcher started for a rank above 0.
+
+    The launcher restarts this program with the Hydra overrides only (no command) and
+    ``hydra.run.dir`` set to rank 0's folder; only ``train`` runs distributed. Without an
+    explicit ``output_dir`` the timestamp would differ between the ranks, so it is pinned
+    to that folder too.
+    """
+    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
+    extra = []
+    if run_dir and not any(a.startswith("output_dir=") for a in args):
+        extra = [f"output_dir={run_dir.strip(chr(34))}"]
+    return ["train", *args, *extra]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``anomaly`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -532,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "--version":
         print(f"anomaly {anomaly.__version__}")
         return 0
+    if args[0] not in _COMMANDS and "LOCAL_RANK" in os.environ:
+        args = _ddp_child_args(args)
     command, overrides = args[0], args[1:]
     if command not in _COMMANDS:
         print(f"anomaly: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

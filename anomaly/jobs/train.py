@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_class
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -116,6 +119,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback
         max_steps=int(t.max_steps),
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=int(t.get("num_nodes", 1)),
+        strategy=t.get("strategy", "auto"),
         precision=t.precision,
         logger=False,
         enable_checkpointing=False,
@@ -157,7 +162,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     datamodule.setup()
     splits = datamodule.splits
-    if datamodule.skipped:
+    # Under DDP every process runs this function; only rank 0 talks to MLflow and writes.
+    rank_zero = is_rank_zero()
+    if datamodule.skipped and rank_zero:
         _write_errors(output_dir / "errors.csv", datamodule.skipped)
     module = build_module(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
@@ -171,16 +178,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t = cfg.tracking
     checkpoints = ResumableCheckpoint(output_dir / "checkpoints")
     run_file = checkpoints.folder / "mlflow_run_id"
-    with start_run(
-        uri=uri,
-        experiment=t.experiment,
-        run_name=run_name,
-        tags=tags,
-        required=bool(t.required),
-        system_metrics=bool(t.system_metrics),
-        # A resumed training continues its MLflow run: one run, one loss curve.
-        run_id=run_file.read_text().strip() or None if resume_from and run_file.is_file() else None,
-    ) as run:
+    tracking = (
+        start_run(
+            uri=uri,
+            experiment=t.experiment,
+            run_name=run_name,
+            tags=tags,
+            required=bool(t.required),
+            system_metrics=bool(t.system_metrics),
+            # A resumed training continues its MLflow run: one run, one loss curve.
+            run_id=run_file.read_text().strip() or None
+            if resume_from and run_file.is_file()
+            else None,
+        )
+        if rank_zero
+        else contextlib.nullcontext(RunLogger(None, uri))
+    )
+    with tracking as run:
         run_id = run.run_id or f"local-{output_dir.name}"
         if run.run_id:
             write_text_atomic(run_file, run.run_id)
@@ -233,6 +247,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 f"output_dir={output_dir} trainer.resume=true"
             ) from exc
         seconds = time.perf_counter() - started
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Training was the only distributed part. Rank 0 holds the same weights as every
+            # other rank and calibrates, evaluates and saves alone, without barriers.
+            torch.distributed.destroy_process_group()
+        if not rank_zero:
+            return {"run_id": None, "rank_zero": False, "output_dir": str(output_dir)}
         # Batches, not optimiser steps: the adversarial model steps twice per batch.
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
         seen = batches * int(cfg.data.batch_size)
@@ -311,6 +331,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "skipped": [(str(p), reason) for p, reason in datamodule.skipped],
         **speed,
     }
+
+
+def is_rank_zero() -> bool:
+    """False in the processes of a distributed training other than global rank 0.
+
+    torchrun sets ``RANK``, SLURM ``SLURM_PROCID``; Lightning's own launcher starts the
+    other processes with ``LOCAL_RANK``/``NODE_RANK`` (the launching process is rank 0).
+    """
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:

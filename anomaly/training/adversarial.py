@@ -119,17 +119,26 @@ class USADModule(pl.LightningModule):
                 on_epoch=True,
                 prog_bar=True,
                 batch_size=x.shape[0],
+                # Under DDP: the mean over all ranks, not rank 0's share.
+                sync_dist=True,
             )
         self.log(
-            "train/loss", losses[0].detach(), on_step=False, on_epoch=True, batch_size=x.shape[0]
+            "train/loss",
+            losses[0].detach(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=True,
         )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Both losses on held-out defect-free images."""
         x = batch["image"]
         loss1, loss2 = usad_losses(x, *self.net(x), self.epoch_n, self.loss_fn)
-        self.log("val/loss", loss1, on_step=False, on_epoch=True, batch_size=x.shape[0])
-        self.log("val/loss2", loss2, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        for name, value in (("val/loss", loss1), ("val/loss2", loss2)):
+            self.log(
+                name, value, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True
+            )
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam over (E, D1) and Adam over (E, D2)."""

@@ -78,6 +78,8 @@ class AutoencoderModule(pl.LightningModule):
             on_step=False,
             on_epoch=True,
             prog_bar=True,
+            # Under DDP: the mean over all ranks, not rank 0's share.
+            sync_dist=True,
             batch_size=batch["image"].shape[0],
         )
         return loss

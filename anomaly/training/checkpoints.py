@@ -44,8 +44,10 @@ class ResumableCheckpoint(pl.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         # Written beside and renamed: a kill during the write keeps the previous one.
         tmp = self.folder / f".{LAST}.tmp"
+        # Every rank calls save_checkpoint (it synchronises them); only rank 0 writes a file.
         trainer.save_checkpoint(tmp, weights_only=False)
-        os.replace(tmp, self.path)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Keep the state of the finished epoch."""
