@@ -11,11 +11,14 @@ by another run, 7 results cannot be written.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from anomaly.errors import (
     OutputError,
     TrackingError,
 )
+from anomaly.io import write_json_atomic
 from anomaly.scoring.metrics import by_class
 from anomaly.tracking.mlflow_logger import ui_command
 
@@ -477,26 +481,39 @@ def run_command(command: str, overrides: list[str]) -> int:
     # soft_wrap: paths and commands stay on one line, so they can be copied.
     console = Console(soft_wrap=True)
     outcome = {"code": 0}
-    results: list[dict[str, Any]] = []
+    multirun = bool({"-m", "--multirun"} & set(overrides))
+    if multirun and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+        # Fixed here, not by ${now:} in each job: the summary below reads the jobs' results
+        # from it, whichever launcher ran them (in this process or in workers).
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        overrides = [*overrides, f"hydra.sweep.dir=outputs/multirun/{stamp}"]
+    sweep_dir = next(
+        (Path(o.split("=", 1)[1]) for o in overrides if o.startswith("hydra.sweep.dir=")), None
+    )
 
+    # Self-contained (no console or state from this frame): a sweep launcher may pickle it
+    # and run it in worker processes.
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def app(cfg: DictConfig) -> Any:
+        job_console = Console(soft_wrap=True)
+        code, result = 0, None
         try:
-            result = runner(cfg, console)
-            results.append(result)
-            outcome["code"] = max(outcome["code"], _completion_code(result, console))
-            return result
+            result = runner(cfg, job_console)
+            code = _completion_code(result, job_console)
         except AnomalyError as exc:
             log.debug("error detail", exc_info=True)
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            outcome["code"] = max(outcome["code"], exc.exit_code)
+            job_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            code = exc.exit_code
         except OmegaConfBaseException as exc:
             # e.g. a mandatory value (data.root=???) left unset.
             key = getattr(exc, "full_key", None) or ""
             message = getattr(exc, "msg", None) or str(exc)
-            console.print(f"[bold red]configuration error:[/] {key} {message}", highlight=False)
-            outcome["code"] = max(outcome["code"], ConfigError.exit_code)
-        return None
+            job_console.print(f"[bold red]configuration error:[/] {key} {message}", highlight=False)
+            code = ConfigError.exit_code
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            _write_job_summary(code, result)
+        outcome["code"] = max(outcome["code"], code)
+        return result
 
     problem = _missing_inbox(command, overrides)
     if problem:
@@ -518,12 +535,46 @@ def run_command(command: str, overrides: list[str]) -> int:
         return ConfigError.exit_code if code == 1 else code
     finally:
         sys.argv = saved
-    if command == "train" and ({"-m", "--multirun"} & set(overrides)) and results:
-        # Wider than a terminal if need be: a row cut in two is harder to read than a long one.
-        wide = Console(width=max(console.width, 160), file=console.file, soft_wrap=True)
-        wide.print(comparison_table(results, _swept_keys(overrides)))
-        console.print(f"MLflow UI: {ui_command(results[0]['tracking_uri'])}")
+    if multirun and sweep_dir is not None:
+        jobs = _job_summaries(sweep_dir)
+        outcome["code"] = max([outcome["code"], *(j["code"] for j in jobs)])
+        results = [j for j in jobs if j.get("metrics") is not None]
+        if command == "train" and results:
+            # Wider than a terminal if need be: a row cut in two is harder to read.
+            wide = Console(width=max(console.width, 160), file=console.file, soft_wrap=True)
+            wide.print(comparison_table(results, _swept_keys(overrides)))
+            console.print(f"MLflow UI: {ui_command(results[0]['tracking_uri'])}")
     return outcome["code"]
+
+
+_JOB_SUMMARY = "job_result.json"
+
+
+def _write_job_summary(code: int, result: Any) -> None:
+    """What the sweep summary needs of one job, in the job's folder."""
+    hydra_cfg = HydraConfig.get()
+    summary: dict[str, Any] = {
+        "num": hydra_cfg.job.num,
+        "code": code,
+        "overrides": list(hydra_cfg.overrides.task),
+    }
+    if isinstance(result, dict) and result.get("metrics") is not None:
+        summary |= {
+            "metrics": result["metrics"],
+            "run_id": result.get("run_id"),
+            "train_seconds": result.get("train_seconds", 0.0),
+            "tracking_uri": result.get("tracking_uri"),
+        }
+    write_json_atomic(Path(hydra_cfg.runtime.output_dir) / _JOB_SUMMARY, summary)
+
+
+def _job_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The jobs' summaries of a sweep, in job order."""
+    found = []
+    for path in sweep_dir.glob(f"*/{_JOB_SUMMARY}"):
+        with contextlib.suppress(OSError, ValueError):
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda j: j.get("num", 0))
 
 
 def _ddp_child_args(args: list[str]) -> list[str]:

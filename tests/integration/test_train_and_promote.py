@@ -162,3 +162,18 @@ def test_a_second_concurrent_run_exits_6_and_does_nothing(server, tmp_path):
                     *TINY, cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert "cleared the stale lock" in again.stdout + again.stderr and not lock.exists()
+
+
+def test_sweep_jobs_run_in_parallel_workers_and_are_still_compared(server, tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data")
+    result = run_cli(
+        "train", "-m", "hydra/launcher=local_parallel", "model=cae,dae", f"data.root={root}",
+        f"tracking.uri={server}", "tracking.experiment=parallel", *TINY,
+        "trainer.max_epochs=1", cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = _runs(MlflowClient(server), "parallel")
+    assert sorted(r.info.run_name for r in runs) == ["train-cae-l2", "train-dae-l2"]
+    # The jobs ran in joblib's worker processes; the table is built from their summaries.
+    table = result.stdout[result.stdout.index("sweep: 2 trainings") :]
+    assert all(run.info.run_id in table for run in runs)
