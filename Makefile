@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH))))
 
 MLFLOW_PORT ?= 5000
 
-.PHONY: install demo test lint format clean help mlflow-server bench bench-quick
+.PHONY: install demo test lint format clean help mlflow-server bench bench-quick java
+# root runs apt-get itself; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make demo   - install, generate demo data, train/calibrate/evaluate/score, log to MLflow"
@@ -35,8 +37,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/anomaly demo
 
-test: $(STAMP)
+test: $(STAMP) java
 	$(BIN)/python -m pytest
+
+# The Spark test needs a Java runtime (17+); Debian's default one when none is installed.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+		echo "installing a Java runtime for the Spark tests (default-jre-headless)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends default-jre-headless; }
 
 # Quality and speed on ../shared/data/magnetic_tile (results in bench/, git-ignored).
 bench: $(STAMP)

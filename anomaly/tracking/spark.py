@@ -1,0 +1,52 @@
+"""The registered pyfunc model as a Spark UDF: score millions of images on a cluster.
+
+pyspark is an optional dependency (``pip install pyspark``, with Java 17+); nothing else in
+the package imports this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+
+# What the UDF returns per image (the pyfunc's columns without the full-size mask, which
+# is too heavy for a table of millions of rows; write masks with `anomaly score` instead).
+RESULT_TYPE = (
+    "score double, p_value double, is_defective boolean, n_regions long, "
+    "defect_area_px long, error string"
+)
+RESULT_COLUMNS = ("score", "p_value", "is_defective", "n_regions", "defect_area_px", "error")
+
+
+def score_paths(
+    spark: Any, images: Any, model_uri: str, *, tracking_uri: str, path_column: str = "path"
+) -> Any:
+    """Score a Spark DataFrame of image paths with a logged or registered anomaly model.
+
+    Args:
+        spark: The active ``SparkSession``.
+        images: A Spark DataFrame with a column of image paths readable by every executor
+            (a shared file system or a mounted bucket).
+        model_uri: ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or
+            ``runs:/<run id>/model``.
+        tracking_uri: The MLflow store that resolves ``model_uri``.
+        path_column: Name of the path column.
+
+    Returns:
+        ``images`` with the columns of :data:`RESULT_COLUMNS` added; an unreadable image has
+        its reason in ``error`` and nulls elsewhere, and never fails the job.
+    """
+    from pyspark.sql import functions as F
+
+    mlflow.set_tracking_uri(tracking_uri)
+    # env_manager="local": executors use the Python environment the job runs in, which
+    # must have the anomaly package (the same one that trained the model).
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
+    # The model's input schema has two optional columns, path and image (an array); the
+    # image column is passed empty so that MLflow does not fill it with NaN.
+    no_image = F.lit(None).cast("array<array<double>>").alias("image")
+    scored = images.withColumn("_anomaly", udf(F.col(path_column).alias("path"), no_image))
+    return scored.select("*", *(F.col(f"_anomaly.{c}").alias(c) for c in RESULT_COLUMNS)).drop(
+        "_anomaly"
+    )

@@ -1,0 +1,54 @@
+"""The registered pyfunc model as a Spark UDF on a local Spark (``local[2]``).
+
+Selected with ``-m spark``; part of the default suite as well (pyspark is a test
+dependency, Java 17+ comes from the system: the Makefile installs it when missing).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_tiny_mvtec
+from tests.integration.conftest import REPO, run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+
+def test_spark_udf_scores_equal_anomaly_score(tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trained = run_cli("train", f"data.root={root}", "data.image_size=32", "data.val_fraction=0.25",
+                      "trainer.max_epochs=1", "trainer.progress_bar=false", f"tracking.uri={uri}",
+                      f"output_dir={tmp_path / 'train'}", cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    images = root / "test"
+    (images / "broken.png").write_text("not an image")  # must not fail the Spark job
+
+    scored = run_cli("score", "model=models:/anomaly/1", f"input={images}",
+                     f"output={tmp_path / 'score'}", f"tracking.uri={uri}",
+                     cwd=tmp_path)  # fmt: skip
+    assert scored.returncode == 5, scored.stdout + scored.stderr  # 5: one file skipped
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    spark = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "spark_score.py"), "--model", "models:/anomaly/1",
+         "--input", str(images), "--output", str(tmp_path / "spark.parquet"),
+         "--tracking-uri", uri, "--master", "local[2]"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert spark.returncode == 0, spark.stdout + spark.stderr
+
+    got = pd.read_parquet(tmp_path / "spark.parquet").set_index("path").sort_index()
+    want = pd.read_csv(tmp_path / "score" / "scores.csv").set_index("path").sort_index()
+    want.index = pd.Index([str((images / p).resolve()) for p in want.index], name="path")
+    assert "not a readable image" in got.loc[str((images / "broken.png").resolve()), "error"]
+    good = got[got["error"] == ""]
+    assert sorted(good.index) == sorted(want.index) and len(good) == 6
+    pd.testing.assert_series_equal(good["score"], want["score"], check_exact=False, rtol=1e-5)
+    assert (good["is_defective"] == want["is_defective"].astype(bool)).all()
+    assert (good["p_value"] - want["p_value"]).abs().max() < 1e-9
