@@ -6,7 +6,7 @@ the executors need the environment the model was trained with (``anomaly`` insta
 
     python pipelines/spark_score.py --model models:/anomaly@champion \\
         --input /data/inbox --output /data/results/scores.parquet \\
-        --tracking-uri http://mlflow:5000 [--master local[2]]
+        --tracking-uri http://mlflow:5000 [--master local[2]] [--bytes]
 
 One row per image: path, score, p_value, is_defective, n_regions, defect_area_px, error.
 """
@@ -18,7 +18,7 @@ import os
 import sys
 
 from anomaly.data.folder import list_images
-from anomaly.tracking.spark import score_paths
+from anomaly.tracking.spark import score_files, score_paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--master", default=None, help="Spark master (default: spark-submit's)")
     parser.add_argument("--partitions", type=int, default=None, help="default: 4 x cores")
+    parser.add_argument(
+        "--bytes",
+        action="store_true",
+        help="ship the files' bytes in the DataFrame (binaryFile source): executors then "
+        "need no access to the input folder",
+    )
     args = parser.parse_args(argv)
     if not args.tracking_uri:
         parser.error("--tracking-uri (or MLFLOW_TRACKING_URI) is needed to resolve --model")
@@ -44,11 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     spark = builder.getOrCreate()
     try:
         paths = [str(p.resolve()) for p in list_images(args.input)]
-        partitions = args.partitions or 4 * spark.sparkContext.defaultParallelism
-        images = spark.createDataFrame([(p,) for p in paths], "path string").repartition(
-            max(1, min(partitions, len(paths)))
-        )
-        scored = score_paths(spark, images, args.model, tracking_uri=args.tracking_uri)
+        partitions = max(1, min(args.partitions or 4 * spark.sparkContext.defaultParallelism,
+                                len(paths)))  # fmt: skip
+        if args.bytes:
+            files = spark.read.format("binaryFile").load(paths).select("path", "content")
+            scored = score_files(
+                spark, files.repartition(partitions), args.model, tracking_uri=args.tracking_uri
+            )
+        else:
+            images = spark.createDataFrame([(p,) for p in paths], "path string")
+            scored = score_paths(
+                spark, images.repartition(partitions), args.model, tracking_uri=args.tracking_uri
+            )
         scored.write.mode("overwrite").parquet(args.output)
         print(f"scored {len(paths)} images with {args.model} into {args.output}")
     finally:

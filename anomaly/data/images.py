@@ -8,6 +8,7 @@ of channels the model expects. Anything that is not a readable image raises
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -30,13 +31,16 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_image(path: str | os.PathLike[str], *, channels: int) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str], *, channels: int, content: bytes | None = None
+) -> np.ndarray:
     """Read an image file into a float array.
 
     Args:
         path: Image file.
         channels: 1 (gray; colour is converted with ITU-R 601 luma weights) or 3 (RGB; gray
             is replicated). Alpha is dropped.
+        content: The file's bytes when already read; ``path`` then only names it.
 
     Returns:
         Array of shape ``(H, W, channels)``, dtype float32, values in ``[0, 1]``. 16-bit
@@ -48,26 +52,31 @@ def read_image(path: str | os.PathLike[str], *, channels: int) -> np.ndarray:
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    return match_channels(read_native(path), channels)
+    return match_channels(read_native(path, content=content), channels)
 
 
-def read_native(path: str | os.PathLike[str]) -> np.ndarray:
+def read_native(path: str | os.PathLike[str], *, content: bytes | None = None) -> np.ndarray:
     """Read an image file with the channels it has: ``(H, W, 1)`` gray or ``(H, W, 3)`` colour.
 
     Same conversions and errors as :func:`read_image`, without the channel conversion, so a
     caller can tell whether the file was in the mode the model expects.
+
+    Args:
+        path: The image file; with ``content``, only the name used in error messages.
+        content: The file's bytes, already read (e.g. by Spark's ``binaryFile`` source).
     """
     path = Path(path)
     try:
-        if path.is_symlink() and not path.exists():
+        if content is None and path.is_symlink() and not path.exists():
             raise ImageReadError(path, f"broken symbolic link (points to {os.readlink(path)})")
-        if path.stat().st_size == 0:
+        size = len(content) if content is not None else path.stat().st_size
+        if size == 0:
             raise ImageReadError(path, "file is empty (0 bytes); was it copied completely?")
         with warnings.catch_warnings():
             # A decompression-bomb *warning* becomes an error too: such files are never
             # inspection photos and decoding them can exhaust memory.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if content is None else io.BytesIO(content)) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_float(img)

@@ -50,6 +50,8 @@ SIGNATURE = ModelSignature(
         [
             ColSpec(DataType.string, "path", required=False),
             ColSpec(Array(Array(DataType.double)), "image", required=False),
+            # The encoded file (PNG, JPEG, ...), e.g. from Spark's binaryFile source.
+            ColSpec(DataType.binary, "content", required=False),
         ]
     ),
     outputs=Schema(
@@ -142,7 +144,8 @@ def predict_images(
 
     Args:
         detector: A calibrated :class:`~anomaly.scoring.score.Detector`.
-        model_input: A DataFrame with a ``path`` and/or ``image`` column; a list of paths
+        model_input: A DataFrame with a ``path``, ``image`` and/or ``content`` (the encoded
+            file's bytes; ``path`` then only names it) column; a list of paths
             and/or arrays; one path; or a numpy array: ``(H, W)`` or ``(H, W, C)`` one image,
             ``(N, H, W)`` or ``(N, H, W, C)`` a batch.
         regions: Cleaning of the defect masks (the score command's defaults when None).
@@ -161,11 +164,12 @@ def predict_images(
     arrays, positions = [], []
     for k, item in enumerate(_items(model_input)):
         try:
-            array = (
-                read_image(item, channels=channels)
-                if isinstance(item, (str, Path))
-                else array_to_image(np.asarray(item), channels=channels)
-            )
+            if isinstance(item, tuple):  # (name, encoded bytes)
+                array = read_image(item[0], channels=channels, content=item[1])
+            elif isinstance(item, (str, Path)):
+                array = read_image(item, channels=channels)
+            else:
+                array = array_to_image(np.asarray(item), channels=channels)
         except (ImageReadError, ValueError) as exc:
             rows.append({"error": getattr(exc, "reason", str(exc))})
             continue
@@ -203,8 +207,12 @@ def _items(model_input: Any) -> Sequence[Any]:
     if isinstance(model_input, pd.DataFrame):
         items = []
         for _, row in model_input.iterrows():
-            path = row.get("path")
-            items.append(path if isinstance(path, str) and path else row.get("image"))
+            path, content = row.get("path"), row.get("content")
+            named = isinstance(path, str) and bool(path)
+            if isinstance(content, (bytes, bytearray)):
+                items.append((path if named else "<bytes>", bytes(content)))
+            else:
+                items.append(path if named else row.get("image"))
         return items
     if isinstance(model_input, np.ndarray):
         if model_input.ndim == 2 or (model_input.ndim == 3 and model_input.shape[-1] in (3, 4)):

@@ -37,16 +37,58 @@ def score_paths(
         ``images`` with the columns of :data:`RESULT_COLUMNS` added; an unreadable image has
         its reason in ``error`` and nulls elsewhere, and never fails the job.
     """
+    return _score(spark, images, model_uri, tracking_uri, path_column, None)
+
+
+def score_files(
+    spark: Any,
+    files: Any,
+    model_uri: str,
+    *,
+    tracking_uri: str,
+    path_column: str = "path",
+    content_column: str = "content",
+) -> Any:
+    """Score a Spark DataFrame of encoded image bytes (``spark.read.format("binaryFile")``).
+
+    The executors need no access to the files: the bytes travel in the DataFrame.
+
+    Args:
+        spark: The active ``SparkSession``.
+        files: A DataFrame with the encoded files (PNG, JPEG, ...) in ``content_column`` and
+            their names in ``path_column`` (used in error messages).
+        model_uri: As in :func:`score_paths`.
+        tracking_uri: The MLflow store that resolves ``model_uri``.
+        path_column: Name of the name column.
+        content_column: Name of the bytes column.
+
+    Returns:
+        ``files`` with the columns of :data:`RESULT_COLUMNS` added.
+    """
+    return _score(spark, files, model_uri, tracking_uri, path_column, content_column)
+
+
+def _score(
+    spark: Any,
+    frame: Any,
+    model_uri: str,
+    tracking_uri: str,
+    path_column: str,
+    content_column: str | None,
+) -> Any:
     from pyspark.sql import functions as F
 
     mlflow.set_tracking_uri(tracking_uri)
     # env_manager="local": executors use the Python environment the job runs in, which
     # must have the anomaly package (the same one that trained the model).
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
-    # The model's input schema has two optional columns, path and image (an array); the
-    # image column is passed empty so that MLflow does not fill it with NaN.
+    # Every optional input column of the model's schema is passed, empty where unused, so
+    # that MLflow does not fill a missing one with NaN.
+    content = (F.col(content_column) if content_column else F.lit(None).cast("binary")).alias(
+        "content"
+    )
     no_image = F.lit(None).cast("array<array<double>>").alias("image")
-    scored = images.withColumn("_anomaly", udf(F.col(path_column).alias("path"), no_image))
+    scored = frame.withColumn("_anomaly", udf(F.col(path_column).alias("path"), no_image, content))
     return scored.select("*", *(F.col(f"_anomaly.{c}").alias(c) for c in RESULT_COLUMNS)).drop(
         "_anomaly"
     )

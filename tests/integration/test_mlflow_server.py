@@ -136,9 +136,11 @@ model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
 by_path = model.predict(pd.DataFrame({{"path": {images!r}}}))
 arrays = [np.asarray(Image.open(p)) for p in {images!r}]
 by_array = model.predict(pd.DataFrame({{"image": arrays}}))
+encoded = [open(p, "rb").read() for p in {images!r}]
+by_bytes = model.predict(pd.DataFrame({{"content": encoded}}))
 out = []
-for (_, a), (_, b) in zip(by_path.iterrows(), by_array.iterrows()):
-    out.append({{"score": a.score, "array_score": b.score, "p": a.p_value,
+for (_, a), (_, b), (_, c) in zip(by_path.iterrows(), by_array.iterrows(), by_bytes.iterrows()):
+    out.append({{"score": a.score, "array_score": b.score, "bytes_score": c.score, "p": a.p_value,
                  "defective": bool(a.is_defective), "regions": int(a.n_regions),
                  "mask_sum": int(np.asarray(a["mask"]).sum() // 255),
                  "same_mask": bool(np.array_equal(a["mask"], b["mask"]))}})
@@ -156,6 +158,7 @@ print(json.dumps(out))
         row = rows[Path(path).relative_to(trained["root"] / "test").as_posix()]
         assert pred["score"] == pytest.approx(float(row["score"]), rel=1e-5)
         assert pred["array_score"] == pytest.approx(pred["score"], rel=1e-6)
+        assert pred["bytes_score"] == pytest.approx(pred["score"], rel=1e-6)
         assert pred["p"] == pytest.approx(float(row["p_value"]), rel=1e-5)
         assert pred["defective"] == (row["is_defective"] == "1")
         assert pred["regions"] == int(row["n_regions"])
