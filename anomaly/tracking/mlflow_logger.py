@@ -99,7 +99,14 @@ def get_experiment_id(uri: str, name: str) -> str:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return mlflow.create_experiment(name, artifact_location=_artifact_location(uri))
+        try:
+            return mlflow.create_experiment(name, artifact_location=_artifact_location(uri))
+        except mlflow.exceptions.MlflowException as exc:
+            # Parallel sweep jobs start together: another one created it a moment ago.
+            created = mlflow.get_experiment_by_name(name)
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or created is None:
+                raise
+            return created.experiment_id
     except Exception as exc:
         raise TrackingError(
             f"MLflow tracking store {uri} is not usable ({type(exc).__name__}: {exc}); "
