@@ -342,6 +342,14 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
 }
 
 
+# Command-line flags that stand for a config override, per command.
+_FLAGS: dict[str, dict[str, str]] = {
+    "bench": {"--quick": "quick=true"},
+    "score-batch": {"--dry-run": "dry_run=true"},
+    "train-and-promote": {"--dry-run": "pipeline.dry_run=true"},
+}
+
+
 def _rewrite(command: str, overrides: list[str]) -> list[str]:
     if command in ("score", "calibrate", "score-batch"):
         # `model` is a config group of `train` (the architecture); for `score` and
@@ -350,13 +358,8 @@ def _rewrite(command: str, overrides: list[str]) -> list[str]:
         overrides = [f"model_uri={o[6:]}" if o.startswith("model=") else o for o in overrides]
     if command == "demo":
         overrides = ["experiment=demo", "hydra.job.name=demo", *overrides]
-    if command == "score-batch":
-        overrides = ["dry_run=true" if o == "--dry-run" else o for o in overrides]
-    if command == "bench":
-        overrides = ["quick=true" if o == "--quick" else o for o in overrides]
-    if command == "train-and-promote":
-        overrides = ["pipeline.dry_run=true" if o == "--dry-run" else o for o in overrides]
-    return overrides
+    flags = _FLAGS.get(command, {})
+    return [flags.get(o, o) for o in overrides]
 
 
 class _DropLightningTips(logging.Filter):

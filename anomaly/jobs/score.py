@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,10 @@ from omegaconf import DictConfig
 
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
-from anomaly.model_folder import load_detector
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.score import OutputSettings, Progress, score_folder
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import model_version_tags, resolve_model
+from anomaly.tracking.model import load_model, model_version_tags
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,7 @@ def run_scoring(
     """
     uri = resolve_tracking_uri(tracking_uri)
     output_dir = Path(output_dir).resolve()
-    with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
-        detector = load_detector(resolve_model(model, tracking_uri=uri, download_to=tmp))
+    detector = load_model(model, tracking_uri=uri)
     tags = (
         base_tags(kind="score")
         | {"model.uri": str(model), "model.id": detector.model_id}

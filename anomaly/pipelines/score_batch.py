@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +52,6 @@ from anomaly.errors import ConfigError, DataError, OutputError
 from anomaly.io import atomic_open, write_json_atomic
 from anomaly.jobs.checks import check_config
 from anomaly.jobs.score import output_settings, region_settings
-from anomaly.model_folder import load_detector
 from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, OK, Key, Manifest, sha256_file
 from anomaly.scoring.regions import REGION_COLUMNS, region_table
@@ -66,7 +64,7 @@ from anomaly.scoring.score import (
     write_pictures,
 )
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import model_version_tags, resolve_model
+from anomaly.tracking.model import load_model, model_version_tags
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +191,6 @@ def plan_run(settings: Settings, manifest: Manifest) -> Plan:
     for record in manifest.records:
         last[record["path"]] = record
     plan = Plan()
-    seen = manifest.paths()
     for path in list_images(settings.inbox):
         rel = path.relative_to(settings.inbox).as_posix()
         try:
@@ -213,7 +210,7 @@ def plan_run(settings: Settings, manifest: Manifest) -> Plan:
         item = Item(rel, sha, path, stat.st_size, stat.st_mtime_ns)
         record = manifest.get(Key(rel, sha))
         if record is None:
-            (plan.changed if rel in seen else plan.new).append(item)
+            (plan.changed if rel in last else plan.new).append(item)
         elif record.get("status") == ERROR:
             plan.known_errors.append(item)
         else:
@@ -450,8 +447,7 @@ def _score_plan(
         source = settings.model_uri
         if source.startswith("models:/") and "@" in source and "model.version" in version_tags:
             source = f"models:/{version_tags['model.name']}/{version_tags['model.version']}"
-        with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
-            detector = load_detector(resolve_model(source, tracking_uri=uri, download_to=tmp))
+        detector = load_model(source, tracking_uri=uri)
         tags |= version_tags | {"model.id": detector.model_id}
         result["model_version"] = version_tags.get("model.version", "")
         result["model_id"] = detector.model_id

@@ -17,17 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.folder import fingerprint, scan_dataset
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
-from anomaly.model_folder import load_detector
 from anomaly.pipelines.lock import locked
 from anomaly.scoring.score import evaluate
 from anomaly.tracking.mlflow_logger import (
@@ -36,7 +35,7 @@ from anomaly.tracking.mlflow_logger import (
     resolve_tracking_uri,
     start_run,
 )
-from anomaly.tracking.model import resolve_model, set_alias
+from anomaly.tracking.model import load_model, set_alias
 from anomaly.tracking.registry import Version, tag_version, version_by_alias, version_by_tag
 
 log = logging.getLogger(__name__)
@@ -249,7 +248,7 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
         )
         decision = gate(
             candidate_metrics,
-            champion_metrics if champion is not None else None,
+            champion_metrics,
             metric=str(p.gate.metric),
             margin=float(p.gate.margin),
             promote_without_test_set=bool(p.gate.promote_without_test_set),
@@ -262,7 +261,7 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
         )
         parent.call(
             "the decision tag",
-            _set_tags,
+            mlflow.set_tags,
             {
                 DECISION_TAG: decision.word,
                 REASON_TAG: decision.reason,
@@ -352,8 +351,7 @@ def _evaluate_champion(
         run_name="evaluate-champion",
         tags=base_tags(kind="evaluate") | {"model.version": champion.version},
     ) as run:
-        with tempfile.TemporaryDirectory(prefix="anomaly-champion-") as tmp:
-            detector = load_detector(resolve_model(champion.uri, tracking_uri=uri, download_to=tmp))
+        detector = load_model(champion.uri, tracking_uri=uri)
         evaluation = evaluate(
             detector,
             test,
@@ -406,9 +404,3 @@ def _gate_step(
         # Last: the decision tag is what tells a rerun that this version is done.
         tag_version(uri, name, version, {REASON_TAG: decision.reason, DECISION_TAG: decision.word})
     return version if decision.promote else (champion.version if champion else None)
-
-
-def _set_tags(tags: dict[str, str]) -> None:
-    import mlflow
-
-    mlflow.set_tags(tags)

@@ -112,6 +112,23 @@ def resolve_model(model: str, *, tracking_uri: str, download_to: str | os.PathLi
     return found[0].parent
 
 
+def load_model(model: str, *, tracking_uri: str) -> Any:
+    """The calibrated :class:`~anomaly.scoring.score.Detector` of a model folder or URI.
+
+    An MLflow URI is downloaded into a temporary folder, removed once the model is loaded.
+
+    Raises:
+        ModelFolderError: See :func:`resolve_model` and ``load_detector``.
+        TrackingError: The URI cannot be downloaded.
+    """
+    import tempfile
+
+    from anomaly.model_folder import load_detector
+
+    with tempfile.TemporaryDirectory(prefix="anomaly-model-") as tmp:
+        return load_detector(resolve_model(model, tracking_uri=tracking_uri, download_to=tmp))
+
+
 def model_version_tags(model: str, *, tracking_uri: str) -> dict[str, str]:
     """Registry name and version behind a ``models:/`` URI, the run of a ``runs:/`` URI.
 
