@@ -12,11 +12,21 @@ import mlflow
 
 # What the UDF returns per image (the pyfunc's columns without the full-size mask, which
 # is too heavy for a table of millions of rows; write masks with `anomaly score` instead).
-RESULT_TYPE = (
-    "score double, p_value double, is_defective boolean, n_regions long, "
-    "defect_area_px long, error string"
+RESULT_TYPES = {
+    "score": "double",
+    "p_value": "double",
+    "is_defective": "boolean",
+    "n_regions": "long",
+    "defect_area_px": "long",
+    "error": "string",
+}
+RESULT_COLUMNS = tuple(RESULT_TYPES)
+# MLflow casts each pandas column of a batch to the declared numpy type, which fails for a
+# long column holding an unreadable image's null and turns a null boolean into True. So the
+# UDF returns doubles and the casts (null where the image could not be read) happen in Spark.
+_UDF_TYPE = ", ".join(
+    f"{c} {'string' if t == 'string' else 'double'}" for c, t in RESULT_TYPES.items()
 )
-RESULT_COLUMNS = ("score", "p_value", "is_defective", "n_regions", "defect_area_px", "error")
 
 
 def score_paths(
@@ -81,7 +91,7 @@ def _score(
     mlflow.set_tracking_uri(tracking_uri)
     # env_manager="local": executors use the Python environment the job runs in, which
     # must have the anomaly package (the same one that trained the model).
-    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=_UDF_TYPE, env_manager="local")
     # Every optional input column of the model's schema is passed, empty where unused, so
     # that MLflow does not fill a missing one with NaN.
     content = (F.col(content_column) if content_column else F.lit(None).cast("binary")).alias(
@@ -89,6 +99,11 @@ def _score(
     )
     no_image = F.lit(None).cast("array<array<double>>").alias("image")
     scored = frame.withColumn("_anomaly", udf(F.col(path_column).alias("path"), no_image, content))
-    return scored.select("*", *(F.col(f"_anomaly.{c}").alias(c) for c in RESULT_COLUMNS)).drop(
-        "_anomaly"
-    )
+    read = F.col("_anomaly.error") == F.lit("")
+    columns = [
+        F.col(f"_anomaly.{c}").alias(c)
+        if t == "string"
+        else F.when(read, F.col(f"_anomaly.{c}").cast(t)).alias(c)
+        for c, t in RESULT_TYPES.items()
+    ]
+    return scored.select("*", *columns).drop("_anomaly")

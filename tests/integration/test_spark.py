@@ -35,12 +35,14 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
     assert scored.returncode == 5, scored.stdout + scored.stderr  # 5: one file skipped
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     env.pop("MLFLOW_TRACKING_URI", None)
-    for mode in ("paths", "bytes"):
+    # One partition for bytes: the unreadable file shares a batch with readable ones.
+    for mode, partitions in (("paths", "4"), ("bytes", "1")):
         spark = subprocess.run(
             [sys.executable, str(REPO / "pipelines" / "spark_score.py"),
              "--model", "models:/anomaly/1", "--input", str(images),
              "--output", str(tmp_path / f"{mode}.parquet"), "--tracking-uri", uri,
-             "--master", "local[2]", *(["--bytes"] if mode == "bytes" else [])],
+             "--master", "local[2]", "--partitions", partitions,
+             *(["--bytes"] if mode == "bytes" else [])],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert spark.returncode == 0, spark.stdout + spark.stderr
@@ -48,18 +50,23 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
     got = pd.read_parquet(tmp_path / "paths.parquet").set_index("path").sort_index()
     want = pd.read_csv(tmp_path / "score" / "scores.csv").set_index("path").sort_index()
     want.index = pd.Index([str((images / p).resolve()) for p in want.index], name="path")
-    assert "not a readable image" in got.loc[str((images / "broken.png").resolve()), "error"]
+    broken = got.loc[str((images / "broken.png").resolve())]
+    assert "not a readable image" in broken["error"]
+    assert broken[["score", "is_defective", "n_regions", "defect_area_px"]].isna().all()
     good = got[got["error"] == ""]
     assert sorted(good.index) == sorted(want.index) and len(good) == 6
     pd.testing.assert_series_equal(good["score"], want["score"], check_exact=False, rtol=1e-5)
     assert (good["is_defective"] == want["is_defective"].astype(bool)).all()
     assert (good["p_value"] - want["p_value"]).abs().max() < 1e-9
+    assert (good["n_regions"] == want.loc[good.index, "n_regions"]).all()
 
     # The bytes travelled in the DataFrame (binaryFile): the same results, named by URI.
     shipped = pd.read_parquet(tmp_path / "bytes.parquet")
     shipped.index = pd.Index([p.removeprefix("file:") for p in shipped["path"]], name="path")
     shipped = shipped.drop(columns="path").sort_index()
-    assert "not a readable image" in shipped.loc[str((images / "broken.png").resolve()), "error"]
+    broken = shipped.loc[str((images / "broken.png").resolve())]
+    assert "not a readable image" in broken["error"]
+    assert broken[["score", "is_defective", "n_regions", "defect_area_px"]].isna().all()
     pd.testing.assert_series_equal(
         shipped.loc[good.index, "score"], good["score"], check_exact=False, rtol=1e-6
     )
