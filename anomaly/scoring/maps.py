@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from anomaly.errors import ConfigError
+from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.ssim import gaussian_filter, ssim
 
-MAP_KINDS = ("l2", "ssim", "mix")
+MAP_KINDS = ("l2", "ssim", "mix", "msgms")
 SCORE_METHODS = ("max", "topk", "area")
 
 
@@ -19,8 +20,9 @@ class MapSettings:
     """How reconstruction errors become an anomaly map and an image score.
 
     Attributes:
-        kind: ``l2`` (squared error, channel mean), ``ssim`` (1 - SSIM, channel mean) or
-            ``mix`` (``(1 - ssim_weight) * l2 + ssim_weight * ssim``).
+        kind: ``l2`` (squared error, channel mean), ``ssim`` (1 - SSIM, channel mean),
+            ``mix`` (``(1 - ssim_weight) * l2 + ssim_weight * ssim``) or ``msgms``
+            (1 - multi-scale gradient-magnitude similarity, channel mean, as in RIAD).
         smoothing_sigma: Gaussian smoothing of the map in model pixels; 0 disables it.
         ssim_sigma: Gaussian window of the SSIM map.
         ssim_weight: Weight of the SSIM map in ``mix``, in ``[0, 1]``.
@@ -73,8 +75,9 @@ def error_map(
     Args:
         x: Inputs ``(N, C, H, W)`` in ``[0, 1]``.
         recon: Reconstructions, same shape.
-        kind: ``l2`` (values in ``[0, 1]``), ``ssim`` (``1 - SSIM``, values in ``[0, 2]``) or
-            ``mix`` (their weighted sum).
+        kind: ``l2`` (values in ``[0, 1]``), ``ssim`` (``1 - SSIM``, values in ``[0, 2]``),
+            ``mix`` (their weighted sum) or ``msgms`` (``1 - MSGMS`` over 4 scales, values
+            in ``[0, 1)``; see :func:`anomaly.scoring.gms.msgms_map`).
         ssim_sigma: SSIM gaussian window.
         ssim_weight: Weight of the SSIM map in ``mix``.
 
@@ -91,6 +94,8 @@ def error_map(
         return (1.0 - ssim_weight) * l2 + ssim_weight * error_map(
             x, recon, kind="ssim", ssim_sigma=ssim_sigma
         )
+    if kind == "msgms":
+        return (1.0 - msgms_map(x, recon)).mean(dim=1, keepdim=True)
     raise ConfigError(f"map kind {kind!r} is unknown; choose one of {MAP_KINDS}")
 
 

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.errors import ConfigError
+from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.ssim import ms_ssim, ssim
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES = ("l2", "l1", "ssim", "ms_ssim", "l2_ssim")
+LOSSES = ("l2", "l1", "ssim", "ms_ssim", "l2_ssim", "msgms", "riad")
 
 
 def build_loss(name: str, *, ssim_sigma: float = 1.5, ssim_weight: float = 0.5) -> LossFn:
@@ -20,8 +21,12 @@ def build_loss(name: str, *, ssim_sigma: float = 1.5, ssim_weight: float = 0.5) 
     Args:
         name: ``l2`` (mean squared error), ``l1`` (mean absolute error), ``ssim``
             (1 - mean SSIM), ``ms_ssim`` (1 - mean multi-scale SSIM, with as many scales as
-            the image allows) or ``l2_ssim`` (``(1 - ssim_weight) * l2 + ssim_weight * ssim``).
-        ssim_sigma: Gaussian window of the SSIM terms.
+            the image allows), ``l2_ssim`` (``(1 - ssim_weight) * l2 + ssim_weight * ssim``),
+            ``msgms`` (mean of 1 - multi-scale gradient-magnitude similarity over 4 scales,
+            see :func:`anomaly.scoring.gms.msgms_map`) or ``riad`` (RIAD's
+            ``l2 + ssim + msgms``, each with weight 1; Zavrtanik et al. 2021).
+        ssim_sigma: Gaussian window of the SSIM terms (``ssim``, ``ms_ssim``, ``l2_ssim``,
+            ``riad``).
         ssim_weight: Weight of the SSIM term in ``l2_ssim``, in ``[0, 1]``.
 
     Raises:
@@ -33,6 +38,9 @@ def build_loss(name: str, *, ssim_sigma: float = 1.5, ssim_weight: float = 0.5) 
     def ssim_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 1.0 - ssim(recon, target, data_range=1.0, sigma=ssim_sigma).mean()
 
+    def msgms_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 1.0 - msgms_map(recon, target).mean()
+
     if name == "l2":
         return F.mse_loss
     if name == "l1":
@@ -43,4 +51,8 @@ def build_loss(name: str, *, ssim_sigma: float = 1.5, ssim_weight: float = 0.5) 
         return lambda r, t: 1.0 - ms_ssim(r, t, data_range=1.0, sigma=ssim_sigma).mean()
     if name == "l2_ssim":
         return lambda r, t: (1 - ssim_weight) * F.mse_loss(r, t) + ssim_weight * ssim_loss(r, t)
+    if name == "msgms":
+        return msgms_loss
+    if name == "riad":
+        return lambda r, t: F.mse_loss(r, t) + ssim_loss(r, t) + msgms_loss(r, t)
     raise ConfigError(f"loss.name={name!r} is unknown; choose one of {LOSSES}")
