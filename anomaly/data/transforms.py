@@ -11,6 +11,12 @@ import torch.nn.functional as F
 
 from anomaly.errors import ConfigError
 
+# Per-image intensity normalisation (data.normalize).
+NORMALIZE = ("none", "mean_std")
+# mean_std maps each image to this mean and spread: +-3.3 standard deviations stay inside
+# [0, 1], where the sigmoid decoders can reproduce them.
+_TARGET_MEAN, _TARGET_STD = 0.5, 0.15
+
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -41,6 +47,9 @@ class Preprocess:
         tile: Tile mode instead of resize mode.
         scale: Tile mode: factor applied to the original image first (1.0 = native).
         tile_stride: Tile mode: ``(row, col)`` step between windows; half a window when None.
+        normalize: ``none``, or ``mean_std``: every image is shifted and stretched to the
+            same mean and standard deviation, so that exposure and lamp drift between
+            photos are not reported as defects (the model never sees them either).
     """
 
     image_size: tuple[int, int]
@@ -48,6 +57,7 @@ class Preprocess:
     tile: bool = False
     scale: float = 1.0
     tile_stride: tuple[int, int] | None = None
+    normalize: str = "none"
 
     @classmethod
     def create(
@@ -58,6 +68,7 @@ class Preprocess:
         tile: bool = False,
         scale: float = 1.0,
         tile_stride: int | Sequence[int] | None = None,
+        normalize: str = "none",
     ) -> Preprocess:
         """Build from config values, validating them.
 
@@ -75,7 +86,9 @@ class Preprocess:
                 f"data.tile_stride {stride} is larger than the window {size}: parts of the "
                 "image would never be inspected"
             )
-        return cls(size, int(channels), bool(tile), float(scale), stride)
+        if normalize not in NORMALIZE:
+            raise ConfigError(f"data.normalize={normalize!r} is unknown; choose one of {NORMALIZE}")
+        return cls(size, int(channels), bool(tile), float(scale), stride, normalize)
 
     @property
     def stride(self) -> tuple[int, int]:
@@ -98,11 +111,24 @@ class Preprocess:
             "tile": self.tile,
             "scale": self.scale,
             "tile_stride": None if self.tile_stride is None else list(self.tile_stride),
+            "normalize": self.normalize,
         }
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """Turn an ``(H, W, C)`` float array into a ``(C, h, w)`` tensor at working size."""
-        return resize_image(to_tensor(image), self.working_size(*image.shape[:2]))
+        out = resize_image(to_tensor(image), self.working_size(*image.shape[:2]))
+        return standardize(out) if self.normalize == "mean_std" else out
+
+
+def standardize(image: torch.Tensor) -> torch.Tensor:
+    """Shift and stretch a ``(C, H, W)`` image to a fixed mean and standard deviation.
+
+    Statistics are over all pixels and channels, so colour balance is kept; a flat image
+    only gets its mean moved. Values are clipped to ``[0, 1]``.
+    """
+    std = image.std() if image.numel() > 1 else image.new_tensor(0.0)
+    scale = _TARGET_STD / std if std > 1e-6 else 1.0
+    return ((image - image.mean()) * scale + _TARGET_MEAN).clamp_(0.0, 1.0)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

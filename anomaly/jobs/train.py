@@ -71,6 +71,7 @@ def preprocess_settings(data: DictConfig) -> Preprocess:
         tile=bool(d["tile"]),
         scale=float(d["scale"]),
         tile_stride=d["tile_stride"],
+        normalize=d.get("normalize", "none"),
     )
 
 
