@@ -12,9 +12,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from anomaly.errors import ConfigError
 from anomaly.training.losses import build_loss
 from anomaly.training.noise import build_corruption
 
+LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_OPTIMIZER = {
     "_target_": "torch.optim.Adam",
     "_partial_": True,
@@ -39,6 +41,9 @@ class AutoencoderModule(pl.LightningModule):
             paper's lr 2e-4 and weight decay 1e-5 when omitted.
         noise: Corruptions of the training inputs (``noise.corruptions``): the denoising
             autoencoder. Validation and scoring inputs are never corrupted.
+        lr_schedule: ``constant``, or ``cosine``: the learning rate decays from its
+            configured value to 0 along a cosine over the whole training, step by step
+            (longer trainings settle into a sharper minimum).
     """
 
     def __init__(
@@ -47,8 +52,13 @@ class AutoencoderModule(pl.LightningModule):
         loss: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         noise: list[dict[str, Any]] | None = None,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"model.module.lr_schedule={lr_schedule!r} is unknown; choose one of {LR_SCHEDULES}"
+            )
         self.save_hyperparameters()
         self.net = instantiate(net, _convert_="all")
         self.loss_fn = build_loss(**(loss or {"name": "l2"}))
@@ -92,7 +102,15 @@ class AutoencoderModule(pl.LightningModule):
         """Reconstruction loss on held-out, uncorrupted defect-free images."""
         return self._logged_loss(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Build the optimiser from its partial config."""
+    def configure_optimizers(self) -> Any:
+        """Build the optimiser from its partial config, with the learning-rate schedule."""
         factory = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)
-        return factory(params=self.parameters())
+        optimizer = factory(params=self.parameters())
+        if self.hparams.get("lr_schedule", "constant") == "constant":
+            return optimizer
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

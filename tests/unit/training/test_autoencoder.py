@@ -64,3 +64,20 @@ def test_reconstructions_interface():
     x = torch.rand(2, 1, 32, 32)
     ((weight, recon),) = module.reconstructions(x)
     assert weight == 1.0 and recon.shape == x.shape
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_training():
+    pl.seed_everything(0)
+    optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+    module = AutoencoderModule(NET, optimizer=optimizer, lr_schedule="cosine")
+    seen: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, *args: object) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = make_trainer(20, max_epochs=2, callbacks=[Record()])
+    trainer.fit(module, DataLoader(_batches() * 10, batch_size=None))
+    assert seen[0] == 1e-3
+    assert seen[10] < 0.6e-3 and seen[-1] < 0.02e-3  # half way: cos(pi/2) -> lr/2
+    assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
