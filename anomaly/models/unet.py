@@ -27,12 +27,18 @@ class UNet(nn.Module):
     """Encoder-decoder with skip connections and a sigmoid output in ``[0, 1]``.
 
     Args:
-        channels: Input and output channels (1 gray, 3 RGB).
+        channels: Input channels (1 gray, 3 RGB; 2x that for a network that compares an
+            image with its reconstruction).
         base: Channels of the first level; each deeper level doubles them.
         depth: Number of 2x down-samplings; height and width must be divisible by
             ``2 ** depth``.
         image_size: Unused by the network (it is fully convolutional); accepted so that the
             model configs of every architecture look alike.
+        out_channels: Output channels; ``channels`` when None.
+        skip: False drops the skip connections: a plain encoder-decoder whose only path
+            runs through the ``2 ** depth`` times smaller bottleneck (it cannot copy its
+            input, as a reconstruction network should not).
+        sigmoid: Squash the output to ``[0, 1]`` (an image); False returns logits.
 
     Raises:
         ValueError: A non-positive parameter.
@@ -44,6 +50,9 @@ class UNet(nn.Module):
         base: int = 16,
         depth: int = 4,
         image_size: int | tuple[int, int] | list[int] | None = None,
+        out_channels: int | None = None,
+        skip: bool = True,
+        sigmoid: bool = True,
     ) -> None:
         super().__init__()
         if channels <= 0 or base <= 0 or depth <= 0:
@@ -52,6 +61,8 @@ class UNet(nn.Module):
             )
         self.channels = channels
         self.depth = depth
+        self.skip = skip
+        self.sigmoid = sigmoid
         widths = [base * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList(
             [_block(channels, widths[0])] + [_block(widths[i], widths[i + 1]) for i in range(depth)]
@@ -59,12 +70,13 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(
             [nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)]
         )
-        self.merge = nn.ModuleList([_block(2 * widths[i], widths[i]) for i in range(depth)])
-        self.out = nn.Conv2d(widths[0], channels, 1)
+        merged = 2 if skip else 1
+        self.merge = nn.ModuleList([_block(merged * widths[i], widths[i]) for i in range(depth)])
+        self.out = nn.Conv2d(widths[0], out_channels or channels, 1)
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct ``(N, C, H, W)`` inputs; H and W divisible by ``2 ** depth``."""
+        """Map ``(N, C, H, W)`` inputs (H and W divisible by ``2 ** depth``) to the output."""
         factor = 2**self.depth
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
@@ -77,5 +89,7 @@ class UNet(nn.Module):
             h = block(h if i == 0 else self.pool(h))
             skips.append(h)
         for i in reversed(range(self.depth)):
-            h = self.merge[i](torch.cat([self.up[i](h), skips[i]], dim=1))
-        return torch.sigmoid(self.out(h))
+            up = self.up[i](h)
+            h = self.merge[i](torch.cat([up, skips[i]], dim=1) if self.skip else up)
+        out = self.out(h)
+        return torch.sigmoid(out) if self.sigmoid else out

@@ -86,6 +86,10 @@ class Detector:
         return fn(windows) if fn is not None else [(1.0, self.model(windows))]
 
     def _raw(self, windows: torch.Tensor) -> torch.Tensor:
+        # A model that learned its own comparison (DRAEM) gives the map itself.
+        own = getattr(self.model, "anomaly_map", None)
+        if own is not None:
+            return own(windows)
         return raw_map(windows, self._reconstructions(windows), self.maps)
 
     def _per_image(

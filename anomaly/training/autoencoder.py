@@ -104,13 +104,19 @@ class AutoencoderModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Build the optimiser from its partial config, with the learning-rate schedule."""
-        factory = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)
-        optimizer = factory(params=self.parameters())
-        if self.hparams.get("lr_schedule", "constant") == "constant":
-            return optimizer
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return configure_optimizer(self)
+
+
+def configure_optimizer(module: pl.LightningModule) -> Any:
+    """Lightning's ``configure_optimizers`` result for a module's hyper-parameters.
+
+    ``optimizer`` (a partial optimiser config, Adam by default) over all parameters, and
+    with ``lr_schedule: cosine`` a step-wise cosine decay to 0 over the whole training.
+    """
+    factory = instantiate(module.hparams.get("optimizer") or DEFAULT_OPTIMIZER)
+    optimizer = factory(params=module.parameters())
+    if module.hparams.get("lr_schedule", "constant") == "constant":
+        return optimizer
+    steps = max(1, int(module.trainer.estimated_stepping_batches))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

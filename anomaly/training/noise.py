@@ -7,12 +7,15 @@ Randomness comes from torch's generator, which ``seed_everything`` seeds.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from anomaly.errors import ConfigError
 
@@ -104,11 +107,405 @@ def synthetic_defect(
     return out
 
 
+#: scikit-image's bundled images (no download) that ``perlin_texture`` pastes by default:
+#: surfaces and tissue rather than objects, the closest offline stand-in for the DTD
+#: textures DRAEM draws from.
+TEXTURES = (
+    "brick",
+    "grass",
+    "gravel",
+    "moon",
+    "cell",
+    "coffee",
+    "immunohistochemistry",
+    "hubble_deep_field",
+)
+# Images that ship inside the scikit-image wheel (others need pooch and a download).
+_BUNDLED = (*TEXTURES, "camera", "astronaut", "coins", "text", "checkerboard", "chelsea", "rocket")
+_SOURCES = ("textures", "batch", "both")
+# A coarse lattice with a high threshold can leave no pixel above it; redraw a few times
+# rather than loop until something shows, so a threshold near 1 cannot hang training.
+_MASK_TRIES = 4
+
+
+def perlin_noise(
+    h: int,
+    w: int,
+    *,
+    scale: tuple[float, float] = (4, 4),
+    angle: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """2-D gradient (Perlin) noise: smooth random values, one per pixel.
+
+    Random unit gradients sit on a lattice; each pixel blends the four surrounding
+    gradients' ramps with the quintic fade ``6t^5 - 15t^4 + 10t^3`` (Perlin 2002).
+
+    Args:
+        h: Height in pixels.
+        w: Width in pixels.
+        scale: Lattice cells along the height and the width of the image; need not divide
+            the size. 1 gives one or two large blobs, ``h / 2`` pixel-sized speckle.
+        angle: Rotation of the pattern about the image centre, in radians.
+        generator: Source of the random gradients (torch's global generator when None).
+        device: Where the result goes (it is computed on the CPU).
+
+    Returns:
+        Noise ``(H, W)``, float32, in ``[-1, 1]`` (0 at every lattice point).
+    """
+    noise = _perlin(h, w, np.array([scale], dtype=np.float64), np.array([angle]), generator)
+    return torch.from_numpy(noise[0]).to(device)
+
+
+def _perlin(
+    h: int,
+    w: int,
+    scales: np.ndarray,
+    angles: np.ndarray,
+    generator: torch.Generator | None,
+) -> np.ndarray:
+    """Perlin noise ``(n, H, W)``, float32, for ``n`` (cells along H, W) ``scales`` and ``angles``.
+
+    In numpy rather than torch: about thirty small operations per image, and on a busy
+    CPU each multi-threaded torch operation can wait a scheduler tick for its threads
+    (measured on a loaded two-core machine, 16 masks of 128x128: 5 ms in numpy, 10 ms in
+    torch on one thread, over 1 s in torch on two). The random draws still come from
+    torch, so ``torch.manual_seed`` fixes them.
+    """
+    n = len(angles)
+    cos, sin = np.cos(angles).reshape(n, 1, 1), np.sin(angles).reshape(n, 1, 1)
+    su, sv = (scales[:, 0] / h).reshape(n, 1, 1), (scales[:, 1] / w).reshape(n, 1, 1)
+    # Half extents of the rotated image in lattice units: shifting by them makes every
+    # coordinate positive, so that its cell indexes the lattice.
+    half_u = (np.abs(cos) * h / 2 + np.abs(sin) * w / 2) * su
+    half_v = (np.abs(sin) * h / 2 + np.abs(cos) * w / 2) * sv
+    rows, cols = int(2 * half_u.max()) + 2, int(2 * half_v.max()) + 2
+    theta = 2 * np.pi * torch.rand(n * rows * cols, generator=generator).numpy()
+    grad_u, grad_v = np.cos(theta), np.sin(theta)
+
+    # Pixel centres relative to the image centre, rotated, then in lattice units. The
+    # pattern is rotated by evaluating it at rotated points, not by rotating an image:
+    # no interpolation and no empty corners. Each coordinate is a row term plus a column
+    # term, so only the final sums have the full (n, H, W) size.
+    y = np.arange(h, dtype=np.float64).reshape(1, h, 1) + (0.5 - h / 2)
+    x = np.arange(w, dtype=np.float64).reshape(1, 1, w) + (0.5 - w / 2)
+    f32 = np.float32
+    u = (y * cos * su + half_u).astype(f32) - (x * sin * su).astype(f32)
+    v = (y * sin * sv + half_v).astype(f32) + (x * cos * sv).astype(f32)
+    cell_u, cell_v = np.floor(u), np.floor(v)
+    fu, fv = u - cell_u, v - cell_v
+    first = np.arange(0, n * rows * cols, rows * cols).reshape(n, 1, 1)
+    # Exact in float32: a lattice has far fewer than 2**24 points.
+    k00 = (cell_u * cols + cell_v).astype(np.intp) + first
+    k01, k10 = k00 + 1, k00 + cols
+    k11 = k10 + 1
+    fu1, fv1 = fu - 1, fv - 1
+    n00 = grad_u.take(k00) * fu + grad_v.take(k00) * fv
+    n01 = grad_u.take(k01) * fu + grad_v.take(k01) * fv1
+    n10 = grad_u.take(k10) * fu1 + grad_v.take(k10) * fv
+    n11 = grad_u.take(k11) * fu1 + grad_v.take(k11) * fv1
+    tu = fu * fu * fu * (fu * (fu * 6 - 15) + 10)
+    tv = fv * fv * fv * (fv * (fv * 6 - 15) + 10)
+    near = n00 + tv * (n01 - n00)
+    far = n10 + tv * (n11 - n10)
+    # 2-D Perlin noise with unit gradients peaks at sqrt(2)/2: scale it to [-1, 1].
+    noise = near + tu * (far - near)
+    noise *= f32(math.sqrt(2))
+    return noise
+
+
+def perlin_mask(
+    h: int,
+    w: int,
+    *,
+    min_scale: int = 1,
+    max_scale: int = 32,
+    threshold: float = 0.5,
+    rotate: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """DRAEM's anomaly shape: where Perlin noise at a random scale exceeds ``threshold``.
+
+    The number of lattice cells is drawn independently for the height and the width, as a
+    power of two between ``min_scale`` and ``max_scale``, so blobs come round or elongated;
+    ``rotate`` then turns the pattern by a random angle. A draw with no pixel above the
+    threshold is redrawn a few times, then accepted empty.
+
+    Args:
+        h: Height in pixels.
+        w: Width in pixels.
+        min_scale: Fewest lattice cells per side, a power of two (1: a few large blobs).
+        max_scale: Most lattice cells per side, a power of two, at least ``min_scale``.
+        threshold: Noise level in ``[-1, 1]`` above which a pixel is in the mask; higher
+            gives smaller masks (0.5 covers about 6% of the image on average with the
+            default scales).
+        rotate: Turn the pattern by an angle uniform in ``[0, pi)``.
+        generator: Source of randomness (torch's global generator when None).
+        device: Where the result goes (it is computed on the CPU).
+
+    Returns:
+        Mask ``(H, W)``, bool, possibly empty.
+
+    Raises:
+        ConfigError: A scale that is not a power of two or ``min_scale > max_scale``, or a
+            threshold outside ``[-1, 1]``.
+    """
+    params = {"min_scale": min_scale, "max_scale": max_scale, "threshold": threshold}
+    _check_perlin("perlin_mask", {**params, "rotate": rotate})
+    return _perlin_masks(1, h, w, **params, rotate=rotate, generator=generator, device=device)[0]
+
+
+def _perlin_masks(
+    n: int,
+    h: int,
+    w: int,
+    *,
+    min_scale: int,
+    max_scale: int,
+    threshold: float,
+    rotate: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``n`` independent :func:`perlin_mask` draws ``(n, H, W)``, redrawing only the empty."""
+    low, high = min_scale.bit_length() - 1, max_scale.bit_length() - 1
+    # Images in chunks of about 16k pixels: small temporaries are much faster (measured:
+    # 16 masks of 128x128 in 5 ms one by one, 16 ms all at once).
+    per_chunk = max(1, 2**14 // (h * w))
+    masks = np.zeros((n, h, w), dtype=bool)
+    todo = np.arange(n)
+    for _ in range(_MASK_TRIES):
+        for start in range(0, len(todo), per_chunk):
+            chunk = todo[start : start + per_chunk]
+            k = len(chunk)
+            scales = 2.0 ** torch.randint(low, high + 1, (k, 2), generator=generator).numpy()
+            angles = torch.rand(k, generator=generator, dtype=torch.float64).numpy() * math.pi
+            if not rotate:
+                angles[:] = 0.0
+            masks[chunk] = _perlin(h, w, scales, angles, generator) > threshold
+        todo = todo[~masks[todo].any(axis=(1, 2))]
+        if not len(todo):
+            break
+    return torch.from_numpy(masks).to(device)
+
+
+def perlin_texture(
+    x: torch.Tensor,
+    *,
+    min_scale: int = 1,
+    max_scale: int = 32,
+    threshold: float = 0.5,
+    rotate: bool = True,
+    max_opacity: float = 0.8,
+    source: str = "textures",
+    textures: Sequence[str] = TEXTURES,
+) -> torch.Tensor:
+    """DRAEM's synthetic anomalies: Perlin-noise blobs filled with a foreign texture.
+
+    The generator of DRAEM's reconstructive network (Zavrtanik et al., ICCV 2021): for
+    each image a :func:`perlin_mask`, whose pixels become ``beta * image + (1 - beta) *
+    texture`` with ``beta`` uniform in ``[0, max_opacity]``. The texture is a random crop,
+    turned by a multiple of 90 degrees and maybe mirrored, with random gamma
+    (``[0.5, 2]``), contrast (``x0.7-1.3``) and brightness (``+-0.15``).
+
+    Args:
+        x: Batch of clean images ``(N, C, H, W)`` in ``[0, 1]``.
+        min_scale: Fewest Perlin lattice cells per side, a power of two.
+        max_scale: Most Perlin lattice cells per side, a power of two (DRAEM: 1 to 32).
+        threshold: Perlin level in ``[-1, 1]`` above which a pixel is replaced; higher
+            gives smaller anomalies.
+        rotate: Turn each mask's pattern by a random angle.
+        max_opacity: Upper bound of ``beta``, the weight the *original* image keeps in the
+            masked pixels (DRAEM's code: 0.8). The texture's own weight ``1 - beta`` is
+            therefore between ``1 - max_opacity`` and 1: 0 pastes opaque textures.
+        source: Where textures come from: ``textures`` (scikit-image's bundled images,
+            see ``textures``), ``batch`` (another image of the batch, shifted and
+            mirrored: anomalies that look like the product, misplaced) or ``both`` (each
+            image picks one, half and half).
+        textures: Names of ``skimage.data`` images used when ``source`` is ``textures``
+            or ``both``; all ship inside scikit-image. Drop any that looks like your
+            product (``brick`` for the brick demo set).
+
+    Returns:
+        The corrupted batch: same shape, dtype and device, in ``[0, 1]``.
+
+    Raises:
+        ConfigError: An out-of-range or unknown parameter (see :func:`perlin_mask`), an
+            unknown source or texture name.
+    """
+    out, _ = perlin_texture_with_mask(
+        x,
+        min_scale=min_scale,
+        max_scale=max_scale,
+        threshold=threshold,
+        rotate=rotate,
+        max_opacity=max_opacity,
+        source=source,
+        textures=textures,
+    )
+    return out
+
+
+def perlin_texture_with_mask(
+    x: torch.Tensor,
+    *,
+    min_scale: int = 1,
+    max_scale: int = 32,
+    threshold: float = 0.5,
+    rotate: bool = True,
+    max_opacity: float = 0.8,
+    source: str = "textures",
+    textures: Sequence[str] = TEXTURES,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`perlin_texture`, also returning where it pasted (DRAEM's training target).
+
+    Args:
+        x: Batch of clean images ``(N, C, H, W)`` in ``[0, 1]``.
+        min_scale: See :func:`perlin_texture`.
+        max_scale: See :func:`perlin_texture`.
+        threshold: See :func:`perlin_texture`.
+        rotate: See :func:`perlin_texture`.
+        max_opacity: See :func:`perlin_texture`.
+        source: See :func:`perlin_texture`.
+        textures: See :func:`perlin_texture`.
+
+    Returns:
+        The corrupted batch ``(N, C, H, W)`` in ``[0, 1]`` and the masks ``(N, 1, H, W)``,
+        bool; pixels outside the mask are unchanged.
+
+    Raises:
+        ConfigError: As :func:`perlin_texture`.
+    """
+    params = {
+        "min_scale": min_scale,
+        "max_scale": max_scale,
+        "threshold": threshold,
+        "rotate": rotate,
+        "max_opacity": max_opacity,
+        "source": source,
+        "textures": textures,
+    }
+    _check_perlin("perlin_texture", params)
+    n, c, h, w = x.shape
+    mask = _perlin_masks(
+        n,
+        h,
+        w,
+        min_scale=min_scale,
+        max_scale=max_scale,
+        threshold=threshold,
+        rotate=rotate,
+        device=x.device,
+    ).unsqueeze(1)
+    if source == "batch":
+        texture = _batch_textures(x)
+    elif source == "textures":
+        texture = _bundled_textures(textures, n, c, h, w).to(x.device, x.dtype)
+    else:
+        from_batch = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
+        bundled = _bundled_textures(textures, n, c, h, w).to(x.device, x.dtype)
+        texture = torch.where(from_batch, _batch_textures(x), bundled)
+    texture = _jitter(texture)
+    beta = (torch.rand(n, 1, 1, 1) * max_opacity).to(x.device, x.dtype)
+    out = torch.where(mask, torch.lerp(texture, x, beta), x)  # beta * x + (1 - beta) * texture
+    return out, mask
+
+
+def _bundled_textures(names: Sequence[str], n: int, c: int, h: int, w: int) -> torch.Tensor:
+    """``n`` random crops ``(C, H, W)`` of the named textures, turned and mirrored, on CPU."""
+    side = max(h, w)
+    crops = []
+    for _ in range(n):
+        image = _texture(names[int(torch.randint(len(names), ()))], c, side)
+        quarter_turns = int(torch.randint(4, ()))
+        # An odd number of quarter turns swaps the sides: crop the transposed size.
+        ch, cw = (w, h) if quarter_turns % 2 else (h, w)
+        top = int(torch.randint(image.shape[1] - ch + 1, ()))
+        left = int(torch.randint(image.shape[2] - cw + 1, ()))
+        crop = torch.rot90(image[:, top : top + ch, left : left + cw], quarter_turns, (1, 2))
+        # Quarter turns and one mirror together give all eight symmetries of the square.
+        crops.append(crop.flip(2) if float(torch.rand(())) < 0.5 else crop)
+    return torch.stack(crops)
+
+
+def _batch_textures(x: torch.Tensor) -> torch.Tensor:
+    """For each image, another image of the batch rolled by a random shift and mirrored."""
+    n, _, h, w = x.shape
+    out = []
+    for i in range(n):
+        # Never the image itself (unless it is alone): it would blend into its own copy.
+        j = (i + int(torch.randint(1, n, ()))) % n if n > 1 else i
+        shift = (int(torch.randint(h, ())), int(torch.randint(w, ())))
+        dims = [d for d in (1, 2) if float(torch.rand(())) < 0.5]
+        other = torch.roll(x[j], shift, (1, 2))
+        out.append(other.flip(dims) if dims else other)
+    return torch.stack(out)
+
+
+def _jitter(texture: torch.Tensor) -> torch.Tensor:
+    """Random gamma, contrast and brightness per image, so no texture looks the same twice.
+
+    Works in place: ``texture`` is a fresh tensor, never the caller's batch.
+    """
+    n = texture.shape[0]
+    draws = torch.rand(3, n, 1, 1, 1).to(texture.device, texture.dtype)
+    gamma = torch.exp(math.log(0.5) + math.log(4.0) * draws[0])  # log-uniform in [0.5, 2]
+    contrast = 0.7 + 0.6 * draws[1]
+    brightness = 0.3 * draws[2] - 0.15
+    texture = texture.clamp_(0.0, 1.0).pow_(gamma)
+    mean = texture.mean(dim=(1, 2, 3), keepdim=True)
+    return torch.addcmul(mean + brightness, texture - mean, contrast).clamp_(0.0, 1.0)
+
+
+# Decoding and resizing an image takes milliseconds, a training step's budget: load each
+# (texture, channels, size) once per process. lru_cache rather than a dict so the cache
+# is bounded when sizes vary.
+@functools.lru_cache(maxsize=64)
+def _texture(name: str, channels: int, side: int) -> torch.Tensor:
+    """A bundled image as float32 ``(C, H, W)`` in ``[0, 1]``, short side in ``[side, 2*side]``.
+
+    Capping the short side at twice the image side keeps the texture's scale relative to
+    the image close to DRAEM's (which resizes the whole texture to the image) while a crop
+    still has room to move.
+    """
+    # Imported here: scikit-image's data module is only needed once textures are used.
+    from skimage import data as skdata
+    from skimage.util import img_as_float32
+
+    try:
+        array = img_as_float32(getattr(skdata, name)())
+    except (AttributeError, OSError, ModuleNotFoundError) as exc:
+        raise ConfigError(
+            f"perlin_texture texture {name!r} cannot be loaded from scikit-image ({exc}); "
+            f"drop it from textures or use source: batch"
+        ) from exc
+    image = torch.from_numpy(array)
+    if image.ndim == 2:
+        image = image.unsqueeze(0).expand(channels, -1, -1)
+    else:
+        rgb = image[..., :3].permute(2, 0, 1)
+        if channels == 3:
+            image = rgb
+        else:
+            # Luminance weights of skimage.color.rgb2gray (ITU-R BT.709).
+            weights = torch.tensor([0.2125, 0.7154, 0.0721]).view(3, 1, 1)
+            image = (rgb * weights).sum(0, keepdim=True).expand(channels, -1, -1)
+    short = min(image.shape[1:])
+    factor = min(max(1.0, side / short), 2 * side / short)
+    if factor != 1.0:
+        size = [max(side, math.ceil(s * factor)) for s in image.shape[1:]]
+        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
+    return image.clamp(0.0, 1.0).contiguous()
+
+
 CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "gaussian": gaussian,
     "salt_and_pepper": salt_and_pepper,
     "zero_mask": zero_mask,
     "synthetic_defect": synthetic_defect,
+    "perlin_texture": perlin_texture,
 }
 _RANGES = {
     "sigma": (0.0, 1.0),
@@ -116,6 +513,8 @@ _RANGES = {
     "fraction": (0.0, 1.0),
     "min_size": (0.0, 1.0),
     "max_size": (0.0, 1.0),
+    "threshold": (-1.0, 1.0),
+    "max_opacity": (0.0, 1.0),
 }
 
 
@@ -145,14 +544,17 @@ def build_corruption(specs: Sequence[Mapping[str, Any]] | None) -> Corrupt | Non
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"{key}.p must be a probability in [0, 1], got {p!r}")
         for param, value in spec.items():
-            low, high = _RANGES.get(param, (0, math.inf))
-            if isinstance(value, (int, float)) and not low <= value <= high:
-                raise ConfigError(f"{key}.{param} must be in [{low}, {high}], got {value!r}")
+            _check_range(key, param, value)
         fn = CORRUPTIONS[name]
         try:
-            inspect.signature(fn).bind(None, **spec)
+            bound = inspect.signature(fn).bind(None, **spec)
         except TypeError as exc:
             raise ConfigError(f"{key}: invalid parameters for {name}: {exc}") from exc
+        if name in _CHECKS:
+            # With the defaults filled in, so that limits between two parameters
+            # (min_scale <= max_scale) hold whichever of them the config sets.
+            bound.apply_defaults()
+            _CHECKS[name](key, dict(list(bound.arguments.items())[1:]))
         steps.append((p, _bind(fn, spec)))
 
     def corrupt(x: torch.Tensor) -> torch.Tensor:
@@ -165,6 +567,52 @@ def build_corruption(specs: Sequence[Mapping[str, Any]] | None) -> Corrupt | Non
         return x
 
     return corrupt
+
+
+def _check_range(key: str, param: str, value: Any) -> None:
+    low, high = _RANGES.get(param, (0, math.inf))
+    if isinstance(value, (int, float)) and not low <= value <= high:
+        raise ConfigError(f"{key}.{param} must be in [{low}, {high}], got {value!r}")
+
+
+def _check_perlin(key: str, params: Mapping[str, Any]) -> None:
+    """Refuse what would fail late or silently in the Perlin corruption, naming ``key``."""
+    for param in ("threshold", "max_opacity"):
+        if param in params:
+            _check_range(key, param, params[param])
+    for param in ("min_scale", "max_scale"):
+        value = params[param]
+        # A power of two, as DRAEM draws it; bool is an int but never a scale.
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or value < 1 or value & (value - 1):
+            raise ConfigError(f"{key}.{param} must be a power of two (1, 2, 4, ...), got {value!r}")
+    if params["min_scale"] > params["max_scale"]:
+        raise ConfigError(
+            f"{key}.max_scale={params['max_scale']!r} is below "
+            f"min_scale={params['min_scale']!r}; raise it or lower min_scale"
+        )
+    if not isinstance(params["rotate"], bool):
+        raise ConfigError(f"{key}.rotate must be true or false, got {params['rotate']!r}")
+    if "source" in params and params["source"] not in _SOURCES:
+        raise ConfigError(
+            f"{key}.source={params['source']!r} is unknown; use one of {list(_SOURCES)}"
+        )
+    if "textures" in params:
+        names = params["textures"]
+        if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+            raise ConfigError(f"{key}.textures must be a non-empty list of names, got {names!r}")
+        unknown = [name for name in names if name not in _BUNDLED]
+        if unknown:
+            raise ConfigError(
+                f"{key}.textures: {unknown} are not images bundled with scikit-image; "
+                f"use some of {list(_BUNDLED)}"
+            )
+
+
+# Checks that involve more than one parameter or a non-number, by corruption name.
+_CHECKS: dict[str, Callable[[str, Mapping[str, Any]], None]] = {
+    "perlin_texture": _check_perlin,
+}
 
 
 def _bind(fn: Callable[..., torch.Tensor], params: dict[str, Any]) -> Corrupt:

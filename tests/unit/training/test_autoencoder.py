@@ -1,3 +1,5 @@
+import itertools
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -80,4 +82,4 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_training():
     trainer.fit(module, DataLoader(_batches() * 10, batch_size=None))
     assert seen[0] == 1e-3
     assert seen[10] < 0.6e-3 and seen[-1] < 0.02e-3  # half way: cos(pi/2) -> lr/2
-    assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(seen))

@@ -1,0 +1,144 @@
+"""DRAEM (Zavrtanik, Kristan and Skočaj, ICCV 2021): reconstruct, then compare.
+
+Two networks trained together on defect-free images with synthetic anomalies pasted in
+(Perlin-noise shapes filled with foreign texture, :func:`perlin_texture_with_mask`):
+
+- the *reconstructive* network (an encoder-decoder without skip connections) learns to
+  give back the clean image: a denoising autoencoder whose noise looks like defects;
+- the *discriminative* network (a U-Net) sees the input and that reconstruction side by
+  side and learns to segment where the two disagree in a way that matters, supervised by
+  the synthetic masks (focal loss).
+
+The anomaly map is the discriminative network's probability, so the scoring stage uses
+it directly instead of a reconstruction error: the comparison of image and
+reconstruction is learned rather than fixed to L2 or SSIM, which is what lets it ignore
+the normal texture that no autoencoder reproduces exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from anomaly.errors import ConfigError
+from anomaly.training.autoencoder import LR_SCHEDULES, configure_optimizer
+from anomaly.training.losses import build_loss
+from anomaly.training.noise import perlin_texture_with_mask
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss (Lin et al. 2017), mean over pixels.
+
+    Down-weights the many easy pixels (normal surface far from any anomaly), so the few
+    anomalous ones are not drowned out.
+
+    Args:
+        logits: ``(N, 1, H, W)`` raw scores.
+        target: Same shape, 0/1.
+        gamma: Focusing exponent; 0 gives plain binary cross-entropy.
+    """
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_true = torch.exp(-ce)
+    return ((1.0 - p_true) ** gamma * ce).mean()
+
+
+class DraemModule(pl.LightningModule):
+    """Trains DRAEM's reconstructive and discriminative networks together.
+
+    Args:
+        reconstructive: Hydra config of the reconstruction network (channels in and out).
+        discriminative: Hydra config of the segmentation network, one logit channel out;
+            its input channels are set here to twice the reconstruction's (image and
+            reconstruction side by side).
+        loss: Reconstruction loss (``build_loss`` arguments); DRAEM's is L2 + SSIM.
+        optimizer: Hydra config of a partial optimiser over both networks.
+        lr_schedule: ``constant`` or ``cosine`` (as in ``AutoencoderModule``).
+        anomaly_p: Share of training images that get a synthetic anomaly (DRAEM: 0.5); the
+            rest teach the segmenter that a normal image has none.
+        perlin: Keyword arguments of :func:`perlin_texture_with_mask`.
+        focal_gamma: Focusing exponent of the segmentation loss.
+
+    Raises:
+        ConfigError: A value out of range (names the ``model.module.*`` key).
+    """
+
+    def __init__(
+        self,
+        reconstructive: dict[str, Any],
+        discriminative: dict[str, Any],
+        loss: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        lr_schedule: str = "cosine",
+        anomaly_p: float = 0.5,
+        perlin: dict[str, Any] | None = None,
+        focal_gamma: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"model.module.lr_schedule={lr_schedule!r} is unknown; choose one of {LR_SCHEDULES}"
+            )
+        if not 0.0 < anomaly_p <= 1.0:
+            raise ConfigError(f"model.module.anomaly_p must be in (0, 1], got {anomaly_p!r}")
+        if not focal_gamma >= 0:
+            raise ConfigError(f"model.module.focal_gamma must be >= 0, got {focal_gamma!r}")
+        self.save_hyperparameters()
+        self.reconstructive = instantiate(reconstructive, _convert_="all")
+        channels = 2 * int(self.reconstructive.channels)
+        self.discriminative = instantiate(discriminative, channels=channels, _convert_="all")
+        self.loss_fn = build_loss(**(loss or {"name": "l2_ssim"}))
+        self.perlin = dict(perlin or {})
+        # Fail at construction, not at the first training step, on a bad perlin setting.
+        perlin_texture_with_mask(torch.zeros(1, 1, 16, 16), **self.perlin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of ``x`` (for pictures; the map comes from :meth:`anomaly_map`)."""
+        return self.reconstructive(x)
+
+    def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+        """The reconstruction, for the pictures of the scoring stage."""
+        return [(1.0, self.reconstructive(x))]
+
+    def segment(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """Anomaly logits ``(N, 1, H, W)`` of inputs and their reconstructions."""
+        return self.discriminative(torch.cat([x, recon], dim=1))
+
+    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Probability of an anomaly per pixel, ``(N, 1, H, W)`` in ``[0, 1]``."""
+        return torch.sigmoid(self.segment(x, self.reconstructive(x)))
+
+    def _losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pasted, mask = perlin_texture_with_mask(x, **self.perlin)
+        chosen = (torch.rand(x.shape[0], device=x.device) < self.hparams.anomaly_p).view(
+            -1, 1, 1, 1
+        )
+        inputs = torch.where(chosen, pasted, x)
+        target = (mask & chosen).float()
+        recon = self.reconstructive(inputs)
+        logits = self.segment(inputs, recon)
+        return self.loss_fn(recon, x), focal_loss(logits, target, self.hparams.focal_gamma)
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        rec, seg = self._losses(batch["image"])
+        n = batch["image"].shape[0]
+        opts = {"on_step": False, "on_epoch": True, "sync_dist": True, "batch_size": n}
+        self.log(f"{stage}/reconstruction_loss", rec, **opts)
+        self.log(f"{stage}/segmentation_loss", seg, **opts)
+        self.log(f"{stage}/loss", rec + seg, prog_bar=True, **opts)
+        return rec + seg
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Reconstruction plus segmentation loss on a batch with synthetic anomalies."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The same losses on held-out images (their anomalies drawn anew each time)."""
+        return self._step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        """One optimiser over both networks, with the learning-rate schedule."""
+        return configure_optimizer(self)

@@ -1,0 +1,81 @@
+"""DRAEM: the focal loss, the two networks' shapes and the learned map."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from anomaly.data.transforms import Preprocess
+from anomaly.errors import ConfigError
+from anomaly.models.unet import UNet
+from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.score import Detector
+from anomaly.training.draem import DraemModule, focal_loss
+from tests.conftest import make_trainer
+
+RECON = {"_target_": "anomaly.models.unet.UNet", "channels": 1, "base": 4, "depth": 2,
+         "skip": False}  # fmt: skip
+DISC = {"_target_": "anomaly.models.unet.UNet", "out_channels": 1, "base": 4, "depth": 2,
+        "sigmoid": False}  # fmt: skip
+
+
+def test_focal_loss_is_cross_entropy_at_gamma_0_and_down_weights_easy_pixels():
+    logits = torch.tensor([[[[4.0, -4.0, 0.5]]]])
+    target = torch.tensor([[[[1.0, 0.0, 0.0]]]])
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    assert focal_loss(logits, target, gamma=0.0) == pytest.approx(float(bce))
+    # By hand: the hard pixel (0.5 for a 0) keeps most of its weight, easy ones almost none.
+    p = torch.sigmoid(torch.tensor(0.5))
+    hard = p**2 * -torch.log(1 - p)
+    easy = (1 - torch.sigmoid(torch.tensor(4.0))) ** 2 * -torch.log(
+        torch.sigmoid(torch.tensor(4.0))
+    )
+    assert focal_loss(logits, target, gamma=2.0) == pytest.approx(float((hard + 2 * easy) / 3))
+
+
+def test_unet_without_skips_or_sigmoid():
+    plain = UNet(channels=1, base=4, depth=2, skip=False)
+    logits = UNet(channels=2, base=4, depth=2, out_channels=1, sigmoid=False)
+    x = torch.rand(2, 1, 16, 16)
+    assert plain(x).shape == x.shape
+    out = logits(torch.cat([x, x], 1))
+    assert out.shape == (2, 1, 16, 16) and (out.min() < 0 or out.max() > 1)
+    assert sum(p.numel() for p in plain.parameters()) < sum(
+        p.numel() for p in UNet(channels=1, base=4, depth=2).parameters()
+    )
+
+
+def test_segmenter_learns_to_find_pasted_anomalies_and_is_the_map():
+    pl.seed_everything(0)
+    module = DraemModule(RECON, DISC, optimizer={"_target_": "torch.optim.Adam",
+                         "_partial_": True, "lr": 3e-3}, lr_schedule="constant",
+                         perlin={"max_scale": 4, "max_opacity": 0.0})  # fmt: skip
+    rows = torch.linspace(0.2, 0.8, 32).view(1, 1, 32, 1).expand(8, 1, 32, 32).contiguous()
+    make_trainer(150).fit(module, DataLoader([{"image": rows}] * 150, batch_size=None))
+    module.eval()
+    torch.manual_seed(1)
+    from anomaly.training.noise import perlin_texture_with_mask
+
+    pasted, mask = perlin_texture_with_mask(rows, max_scale=4, max_opacity=0.0)
+    with torch.no_grad():
+        prob = module.anomaly_map(pasted)
+    inside, outside = prob[mask].mean(), prob[~mask].mean()
+    assert inside > outside + 0.3
+    # The scoring stage takes the module's own map, not a reconstruction error.
+    detector = Detector(module, Preprocess.create(image_size=32, channels=1),
+                        MapSettings(kind="l2", smoothing_sigma=0))  # fmt: skip
+    maps = detector.anomaly_maps(pasted)
+    assert torch.allclose(torch.stack(maps), prob, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"anomaly_p": 0.0}, "anomaly_p"), ({"focal_gamma": -1.0}, "focal_gamma"),
+     ({"lr_schedule": "step"}, "lr_schedule"), ({"perlin": {"threshold": 3.0}}, "threshold")],
+)  # fmt: skip
+def test_bad_settings_are_named(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        DraemModule(RECON, DISC, **kwargs)
