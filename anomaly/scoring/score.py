@@ -282,7 +282,9 @@ def evaluate(
         scores[batch["index"]] = detector.scores(batch_maps)
         for j, i in enumerate(batch["index"]):
             if bool(batch["has_mask"][j]):
-                maps[i] = batch_maps[j][0].numpy().astype(np.float16)
+                # float32: half precision would tie the tiny values of probability maps
+                # (DRAEM's normal surface) at 0 and flatten the pixel ROC.
+                maps[i] = batch_maps[j][0].numpy().astype(np.float32)
                 masks[i] = batch["mask"][j][0].numpy() > 0.5
     labels = np.array([s.label for s in samples])
     metrics: dict[str, float] = {}

@@ -53,7 +53,7 @@ def test_train_run_carries_params_metrics_and_artifacts(trained):
     assert run.info.run_id in trained["stdout"]  # the CLI prints the run id
     params = run.data.params
     assert params["data.root"] == str(trained["root"])
-    assert params["model.name"] == "cae" and params["data.image_size"] == "32"
+    assert params["model.name"] == "draem" and params["data.image_size"] == "32"
     assert params["data.n_train"] == "9" and params["data.n_val"] == "3"
     metrics = run.data.metrics
     for name in (
@@ -67,7 +67,7 @@ def test_train_run_carries_params_metrics_and_artifacts(trained):
     assert 0.0 <= metrics["image_auroc"] <= 1.0 and 0.0 <= metrics["pixel_auroc"] <= 1.0
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [0, 1]  # one point per epoch
-    assert run.data.tags["model.name"] == "cae" and run.data.tags["data.fingerprint"]
+    assert run.data.tags["model.name"] == "draem" and run.data.tags["data.fingerprint"]
     artifacts = list_artifacts(client, run.info.run_id)
     for name in (
         "evaluation/curves.png",

@@ -66,7 +66,7 @@ def test_training_run_over_http(trained):
     experiment = client.get_experiment_by_name("server-e2e")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
     assert run.data.params["data.root"] == str(trained["root"])
-    assert run.data.params["model.name"] == "cae"
+    assert run.data.params["model.name"] == "draem"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [0, 1, 2]
     for name in (

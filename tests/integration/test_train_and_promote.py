@@ -15,6 +15,7 @@ from tests.integration.conftest import mlflow_server, run_cli
 pytestmark = pytest.mark.integration
 
 TINY = (
+    "model=cae",
     "data.image_size=32",
     "data.val_fraction=0.25",
     "trainer.progress_bar=false",
