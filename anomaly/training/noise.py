@@ -122,7 +122,9 @@ TEXTURES = (
 )
 # Images that ship inside the scikit-image wheel (others need pooch and a download).
 _BUNDLED = (*TEXTURES, "camera", "astronaut", "coins", "text", "checkerboard", "chelsea", "rocket")
-_SOURCES = ("textures", "batch", "both")
+_SOURCES = ("textures", "batch", "both", "shade", "all")
+# Brightness change of a `shade` anomaly, as a share of the intensity range (either sign).
+_SHADE = (0.1, 0.3)
 # A coarse lattice with a high threshold can leave no pixel above it; redraw a few times
 # rather than loop until something shows, so a threshold near 1 cannot hang training.
 _MASK_TRIES = 4
@@ -322,8 +324,11 @@ def perlin_texture(
             therefore between ``1 - max_opacity`` and 1: 0 pastes opaque textures.
         source: Where textures come from: ``textures`` (scikit-image's bundled images,
             see ``textures``), ``batch`` (another image of the batch, shifted and
-            mirrored: anomalies that look like the product, misplaced) or ``both`` (each
-            image picks one, half and half).
+            mirrored: anomalies that look like the product, misplaced), ``both`` (each
+            image picks one, half and half), ``shade`` (the image's own surface made
+            brighter or darker by 0.1-0.3 inside the mask, with no blending: defects of
+            level rather than texture, like uneven coating or stains) or ``all`` (each
+            image picks one of textures, batch and shade).
         textures: Names of ``skimage.data`` images used when ``source`` is ``textures``
             or ``both``; all ship inside scikit-image. Drop any that looks like your
             product (``brick`` for the brick demo set).
@@ -399,17 +404,29 @@ def perlin_texture_with_mask(
         rotate=rotate,
         device=x.device,
     ).unsqueeze(1)
-    if source == "batch":
-        texture = _batch_textures(x)
-    elif source == "textures":
-        texture = _bundled_textures(textures, n, c, h, w).to(x.device, x.dtype)
+    picks = {"textures": 0, "batch": 1, "shade": 2}
+    if source in picks:
+        pick = torch.full((n,), picks[source])
     else:
-        from_batch = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
+        pick = torch.randint(2 if source == "both" else 3, (n,))
+    pick = pick.to(x.device).view(n, 1, 1, 1)
+    texture = torch.zeros_like(x)
+    if (pick == 0).any():
         bundled = _bundled_textures(textures, n, c, h, w).to(x.device, x.dtype)
-        texture = torch.where(from_batch, _batch_textures(x), bundled)
+        texture = torch.where(pick == 0, bundled, texture)
+    if (pick == 1).any():
+        texture = torch.where(pick == 1, _batch_textures(x), texture)
     texture = _jitter(texture)
     beta = (torch.rand(n, 1, 1, 1) * max_opacity).to(x.device, x.dtype)
-    out = torch.where(mask, torch.lerp(texture, x, beta), x)  # beta * x + (1 - beta) * texture
+    if (pick == 2).any():
+        low, high = _SHADE
+        size = low + (high - low) * torch.rand(n, 1, 1, 1)
+        sign = torch.where(torch.rand(n, 1, 1, 1) < 0.5, -1.0, 1.0)
+        shaded = (x + (sign * size).to(x.device, x.dtype)).clamp(0.0, 1.0)
+        texture = torch.where(pick == 2, shaded, texture)
+        # The shaded surface replaces the image outright: blending would halve the step.
+        beta = torch.where(pick.view(n, 1, 1, 1) == 2, torch.zeros_like(beta), beta)
+    out = torch.where(mask, beta * x + (1 - beta) * texture, x)
     return out, mask
 
 

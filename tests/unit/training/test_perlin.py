@@ -73,7 +73,7 @@ def test_mask_coverage_shrinks_as_the_threshold_rises():
     assert mask.shape == (20, 30) and mask.dtype == torch.bool
 
 
-@pytest.mark.parametrize("source", ["textures", "batch", "both"])
+@pytest.mark.parametrize("source", ["textures", "batch", "both", "shade", "all"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_only_masked_pixels_change_and_range_is_kept(source, channels):
     # Not square: a quarter-turned texture crop must still fit the image.
@@ -166,3 +166,17 @@ def test_direct_calls_are_checked_too():
         perlin_mask(8, 8, min_scale=3)
     with pytest.raises(ConfigError, match="perlin_texture.source"):
         perlin_texture(torch.rand(1, 1, 8, 8), source="dtd")
+
+
+def test_shade_moves_the_surface_level_by_one_step_inside_the_mask():
+    torch.manual_seed(3)
+    x = 0.3 + 0.4 * torch.rand(6, 1, 32, 32)  # away from 0 and 1: no clipping
+    out, mask = perlin_texture_with_mask(x, source="shade", threshold=0.0)
+    for i in range(6):
+        if not mask[i].any():
+            continue
+        step = (out[i] - x[i])[mask[i]]
+        # The surface keeps its texture: one constant step, of 0.1 to 0.3 either way.
+        assert float(step.max() - step.min()) < 1e-5
+        assert 0.1 - 1e-5 <= abs(float(step[0])) <= 0.3 + 1e-5
+        assert torch.equal(out[i][~mask[i]], x[i][~mask[i]])
