@@ -106,6 +106,7 @@ def test_model_folder_is_complete(trained):
         "tile": False,
         "scale": 1.0,
         "tile_stride": None,
+        "normalize": "none",
     }
     with Image.open(trained["work"] / "train" / "evaluation" / "samples.png") as grid:
         assert grid.format == "PNG" and grid.size[0] > 300
