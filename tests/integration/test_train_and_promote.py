@@ -15,7 +15,6 @@ from tests.integration.conftest import mlflow_server, run_cli
 pytestmark = pytest.mark.integration
 
 TINY = (
-    "model=cae",
     "data.image_size=32",
     "data.val_fraction=0.25",
     "trainer.progress_bar=false",
@@ -41,7 +40,7 @@ def test_pipeline_promotes_holds_and_reruns_without_work(server, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     common = (f"data.root={root}", f"tracking.uri={server}", "tracking.experiment=nightly",
-              "tracking.registered_model=part42", *TINY)  # fmt: skip
+              "tracking.registered_model=part42", *TINY, "model=cae")  # fmt: skip
     client = MlflowClient(server)
 
     first = run_cli("train-and-promote", *common, cwd=work)
@@ -110,7 +109,7 @@ def test_pipeline_promotes_holds_and_reruns_without_work(server, tmp_path):
 def test_gate_metric_must_be_one_the_evaluation_reports(server, tmp_path):
     root = make_tiny_mvtec(tmp_path / "data")
     result = run_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
-                     "pipeline.gate.metric=accuracy", *TINY, cwd=tmp_path)  # fmt: skip
+                     "pipeline.gate.metric=accuracy", *TINY, "model=cae", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert "pipeline.gate.metric=accuracy" in result.stdout and "image_auroc" in result.stdout
 
@@ -149,7 +148,7 @@ def test_a_second_concurrent_run_exits_6_and_does_nothing(server, tmp_path):
                                     "started_at": "2026-11-25T02:00:00+00:00"}))  # fmt: skip
         result = run_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
                          "tracking.registered_model=locked-part", "tracking.experiment=locked",
-                         *TINY, cwd=tmp_path)  # fmt: skip
+                         *TINY, "model=cae", cwd=tmp_path)  # fmt: skip
     finally:
         holder.kill()
         holder.wait()
@@ -160,7 +159,7 @@ def test_a_second_concurrent_run_exits_6_and_does_nothing(server, tmp_path):
     # Its holder gone, the lock is stale: the next run clears it and works.
     again = run_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
                     "tracking.registered_model=locked-part", "tracking.experiment=locked",
-                    *TINY, cwd=tmp_path)  # fmt: skip
+                    *TINY, "model=cae", cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert "cleared the stale lock" in again.stdout + again.stderr and not lock.exists()
 

@@ -48,7 +48,9 @@ def test_every_shipped_command_config_and_experiment_passes():
         ("data.channels=2", "data.channels", "1 (gray) or 3"),
         ("scoring.calibration.image.q=1.0", "scoring.calibration.image.q", "quantile"),
         ("scoring.smoothing_sigma=-1", "scoring.smoothing_sigma", "0 or more"),
-        ("model.module.net.latent_dim=0", "model.module.net.latent_dim", "positive"),
+        ("model.module.reconstructive.base=0", "model.module.reconstructive.base", "positive"),
+        ("model.module.anomaly_p=1.5", "model.module.anomaly_p", "(0, 1]"),
+        ("model.module.perlin.threshold=2", "model.module.perlin.threshold", "Perlin level"),
         ("seed=-1", "seed", "0 or more"),
     ],
 )

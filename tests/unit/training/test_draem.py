@@ -12,6 +12,7 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.models.unet import UNet
 from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.metrics import auroc
 from anomaly.scoring.score import Detector
 from anomaly.training.draem import DraemModule, focal_loss
 from tests.conftest import make_trainer
@@ -62,8 +63,9 @@ def test_segmenter_learns_to_find_pasted_anomalies_and_is_the_map():
     pasted, mask = perlin_texture_with_mask(rows, max_scale=4, max_opacity=0.0)
     with torch.no_grad():
         prob = module.anomaly_map(pasted)
-    inside, outside = prob[mask].mean(), prob[~mask].mean()
-    assert inside > outside + 0.3
+    # Ranked by the map, pasted pixels come first (0.95-0.96 with 1 or 2 threads).
+    assert auroc(mask.flatten().numpy(), prob.flatten().numpy()) > 0.9
+    assert prob[mask].mean() > prob[~mask].mean() + 0.2
     # The scoring stage takes the module's own map, not a reconstruction error.
     detector = Detector(module, Preprocess.create(image_size=32, channels=1),
                         MapSettings(kind="l2", smoothing_sigma=0))  # fmt: skip
