@@ -221,6 +221,10 @@ def test_read_only_output_folder_is_a_clear_error(model, tmp_path):
     assert "Traceback" not in log
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train_until_checkpoint(args: list[str], cwd: Path, out: Path, sig: int) -> tuple[int, str]:
     log = out.parent / "train.log"
     handle = open(log, "w")  # noqa: SIM115 - closed below
@@ -230,6 +234,9 @@ def _train_until_checkpoint(args: list[str], cwd: Path, out: Path, sig: int) -> 
         stdout=handle,
         stderr=subprocess.STDOUT,
         env=_env(),
+        # A suite started in the background (`make test &`) passes SIGINT on as ignored,
+        # and Python then never turns it into KeyboardInterrupt: give the child Ctrl-C back.
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 300
     checkpoint = out / "checkpoints" / "last.ckpt"
