@@ -55,10 +55,7 @@ class AutoencoderModule(pl.LightningModule):
         lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"model.module.lr_schedule={lr_schedule!r} is unknown; choose one of {LR_SCHEDULES}"
-            )
+        check_lr_schedule(lr_schedule)
         self.save_hyperparameters()
         self.net = instantiate(net, _convert_="all")
         self.loss_fn = build_loss(**(loss or {"name": "l2"}))
@@ -105,6 +102,18 @@ class AutoencoderModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Build the optimiser from its partial config, with the learning-rate schedule."""
         return configure_optimizer(self)
+
+
+def check_lr_schedule(lr_schedule: str) -> None:
+    """Reject an unknown ``model.module.lr_schedule`` when the module is built.
+
+    Raises:
+        ConfigError: Not one of :data:`LR_SCHEDULES`.
+    """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(
+            f"model.module.lr_schedule={lr_schedule!r} is unknown; choose one of {LR_SCHEDULES}"
+        )
 
 
 def configure_optimizer(module: pl.LightningModule) -> Any:

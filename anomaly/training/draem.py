@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
-from anomaly.training.autoencoder import LR_SCHEDULES, configure_optimizer
+from anomaly.training.autoencoder import check_lr_schedule, configure_optimizer
 from anomaly.training.losses import build_loss
 from anomaly.training.noise import perlin_texture_with_mask
 
@@ -78,10 +78,7 @@ class DraemModule(pl.LightningModule):
         focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"model.module.lr_schedule={lr_schedule!r} is unknown; choose one of {LR_SCHEDULES}"
-            )
+        check_lr_schedule(lr_schedule)
         if not 0.0 < anomaly_p <= 1.0:
             raise ConfigError(f"model.module.anomaly_p must be in (0, 1], got {anomaly_p!r}")
         if not focal_gamma >= 0:
