@@ -123,6 +123,15 @@ TEXTURES = (
 # Images that ship inside the scikit-image wheel (others need pooch and a download).
 _BUNDLED = (*TEXTURES, "camera", "astronaut", "coins", "text", "checkerboard", "chelsea", "rocket")
 _SOURCES = ("textures", "batch", "both", "shade", "all")
+# Outlines of a synthetic anomaly: DRAEM's Perlin blobs, a large region cut off by a
+# wavy line (a surface that changes from one side to the other), a thin curve (a crack or
+# scratch).
+SHAPES = ("perlin", "region", "line")
+# Share of the image a `region` covers, and width in pixels and length (share of the
+# longer side) of a `line`.
+_REGION_AREA = (0.05, 0.5)
+_LINE_WIDTH = (1, 3)
+_LINE_LENGTH = (0.15, 0.8)
 # Brightness change of a `shade` anomaly, as a share of the intensity range (either sign).
 _SHADE = (0.1, 0.3)
 # A coarse lattice with a high threshold can leave no pixel above it; redraw a few times
@@ -303,6 +312,7 @@ def perlin_texture(
     max_opacity: float = 0.8,
     source: str = "textures",
     textures: Sequence[str] = TEXTURES,
+    shapes: Sequence[str] = ("perlin",),
 ) -> torch.Tensor:
     """DRAEM's synthetic anomalies: Perlin-noise blobs filled with a foreign texture.
 
@@ -332,6 +342,11 @@ def perlin_texture(
         textures: Names of ``skimage.data`` images used when ``source`` is ``textures``
             or ``both``; all ship inside scikit-image. Drop any that looks like your
             product (``brick`` for the brick demo set).
+        shapes: Outlines each image picks from, uniformly: ``perlin`` (DRAEM's blobs),
+            ``region`` (5-50% of the image cut off by a wavy line across it: a surface
+            that changes from one side to the other) or ``line`` (a thin curve 1-3 px
+            wide: a crack or scratch). Regions and lines are pasted opaque: blended, a
+            thin line would vanish while still counted as an anomaly.
 
     Returns:
         The corrupted batch: same shape, dtype and device, in ``[0, 1]``.
@@ -349,6 +364,7 @@ def perlin_texture(
         max_opacity=max_opacity,
         source=source,
         textures=textures,
+        shapes=shapes,
     )
     return out
 
@@ -363,6 +379,7 @@ def perlin_texture_with_mask(
     max_opacity: float = 0.8,
     source: str = "textures",
     textures: Sequence[str] = TEXTURES,
+    shapes: Sequence[str] = ("perlin",),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`perlin_texture`, also returning where it pasted (DRAEM's training target).
 
@@ -375,6 +392,7 @@ def perlin_texture_with_mask(
         max_opacity: See :func:`perlin_texture`.
         source: See :func:`perlin_texture`.
         textures: See :func:`perlin_texture`.
+        shapes: See :func:`perlin_texture`.
 
     Returns:
         The corrupted batch ``(N, C, H, W)`` in ``[0, 1]`` and the masks ``(N, 1, H, W)``,
@@ -391,19 +409,31 @@ def perlin_texture_with_mask(
         "max_opacity": max_opacity,
         "source": source,
         "textures": textures,
+        "shapes": shapes,
     }
     _check_perlin("perlin_texture", params)
     n, c, h, w = x.shape
-    mask = _perlin_masks(
-        n,
-        h,
-        w,
-        min_scale=min_scale,
-        max_scale=max_scale,
-        threshold=threshold,
-        rotate=rotate,
-        device=x.device,
-    ).unsqueeze(1)
+    shape = torch.randint(len(shapes), (n,))
+    kinds = [shapes[int(k)] for k in shape]
+    perlin = [i for i, kind in enumerate(kinds) if kind == "perlin"]
+    masks = np.zeros((n, h, w), dtype=bool)
+    if perlin:
+        masks[perlin] = _perlin_masks(
+            len(perlin),
+            h,
+            w,
+            min_scale=min_scale,
+            max_scale=max_scale,
+            threshold=threshold,
+            rotate=rotate,
+        ).numpy()
+    for i, kind in enumerate(kinds):
+        if kind == "region":
+            masks[i] = _region_mask(h, w)
+        elif kind == "line":
+            masks[i] = _line_mask(h, w)
+    mask = torch.from_numpy(masks).to(x.device).unsqueeze(1)
+    opaque = torch.tensor([kind != "perlin" for kind in kinds]).to(x.device).view(n, 1, 1, 1)
     picks = {"textures": 0, "batch": 1, "shade": 2}
     if source in picks:
         pick = torch.full((n,), picks[source])
@@ -418,6 +448,7 @@ def perlin_texture_with_mask(
         texture = torch.where(pick == 1, _batch_textures(x), texture)
     texture = _jitter(texture)
     beta = (torch.rand(n, 1, 1, 1) * max_opacity).to(x.device, x.dtype)
+    beta = torch.where(opaque, torch.zeros_like(beta), beta)
     if (pick == 2).any():
         low, high = _SHADE
         size = low + (high - low) * torch.rand(n, 1, 1, 1)
@@ -428,6 +459,44 @@ def perlin_texture_with_mask(
         beta = torch.where(pick.view(n, 1, 1, 1) == 2, torch.zeros_like(beta), beta)
     out = torch.where(mask, beta * x + (1 - beta) * texture, x)
     return out, mask
+
+
+def _region_mask(h: int, w: int) -> np.ndarray:
+    """One side of a wavy line across the image, covering 5-50% of it, ``(H, W)`` bool."""
+    angle = float(torch.rand(())) * math.pi
+    y = np.arange(h).reshape(h, 1) - h / 2
+    x = np.arange(w).reshape(1, w) - w / 2
+    distance = y * math.cos(angle) + x * math.sin(angle)
+    # A gentle waviness of the border, a few per cent of the image size.
+    wobble = _perlin(h, w, np.array([[2.0, 2.0]]), np.array([angle]), None)[0]
+    distance = distance + 0.05 * max(h, w) * wobble
+    low, high = _REGION_AREA
+    area = low + (high - low) * float(torch.rand(()))
+    return distance > np.quantile(distance, 1.0 - area)
+
+
+def _line_mask(h: int, w: int) -> np.ndarray:
+    """A thin random curve ``(H, W)`` bool: a walk whose heading drifts smoothly."""
+    low, high = _LINE_LENGTH
+    steps = max(2, int(max(h, w) * (low + (high - low) * float(torch.rand(())))))
+    draws = torch.rand(steps + 3, dtype=torch.float64).numpy()
+    start_y, start_x, heading = draws[0] * h, draws[1] * w, draws[2] * 2 * math.pi
+    # The turn per step is itself smoothed noise, so the curve bends without kinks.
+    turns = np.convolve(draws[3:] - 0.5, np.ones(9) / 9, mode="same") * 0.6
+    headings = heading + np.cumsum(turns)
+    ys = np.rint(start_y + np.cumsum(np.cos(headings))).astype(np.intp)
+    xs = np.rint(start_x + np.cumsum(np.sin(headings))).astype(np.intp)
+    mask = np.zeros((h, w), dtype=bool)
+    width = int(torch.randint(_LINE_WIDTH[0], _LINE_WIDTH[1] + 1, ()))
+    for dy in range(width):
+        for dx in range(width):
+            yy, xx = ys + dy, xs + dx
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            mask[yy[inside], xx[inside]] = True
+    if not mask.any():
+        # A walk that left the image at once: draw it through the centre instead.
+        mask[h // 2, w // 2] = True
+    return mask
 
 
 def _bundled_textures(names: Sequence[str], n: int, c: int, h: int, w: int) -> torch.Tensor:
@@ -614,6 +683,13 @@ def _check_perlin(key: str, params: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"{key}.source={params['source']!r} is unknown; use one of {list(_SOURCES)}"
         )
+    if "shapes" in params:
+        shapes = params["shapes"]
+        if isinstance(shapes, str) or not isinstance(shapes, Sequence) or not shapes:
+            raise ConfigError(f"{key}.shapes must be a non-empty list of names, got {shapes!r}")
+        unknown = [shape for shape in shapes if shape not in SHAPES]
+        if unknown:
+            raise ConfigError(f"{key}.shapes: {unknown} are unknown; use some of {list(SHAPES)}")
     if "textures" in params:
         names = params["textures"]
         if isinstance(names, str) or not isinstance(names, Sequence) or not names:

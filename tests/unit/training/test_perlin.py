@@ -87,6 +87,41 @@ def test_only_masked_pixels_change_and_range_is_kept(source, channels):
     assert not (changed & ~mask).any()
 
 
+@pytest.mark.parametrize("shape", ["region", "line"])
+def test_regions_and_lines_are_opaque_and_only_change_their_mask(shape):
+    x = torch.full((8, 1, 40, 30), 0.5)
+    out, mask = perlin_texture_with_mask(x, source="shade", shapes=[shape])
+    assert mask.any(dim=(1, 2, 3)).all()  # every image got an anomaly
+    changed = out != x
+    assert not (changed & ~mask).any()
+    # Pasted opaque: every masked pixel moved by the full shade step (at least 0.1).
+    assert ((out - x).abs()[mask] >= 0.1 - 1e-6).all()
+
+
+def test_a_region_is_one_side_of_a_line_and_a_line_is_thin():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 64, 48)
+    _, regions = perlin_texture_with_mask(x, shapes=["region"])
+    _, lines = perlin_texture_with_mask(x, shapes=["line"])
+    area = regions.float().mean(dim=(1, 2, 3))
+    assert (area > 0.03).all() and (area < 0.55).all()
+    # A region touches the border: it is cut off by a line across the whole image.
+    border = regions[..., 0, :].any(-1) | regions[..., -1, :].any(-1)
+    border |= regions[..., :, 0].any(-1) | regions[..., :, -1].any(-1)
+    assert border.all()
+    # A curve at most 3 px wide and at most 0.8 of the longer side long.
+    assert (lines.float().sum(dim=(1, 2, 3)) <= 3 * 3 * 0.8 * 64).all()
+    assert (lines.float().mean(dim=(1, 2, 3)) < 0.1).all()
+
+
+def test_shapes_are_mixed_per_image():
+    torch.manual_seed(1)
+    x = torch.rand(32, 1, 32, 32)
+    _, mask = perlin_texture_with_mask(x, threshold=0.2, shapes=["perlin", "region", "line"])
+    area = mask.float().mean(dim=(1, 2, 3))
+    assert (area < 0.02).any() and (area > 0.05).any()
+
+
 def test_opaque_textures_cover_the_whole_mask():
     x = torch.full((4, 3, 32, 32), 0.5, dtype=torch.float64)
     out, mask = perlin_texture_with_mask(x, threshold=-1.0, max_opacity=0.0)
@@ -153,6 +188,9 @@ def _key(text: str) -> str:
         ({"textures": ["eagle"]}, "noise.corruptions[0].textures"),
         ({"textures": "brick"}, "noise.corruptions[0].textures"),
         ({"textures": []}, "noise.corruptions[0].textures"),
+        ({"shapes": ["crack"]}, "noise.corruptions[0].shapes"),
+        ({"shapes": "line"}, "noise.corruptions[0].shapes"),
+        ({"shapes": []}, "noise.corruptions[0].shapes"),
         ({"opacity": 0.5}, "noise.corruptions[0]"),
     ],
 )
