@@ -91,7 +91,10 @@ def _train_config(
     ]
     if bench.tracking.uri:
         fixed.append(f"tracking.uri={bench.tracking.uri}")
-    overrides = [*budget, *overrides, *fixed]
+    # An entry's own budget beats the common one; in quick mode the quick budget beats both
+    # (quick only checks that every model runs).
+    overrides = [*overrides, *budget] if bench.quick else [*budget, *overrides]
+    overrides = [*overrides, *fixed]
     # Under `anomaly bench` Hydra is initialised on the same config folder already.
     if GlobalHydra.instance().is_initialized():
         return compose("config", overrides=overrides)

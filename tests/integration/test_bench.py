@@ -49,3 +49,18 @@ def test_quick_bench_on_tiny_data(tmp_path):
     run = MlflowClient(uri).get_run(results["run_id"])
     assert run.data.tags["anomaly.kind"] == "bench"
     assert "models/cae-l2/quality/image_auroc" in run.data.metrics
+
+
+@pytest.mark.parametrize(("quick", "size"), [(False, [192, 160]), (True, 32)])
+def test_an_entry_budget_beats_the_common_one_but_not_quick_mode(tmp_path, quick, size):
+    # The default recipe states its own input size; quick mode must still be quick.
+    from anomaly.jobs.bench import _train_config
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        bench = compose(
+            "bench",
+            overrides=[f"quick={str(quick).lower()}", 'quick_budget=["data.image_size=32"]'],
+        )
+        cfg = _train_config(bench, CONF, "draem", list(bench.models.draem), tmp_path / "bench")
+    assert cfg.data.image_size == size
+    assert cfg.model.name == "draem"
