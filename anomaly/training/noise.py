@@ -684,22 +684,24 @@ def _check_perlin(key: str, params: Mapping[str, Any]) -> None:
             f"{key}.source={params['source']!r} is unknown; use one of {list(_SOURCES)}"
         )
     if "shapes" in params:
-        shapes = params["shapes"]
-        if isinstance(shapes, str) or not isinstance(shapes, Sequence) or not shapes:
-            raise ConfigError(f"{key}.shapes must be a non-empty list of names, got {shapes!r}")
-        unknown = [shape for shape in shapes if shape not in SHAPES]
-        if unknown:
-            raise ConfigError(f"{key}.shapes: {unknown} are unknown; use some of {list(SHAPES)}")
+        _check_names(key, "shapes", params["shapes"], SHAPES, "are unknown")
     if "textures" in params:
-        names = params["textures"]
-        if isinstance(names, str) or not isinstance(names, Sequence) or not names:
-            raise ConfigError(f"{key}.textures must be a non-empty list of names, got {names!r}")
-        unknown = [name for name in names if name not in _BUNDLED]
-        if unknown:
-            raise ConfigError(
-                f"{key}.textures: {unknown} are not images bundled with scikit-image; "
-                f"use some of {list(_BUNDLED)}"
-            )
+        _check_names(
+            key,
+            "textures",
+            params["textures"],
+            _BUNDLED,
+            "are not images bundled with scikit-image",
+        )
+
+
+def _check_names(key: str, param: str, names: Any, known: Sequence[str], what: str) -> None:
+    """Refuse anything but a non-empty list of names from ``known``, naming ``key.param``."""
+    if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+        raise ConfigError(f"{key}.{param} must be a non-empty list of names, got {names!r}")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"{key}.{param}: {unknown} {what}; use some of {list(known)}")
 
 
 # Checks that involve more than one parameter or a non-number, by corruption name.
