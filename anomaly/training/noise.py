@@ -413,8 +413,12 @@ def perlin_texture_with_mask(
     }
     _check_perlin("perlin_texture", params)
     n, c, h, w = x.shape
-    shape = torch.randint(len(shapes), (n,))
-    kinds = [shapes[int(k)] for k in shape]
+    # One shape draws nothing, so a default run keeps the random stream it had before
+    # shapes existed (and its seeded results).
+    if len(shapes) == 1:
+        kinds = [shapes[0]] * n
+    else:
+        kinds = [shapes[int(k)] for k in torch.randint(len(shapes), (n,))]
     perlin = [i for i, kind in enumerate(kinds) if kind == "perlin"]
     masks = np.zeros((n, h, w), dtype=bool)
     if perlin:
