@@ -26,6 +26,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytorch_lightning as pl
+from mlflow import MlflowClient
 from PIL import Image
 
 import anomaly
@@ -301,16 +302,50 @@ def _stop_system_metrics(run_id: str) -> None:
 
 
 class EpochMetricsCallback(pl.Callback):
-    """Log Lightning's epoch metrics (``train/loss``, ``val/loss``) to the run."""
+    """Log Lightning's epoch metrics (``train/loss``, ``val/loss``) to the run.
+
+    Each epoch is logged once, with the epoch as step, also when a Ctrl-C lands after
+    Lightning counted the epoch as done but before its metrics were uploaded: the checkpoint
+    saved on that interrupt resumes at the next epoch, so the metrics are logged then or
+    never (a hole in the curve).
+    """
 
     def __init__(self, logger: RunLogger) -> None:
         self.logger = logger
+        self._logged = 0  # epochs whose metrics are in the run
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Count the epochs a resumed run logged before it stopped."""
+        self._logged = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log every scalar metric with the epoch as step."""
+        self._log(trainer, trainer.current_epoch)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Log the metrics of an epoch that finished but was interrupted before logging."""
+        finished = trainer.fit_loop.epoch_progress.current.processed
+        if finished > self._logged and not self._in_run(trainer, finished - 1):
+            self._log(trainer, finished - 1)
+
+    def _log(self, trainer: pl.Trainer, epoch: int) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if metrics:
-            self.logger.metrics(metrics, step=trainer.current_epoch)
+            self.logger.metrics(metrics, step=epoch)
+        self._logged = epoch + 1
+
+    def _in_run(self, trainer: pl.Trainer, epoch: int) -> bool:
+        """True when the run has the epoch's metrics (the interrupt hit after the upload)."""
+        if not self.logger.enabled or not trainer.callback_metrics:
+            return False
+        key = next(iter(trainer.callback_metrics))
+        history = self.logger.call(
+            f"metric history of {key}",
+            lambda: MlflowClient(self.logger.uri).get_metric_history(self.logger.run_id, key),
+        )
+        return any(m.step == epoch for m in history or [])
 
 
 class SampleGridCallback(pl.Callback):
