@@ -12,7 +12,11 @@ Two networks trained together on defect-free images with synthetic anomalies pas
 The anomaly map is the discriminative network's probability, so the scoring stage uses
 it directly instead of a reconstruction error: the comparison of image and
 reconstruction is learned rather than fixed to L2 or SSIM, which is what lets it ignore
-the normal texture that no autoencoder reproduces exactly.
+the normal texture that no autoencoder reproduces exactly. Optionally
+(``recon_map_weight``) a blurred gradient-similarity error of the reconstruction is added:
+the segmenter learns the small pasted shapes and tends to mark only the *edge* of a large
+region whose surface changed, which the reconstructive network still fails to give back
+over its whole area.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
+from anomaly.scoring.gms import msgms_map
+from anomaly.scoring.ssim import gaussian_filter
 from anomaly.training.autoencoder import check_lr_schedule, configure_optimizer
 from anomaly.training.losses import build_loss
 from anomaly.training.noise import perlin_texture_with_mask
@@ -61,6 +67,11 @@ class DraemModule(pl.LightningModule):
             rest teach the segmenter that a normal image has none.
         perlin: Keyword arguments of :func:`perlin_texture_with_mask`.
         focal_gamma: Focusing exponent of the segmentation loss.
+        recon_map_weight: Weight of the reconstruction error (1 - MSGMS, averaged over
+            channels) added to the segmenter's probability in the anomaly map; 0 keeps
+            DRAEM's map. Scoring only: training is the same.
+        recon_map_sigma: Gaussian blur (pixels) of that error before it is added; 0 for
+            none.
 
     Raises:
         ConfigError: A value out of range (names the ``model.module.*`` key).
@@ -76,6 +87,8 @@ class DraemModule(pl.LightningModule):
         anomaly_p: float = 0.5,
         perlin: dict[str, Any] | None = None,
         focal_gamma: float = 2.0,
+        recon_map_weight: float = 0.0,
+        recon_map_sigma: float = 8.0,
     ) -> None:
         super().__init__()
         check_lr_schedule(lr_schedule)
@@ -83,6 +96,12 @@ class DraemModule(pl.LightningModule):
             raise ConfigError(f"model.module.anomaly_p must be in (0, 1], got {anomaly_p!r}")
         if not focal_gamma >= 0:
             raise ConfigError(f"model.module.focal_gamma must be >= 0, got {focal_gamma!r}")
+        for key, value in (
+            ("recon_map_weight", recon_map_weight),
+            ("recon_map_sigma", recon_map_sigma),
+        ):
+            if not value >= 0:
+                raise ConfigError(f"model.module.{key} must be >= 0, got {value!r}")
         self.save_hyperparameters()
         self.reconstructive = instantiate(reconstructive, _convert_="all")
         channels = 2 * int(self.reconstructive.channels)
@@ -105,8 +124,21 @@ class DraemModule(pl.LightningModule):
         return self.discriminative(torch.cat([x, recon], dim=1))
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Probability of an anomaly per pixel, ``(N, 1, H, W)`` in ``[0, 1]``."""
-        return torch.sigmoid(self.segment(x, self.reconstructive(x)))
+        """Anomaly score per pixel, ``(N, 1, H, W)``.
+
+        The segmenter's probability (``[0, 1]``), plus ``recon_map_weight`` times the
+        blurred reconstruction error (``[0, 1 + recon_map_weight]`` then).
+        """
+        recon = self.reconstructive(x)
+        probability = torch.sigmoid(self.segment(x, recon))
+        weight = float(self.hparams.recon_map_weight)
+        if weight == 0:
+            return probability
+        error = 1.0 - msgms_map(x, recon).mean(dim=1, keepdim=True)
+        sigma = float(self.hparams.recon_map_sigma)
+        if sigma > 0:
+            error = gaussian_filter(error, sigma)
+        return probability + weight * error
 
     def _losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pasted, mask = perlin_texture_with_mask(x, **self.perlin)

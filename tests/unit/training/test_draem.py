@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.models.unet import UNet
+from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import auroc
 from anomaly.scoring.score import Detector
@@ -76,8 +79,47 @@ def test_segmenter_learns_to_find_pasted_anomalies_and_is_the_map():
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [({"anomaly_p": 0.0}, "anomaly_p"), ({"focal_gamma": -1.0}, "focal_gamma"),
-     ({"lr_schedule": "step"}, "lr_schedule"), ({"perlin": {"threshold": 3.0}}, "threshold")],
+     ({"lr_schedule": "step"}, "lr_schedule"), ({"perlin": {"threshold": 3.0}}, "threshold"),
+     ({"recon_map_weight": -0.1}, "recon_map_weight"),
+     ({"recon_map_sigma": float("nan")}, "recon_map_sigma")],
 )  # fmt: skip
 def test_bad_settings_are_named(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         DraemModule(RECON, DISC, **kwargs)
+
+
+def test_reconstruction_error_added_to_the_map_is_the_blurred_msgms_error():
+    torch.manual_seed(0)
+    plain = DraemModule(RECON, DISC).eval()
+    mixed = DraemModule(RECON, DISC, recon_map_weight=0.25, recon_map_sigma=3.0).eval()
+    mixed.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    x[:, :, 8:24, 8:24] = 0.9  # a bright square the untrained network does not give back
+    with torch.no_grad():
+        recon = plain.reconstructive(x)
+        probability = plain.anomaly_map(x)
+        both = mixed.anomaly_map(x)
+    assert torch.equal(probability, torch.sigmoid(plain.segment(x, recon)))
+    # Reference blur: scipy's gaussian filter with the same reflect boundary and radius.
+    error = 1.0 - msgms_map(x, recon).mean(dim=1).numpy()
+    blurred = np.stack([ndimage.gaussian_filter(e, 3.0, mode="reflect", truncate=3.5)
+                        for e in error])  # fmt: skip
+    np.testing.assert_allclose((both - probability)[:, 0].numpy(), 0.25 * blurred, atol=1e-5)
+    assert (both >= probability).all() and (both - probability).max() > 0.01
+
+
+def test_a_checkpoint_saved_before_the_reconstruction_term_keeps_its_map(tmp_path):
+    module = DraemModule(RECON, DISC)
+    trainer = make_trainer(1)
+    trainer.fit(module, DataLoader([{"image": torch.rand(2, 1, 32, 32)}], batch_size=None))
+    ckpt = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(ckpt, weights_only=True)
+    old = torch.load(ckpt, weights_only=False)
+    for key in ("recon_map_weight", "recon_map_sigma"):  # what an older version wrote
+        del old["hyper_parameters"][key]
+    torch.save(old, ckpt)
+    loaded = DraemModule.load_from_checkpoint(ckpt).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = torch.sigmoid(module.eval().segment(x, module.reconstructive(x)))
+        assert torch.allclose(loaded.anomaly_map(x), expected, atol=1e-6)
