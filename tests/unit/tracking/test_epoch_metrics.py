@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from anomaly.tracking.mlflow_logger import EpochMetricsCallback, start_run
 from anomaly.training.autoencoder import AutoencoderModule
 from anomaly.training.checkpoints import ResumableCheckpoint
+from tests.conftest import make_trainer
 
 NET = {
     "_target_": "anomaly.models.conv_ae.ConvAutoencoder",
@@ -36,15 +37,7 @@ def _fit(callbacks: list[pl.Callback], epochs: int, ckpt: str | None = None) -> 
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
     )
     images = [{"image": torch.rand(4, 1, 16, 16)} for _ in range(2)]
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=callbacks,
-    )
+    trainer = make_trainer(-1, max_epochs=epochs, callbacks=callbacks)  # -1: epochs decide
     trainer.fit(module, DataLoader(images, batch_size=None), ckpt_path=ckpt)
 
 
