@@ -312,11 +312,6 @@ class EpochMetricsCallback(pl.Callback):
 
     def __init__(self, logger: RunLogger) -> None:
         self.logger = logger
-        self._logged = 0  # epochs whose metrics are in the run
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Count the epochs a resumed run logged before it stopped."""
-        self._logged = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log every scalar metric with the epoch as step."""
@@ -326,15 +321,17 @@ class EpochMetricsCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         """Log the metrics of an epoch that finished but was interrupted before logging."""
-        finished = trainer.fit_loop.epoch_progress.current.processed
-        if finished > self._logged and not self._in_run(trainer, finished - 1):
-            self._log(trainer, finished - 1)
+        progress = trainer.fit_loop.epoch_progress.current
+        # Processed but not completed: the interrupt hit the epoch's end hooks.
+        if progress.processed > progress.completed:
+            epoch = progress.completed
+            if not self._in_run(trainer, epoch):
+                self._log(trainer, epoch)
 
     def _log(self, trainer: pl.Trainer, epoch: int) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if metrics:
             self.logger.metrics(metrics, step=epoch)
-        self._logged = epoch + 1
 
     def _in_run(self, trainer: pl.Trainer, epoch: int) -> bool:
         """True when the run has the epoch's metrics (the interrupt hit after the upload)."""
