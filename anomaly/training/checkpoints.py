@@ -2,7 +2,9 @@
 
 ``last.ckpt`` in ``<output_dir>/checkpoints/`` is rewritten after every epoch (a SIGKILL
 costs at most one epoch) and once more when the run is interrupted (Ctrl-C or SIGTERM from
-a scheduler), so ``trainer.resume=true`` continues where it stopped.
+a scheduler), so ``trainer.resume=true`` continues where it stopped. An interrupt during
+the end-of-epoch validation keeps the previous epoch's checkpoint instead: the resumed run
+redoes that epoch, so its training loss is computed and logged.
 """
 
 from __future__ import annotations
@@ -57,7 +59,16 @@ class ResumableCheckpoint(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         """Save the state reached so far when the run is interrupted (not on a crash)."""
-        if is_interruption(exception):
+        if not is_interruption(exception):
+            return
+        progress = trainer.fit_loop.epoch_progress.current
+        after_last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if after_last_batch and progress.processed == progress.completed and self.path.is_file():
+            # Stopped in the end-of-epoch validation: a checkpoint from here would resume
+            # with no training batch left, and the epoch's train/loss is never computed.
+            # The end of the previous epoch (already saved) redoes the whole epoch instead.
+            log.warning("training interrupted; resuming redoes the epoch from %s", self.path)
+        else:
             self._save(trainer)
-            self.saved_on_interrupt = True
             log.warning("training interrupted; state saved to %s", self.path)
+        self.saved_on_interrupt = True
