@@ -52,6 +52,23 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
     return ((1.0 - p_true) ** gamma * ce).mean()
 
 
+def _start_at(network: torch.nn.Module, prior: float) -> None:
+    """Set the bias of the network's last convolution so every pixel starts at ``prior``.
+
+    The prior-probability initialisation of Lin et al. 2017: with a zero bias the focal
+    loss starts at one half everywhere and the many normal pixels dominate the first
+    epochs, which some initialisations take most of a short training to leave.
+    """
+    last = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    if not last or last[-1].bias is None or last[-1].out_channels != 1:
+        raise ConfigError(
+            "model.module.segmenter_prior needs a discriminative network whose last layer "
+            "is a Conv2d with one output channel and a bias; set it to null for this one"
+        )
+    with torch.no_grad():
+        last[-1].bias.fill_(float(torch.logit(torch.tensor(prior))))
+
+
 class DraemModule(pl.LightningModule):
     """Trains DRAEM's reconstructive and discriminative networks together.
 
@@ -72,6 +89,9 @@ class DraemModule(pl.LightningModule):
             DRAEM's map. Scoring only: training is the same.
         recon_map_sigma: Gaussian blur (pixels) of that error before it is added; 0 for
             none.
+        segmenter_prior: Probability the untrained segmenter gives every pixel (its last
+            bias set to the logit of it, as RetinaNet's); None keeps PyTorch's
+            initialisation (one half).
 
     Raises:
         ConfigError: A value out of range (names the ``model.module.*`` key).
@@ -89,6 +109,7 @@ class DraemModule(pl.LightningModule):
         focal_gamma: float = 2.0,
         recon_map_weight: float = 0.0,
         recon_map_sigma: float = 8.0,
+        segmenter_prior: float | None = None,
     ) -> None:
         super().__init__()
         check_lr_schedule(lr_schedule)
@@ -102,10 +123,16 @@ class DraemModule(pl.LightningModule):
         ):
             if not value >= 0:
                 raise ConfigError(f"model.module.{key} must be >= 0, got {value!r}")
+        if segmenter_prior is not None and not 0.0 < segmenter_prior < 1.0:
+            raise ConfigError(
+                f"model.module.segmenter_prior must be in (0, 1) or null, got {segmenter_prior!r}"
+            )
         self.save_hyperparameters()
         self.reconstructive = instantiate(reconstructive, _convert_="all")
         channels = 2 * int(self.reconstructive.channels)
         self.discriminative = instantiate(discriminative, channels=channels, _convert_="all")
+        if segmenter_prior is not None:
+            _start_at(self.discriminative, segmenter_prior)
         self.loss_fn = build_loss(**(loss or {"name": "l2_ssim"}))
         self.perlin = dict(perlin or {})
         # Fail at construction, not at the first training step, on a bad perlin setting.

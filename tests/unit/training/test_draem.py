@@ -81,7 +81,8 @@ def test_segmenter_learns_to_find_pasted_anomalies_and_is_the_map():
     [({"anomaly_p": 0.0}, "anomaly_p"), ({"focal_gamma": -1.0}, "focal_gamma"),
      ({"lr_schedule": "step"}, "lr_schedule"), ({"perlin": {"threshold": 3.0}}, "threshold"),
      ({"recon_map_weight": -0.1}, "recon_map_weight"),
-     ({"recon_map_sigma": float("nan")}, "recon_map_sigma")],
+     ({"recon_map_sigma": float("nan")}, "recon_map_sigma"),
+     ({"segmenter_prior": 1.0}, "segmenter_prior"), ({"segmenter_prior": 0.0}, "segmenter_prior")],
 )  # fmt: skip
 def test_bad_settings_are_named(kwargs, key):
     with pytest.raises(ConfigError, match=key):
@@ -123,3 +124,29 @@ def test_a_checkpoint_saved_before_the_reconstruction_term_keeps_its_map(tmp_pat
     with torch.no_grad():
         expected = torch.sigmoid(module.eval().segment(x, module.reconstructive(x)))
         assert torch.allclose(loaded.anomaly_map(x), expected, atol=1e-6)
+
+
+def test_segmenter_prior_starts_every_pixel_near_it_and_training_moves_it():
+    torch.manual_seed(0)
+    default = DraemModule(RECON, DISC)
+    torch.manual_seed(0)
+    module = DraemModule(RECON, DISC, segmenter_prior=0.01)
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        start = torch.sigmoid(module.segment(x, module.reconstructive(x)))
+        half = torch.sigmoid(default.segment(x, default.reconstructive(x)))
+    # logit(0.01) = ln(0.01 / 0.99), by hand
+    assert module.discriminative.out.bias.item() == pytest.approx(-4.59512, abs=1e-4)
+    assert 0.005 < start.mean().item() < 0.02
+    assert 0.3 < half.mean().item() < 0.7
+    # Only the start: the other weights are PyTorch's, the same under the same seed.
+    assert torch.equal(module.discriminative.out.weight, default.discriminative.out.weight)
+    before = module.discriminative.out.bias.clone()
+    make_trainer(2).fit(module, DataLoader([{"image": x}], batch_size=None))
+    assert not torch.equal(module.discriminative.out.bias, before)
+
+
+def test_segmenter_prior_needs_a_one_channel_convolution_at_the_end():
+    wide = dict(DISC, out_channels=2)
+    with pytest.raises(ConfigError, match="segmenter_prior"):
+        DraemModule(RECON, wide, segmenter_prior=0.01)
