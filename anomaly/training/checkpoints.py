@@ -35,6 +35,8 @@ class ResumableCheckpoint(pl.Callback):
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
+        # True once an interrupt left a checkpoint to resume from: saved then, or the end of
+        # the previous epoch kept (an interrupt in the end-of-epoch validation).
         self.saved_on_interrupt = False
 
     @property
@@ -58,7 +60,10 @@ class ResumableCheckpoint(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        """Save the state reached so far when the run is interrupted (not on a crash)."""
+        """Save the state reached so far when the run is interrupted (not on a crash).
+
+        In the end-of-epoch validation the previous epoch's checkpoint is kept instead.
+        """
         if not is_interruption(exception):
             return
         progress = trainer.fit_loop.epoch_progress.current
