@@ -17,7 +17,7 @@ Meant to be started by a scheduler (cron, systemd timer) as often as wanted. Eac
 The manifest is the single source of truth, so a run killed at any moment loses nothing
 and counts nothing twice: its uncommitted images are simply scored by the next run, which
 also finishes what the killed one left (tables not yet rebuilt, committed images not yet
-moved).
+moved, temporary files of writes it cut short).
 
 Test hook: ``ANOMALY_TEST_PAUSE_AT=<phase>:<n>[:<seconds>]`` makes the run stop (sleep for
 an hour, or ``seconds``, to be killed by the test or to let it act) at the ``n``-th batch
@@ -36,6 +36,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -329,13 +330,25 @@ def _claim_output(settings: Settings) -> None:
             ) from exc
 
 
-def _remove_orphans(output: Path) -> None:
-    """Temporary files of PNG writes a killed run left behind (never complete files)."""
-    for kind in ("masks", "heatmaps", "overlays"):
-        folder = output / kind
+#: Names :func:`anomaly.io.atomic_open` gives its temporary files (``mkstemp``'s eight
+#: random characters), so a sweep never touches a file someone else put there.
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_orphans(settings: Settings) -> None:
+    """Remove the temporary files of atomic writes a killed run left behind.
+
+    Any write can be cut by SIGKILL between creating its temporary file and renaming it:
+    the pictures, the tables (also in ``runs/<run>/``), ``summary.json`` and, with
+    ``processed=move`` across file systems, the copy into the done folder. None of them
+    is ever a complete result, and the inbox's lock means no live run is writing them.
+    """
+    folders = [settings.output] + ([settings.done] if settings.move else [])
+    for folder in folders:
         if folder.is_dir():
             for orphan in folder.rglob(".*.tmp"):
-                orphan.unlink(missing_ok=True)
+                if _TEMPORARY.fullmatch(orphan.name) and orphan.is_file():
+                    orphan.unlink(missing_ok=True)
 
 
 def _tables_stale(manifest_file: Path, tables: Path) -> bool:
@@ -360,7 +373,7 @@ def _run(cfg: DictConfig, settings: Settings, progress: Progress | None) -> dict
         if manifest.dropped or _tables_stale(settings.state / MANIFEST_FILE, tables):
             # A run was killed after committing images but before rebuilding the tables.
             write_tables(manifest.records, settings.output)
-        _remove_orphans(settings.output)
+        remove_orphans(settings)
         plan = plan_run(settings, manifest)
         moved = _move_all(plan.to_move, settings)
         if moved:

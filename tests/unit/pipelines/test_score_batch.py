@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from omegaconf import OmegaConf
 
 from anomaly.errors import ConfigError
 from anomaly.pipelines.manifest import Manifest, sha256_file
-from anomaly.pipelines.score_batch import move_file, plan_run, settings_from
+from anomaly.pipelines.score_batch import move_file, plan_run, remove_orphans, settings_from
 from tests.conftest import write_png
 
 
@@ -96,3 +98,50 @@ def test_move_file_never_overwrites(tmp_path):
     again = _image(tmp_path / "in" / "a.png", 1)
     assert move_file(again, tmp_path / "done" / "a.png", sha256=sha) == dest
     assert not again.exists() and len(os.listdir(tmp_path / "done")) == 2
+
+
+def _killed_write(path):
+    """What SIGKILL during an atomic write leaves: the writer dies before its rename."""
+    code = (
+        "import os, sys\n"
+        "from anomaly.io import atomic_open\n"
+        "with atomic_open(sys.argv[1], 'w') as handle:\n"
+        "    handle.write('half')\n"
+        "    handle.flush()\n"
+        "    os._exit(9)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], check=False)
+    assert result.returncode == 9 and not path.exists()
+
+
+def test_orphans_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings = settings_from(_cfg(inbox, processed="move"))
+    killed = [
+        settings.output / "scores.csv",
+        settings.output / "runs" / "2026-11-26T10-54-53Z_10618" / "new_scores.csv",
+        settings.output / "masks" / "sub" / "a.png",
+        settings.done / "a.png",
+    ]
+    for path in killed:
+        _killed_write(path)
+    orphans = sorted(p for f in (settings.output, settings.done) for p in f.rglob("*.tmp"))
+    assert len(orphans) == len(killed)
+    theirs = [settings.output / "notes.tmp", settings.done / ".keep.tmp", inbox / ".x.abcdefgh.tmp"]
+    for path in theirs:
+        path.write_text("not ours")
+
+    remove_orphans(settings)
+
+    assert not any(p.exists() for p in orphans)
+    assert all(p.read_text() == "not ours" for p in theirs)
+
+
+def test_without_move_the_done_folder_is_not_touched(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings = settings_from(_cfg(inbox))
+    _killed_write(settings.done / "a.png")
+    remove_orphans(settings)
+    assert len(list(settings.done.glob(".a.png.*.tmp"))) == 1
