@@ -30,6 +30,7 @@ unset.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -334,6 +335,10 @@ def _claim_output(settings: Settings) -> None:
 #: random characters), so a sweep never touches a file someone else put there.
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
+#: A copy in flight into the done folder is written continuously, so a temporary file
+#: this old there is an orphan even if another inbox's run shares the folder.
+DONE_ORPHAN_AGE_S = 3600.0
+
 
 def remove_orphans(settings: Settings) -> None:
     """Remove the temporary files of atomic writes a killed run left behind.
@@ -341,14 +346,21 @@ def remove_orphans(settings: Settings) -> None:
     Any write can be cut by SIGKILL between creating its temporary file and renaming it:
     the pictures, the tables (also in ``runs/<run>/``), ``summary.json`` and, with
     ``processed=move`` across file systems, the copy into the done folder. None of them
-    is ever a complete result, and the inbox's lock means no live run is writing them.
+    is ever a complete result. The results folder belongs to this inbox, whose lock we
+    hold, so nothing there is being written; the done folder may be shared with other
+    inboxes, so only temporary files untouched for :data:`DONE_ORPHAN_AGE_S` go there.
     """
-    folders = [settings.output] + ([settings.done] if settings.move else [])
-    for folder in folders:
-        if folder.is_dir():
-            for orphan in folder.rglob(".*.tmp"):
-                if _TEMPORARY.fullmatch(orphan.name) and orphan.is_file():
-                    orphan.unlink(missing_ok=True)
+    cutoff = time.time() - DONE_ORPHAN_AGE_S
+    folders = [(settings.output, None)] + ([(settings.done, cutoff)] if settings.move else [])
+    for folder, older_than in folders:
+        if not folder.is_dir():
+            continue
+        for orphan in folder.rglob(".*.tmp"):
+            if not _TEMPORARY.fullmatch(orphan.name) or not orphan.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if older_than is None or orphan.stat().st_mtime < older_than:
+                    orphan.unlink()
 
 
 def _tables_stale(manifest_file: Path, tables: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,13 @@ from omegaconf import OmegaConf
 
 from anomaly.errors import ConfigError
 from anomaly.pipelines.manifest import Manifest, sha256_file
-from anomaly.pipelines.score_batch import move_file, plan_run, remove_orphans, settings_from
+from anomaly.pipelines.score_batch import (
+    DONE_ORPHAN_AGE_S,
+    move_file,
+    plan_run,
+    remove_orphans,
+    settings_from,
+)
 from tests.conftest import write_png
 
 
@@ -128,13 +135,21 @@ def test_orphans_of_killed_writes_are_removed_and_nothing_else(tmp_path):
         _killed_write(path)
     orphans = sorted(p for f in (settings.output, settings.done) for p in f.rglob("*.tmp"))
     assert len(orphans) == len(killed)
+    # The done folder may be shared with another inbox's run: only old orphans go there.
+    old = time.time() - DONE_ORPHAN_AGE_S - 60
+    for orphan in settings.done.rglob("*.tmp"):
+        os.utime(orphan, (old, old))
+    _killed_write(settings.done / "b.png")
+    in_flight = next(settings.done.glob(".b.png.*.tmp"))
     theirs = [settings.output / "notes.tmp", settings.done / ".keep.tmp", inbox / ".x.abcdefgh.tmp"]
     for path in theirs:
         path.write_text("not ours")
+        os.utime(path, (old, old))
 
     remove_orphans(settings)
 
     assert not any(p.exists() for p in orphans)
+    assert in_flight.exists()
     assert all(p.read_text() == "not ours" for p in theirs)
 
 
@@ -143,5 +158,8 @@ def test_without_move_the_done_folder_is_not_touched(tmp_path):
     inbox.mkdir()
     settings = settings_from(_cfg(inbox))
     _killed_write(settings.done / "a.png")
+    (orphan,) = settings.done.glob(".a.png.*.tmp")
+    old = time.time() - DONE_ORPHAN_AGE_S - 60
+    os.utime(orphan, (old, old))
     remove_orphans(settings)
-    assert len(list(settings.done.glob(".a.png.*.tmp"))) == 1
+    assert orphan.exists()
