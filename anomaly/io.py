@@ -9,10 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+_SUFFIX = ".tmp"
+#: What :func:`atomic_open` names its temporary files: ``.<name>.`` plus ``mkstemp``'s
+#: eight random characters, so a sweep never touches a file someone else put there.
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_SUFFIX))
 
 
 @contextlib.contextmanager
@@ -37,7 +44,7 @@ def atomic_open(
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -60,3 +67,29 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
     """Write ``payload`` as indented JSON (keys in insertion order) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def remove_leftover_temporaries(
+    folder: str | os.PathLike[str], *, untouched_for_s: float | None = None
+) -> None:
+    """Remove the temporary files of :func:`atomic_open` writes a killed process left.
+
+    A process killed between creating its temporary file and renaming it leaves the
+    temporary file behind; it is never a complete result. Call this only where no live
+    writer can be at work, or give ``untouched_for_s``.
+
+    Args:
+        folder: Searched with all its subfolders; a missing folder holds nothing.
+        untouched_for_s: Only remove files not modified for this many seconds (a write in
+            progress keeps its file fresh); ``None`` removes them whatever their age.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    cutoff = None if untouched_for_s is None else time.time() - untouched_for_s
+    for leftover in folder.rglob(f".*{_SUFFIX}"):
+        if not _TEMPORARY_NAME.fullmatch(leftover.name) or not leftover.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if cutoff is None or leftover.stat().st_mtime < cutoff:
+                leftover.unlink()

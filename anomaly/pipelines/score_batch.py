@@ -30,14 +30,12 @@ unset.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
 import io
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -51,7 +49,7 @@ from omegaconf import DictConfig
 
 from anomaly.data.folder import Sample, list_images
 from anomaly.errors import ConfigError, DataError, OutputError
-from anomaly.io import atomic_open, write_json_atomic
+from anomaly.io import atomic_open, remove_leftover_temporaries, write_json_atomic
 from anomaly.jobs.checks import check_config
 from anomaly.jobs.score import output_settings, region_settings
 from anomaly.pipelines import lock as locking
@@ -331,10 +329,6 @@ def _claim_output(settings: Settings) -> None:
             ) from exc
 
 
-#: Names :func:`anomaly.io.atomic_open` gives its temporary files (``mkstemp``'s eight
-#: random characters), so a sweep never touches a file someone else put there.
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-
 #: A copy in flight into the done folder is written continuously, so a temporary file
 #: this old there is an orphan even if another inbox's run shares the folder.
 DONE_ORPHAN_AGE_S = 3600.0
@@ -350,17 +344,9 @@ def remove_orphans(settings: Settings) -> None:
     hold, so nothing there is being written; the done folder may be shared with other
     inboxes, so only temporary files untouched for :data:`DONE_ORPHAN_AGE_S` go there.
     """
-    cutoff = time.time() - DONE_ORPHAN_AGE_S
-    folders = [(settings.output, None)] + ([(settings.done, cutoff)] if settings.move else [])
-    for folder, older_than in folders:
-        if not folder.is_dir():
-            continue
-        for orphan in folder.rglob(".*.tmp"):
-            if not _TEMPORARY.fullmatch(orphan.name) or not orphan.is_file():
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if older_than is None or orphan.stat().st_mtime < older_than:
-                    orphan.unlink()
+    remove_leftover_temporaries(settings.output)
+    if settings.move:
+        remove_leftover_temporaries(settings.done, untouched_for_s=DONE_ORPHAN_AGE_S)
 
 
 def _tables_stale(manifest_file: Path, tables: Path) -> bool:
