@@ -66,6 +66,8 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("model.module.n_masks", lambda v: v >= 2, "2 or more masks"),
     ("model.module.cell_sizes*", _at_least_one, "positive cell sizes in pixels"),
     ("model.module.anomaly_p", lambda v: 0 < v <= 1, "a share in (0, 1]"),
+    ("model.ensemble.members", _at_least_one, "a positive whole number of models"),
+    ("model.ensemble.scales*", lambda v: 0 < v <= 4, "a resolution factor in (0, 4] per member"),
     ("*focal_gamma", _non_negative, "0 or more"),
     ("*perlin.threshold", lambda v: -1 <= v <= 1, "a Perlin level between -1 and 1"),
     ("*max_opacity", _unit_closed, "between 0 and 1"),

@@ -45,6 +45,7 @@ from anomaly.tracking.mlflow_logger import (
 )
 from anomaly.tracking.model import log_pyfunc, set_alias
 from anomaly.training.checkpoints import ResumableCheckpoint, is_interruption
+from anomaly.training.ensemble import EnsembleModule
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ def calibration_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 def build_module(cfg: DictConfig) -> pl.LightningModule:
     """Instantiate the LightningModule of ``cfg.model.module`` with plain-value arguments.
 
+    With ``model.ensemble.members`` above 1 (or ``scales`` set), an
+    :class:`~anomaly.training.ensemble.EnsembleModule` of that many such modules.
+
     Raises:
         ConfigError: The module class cannot be imported or rejects its arguments.
     """
@@ -102,7 +106,10 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
                 "or use model=dae"
             )
         spec["noise"] = noise
+    ensemble = OmegaConf.to_container(cfg.model.get("ensemble") or {}, resolve=True)
     try:
+        if ensemble.get("members", 1) != 1 or ensemble.get("scales") is not None:
+            return EnsembleModule(member={"_target_": target, **spec}, **ensemble)
         return module_class(**spec)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model={cfg.model.name}: invalid model settings: {exc}") from exc

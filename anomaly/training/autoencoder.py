@@ -6,6 +6,7 @@ dense baselines and the VAE (whose net adds a KL term through ``forward_train``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -116,15 +117,23 @@ def check_lr_schedule(lr_schedule: str) -> None:
         )
 
 
-def configure_optimizer(module: pl.LightningModule) -> Any:
+def configure_optimizer(
+    module: pl.LightningModule, *, settings: Mapping[str, Any] | None = None
+) -> Any:
     """Lightning's ``configure_optimizers`` result for a module's hyper-parameters.
 
     ``optimizer`` (a partial optimiser config, Adam by default) over all parameters, and
     with ``lr_schedule: cosine`` a step-wise cosine decay to 0 over the whole training.
+
+    Args:
+        module: The module whose parameters are optimised.
+        settings: Where ``optimizer`` and ``lr_schedule`` are read; the module's
+            hyper-parameters when None (an ensemble passes its members' settings).
     """
-    factory = instantiate(module.hparams.get("optimizer") or DEFAULT_OPTIMIZER)
+    settings = module.hparams if settings is None else settings
+    factory = instantiate(settings.get("optimizer") or DEFAULT_OPTIMIZER)
     optimizer = factory(params=module.parameters())
-    if module.hparams.get("lr_schedule", "constant") == "constant":
+    if settings.get("lr_schedule", "constant") == "constant":
         return optimizer
     steps = max(1, int(module.trainer.estimated_stepping_batches))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)

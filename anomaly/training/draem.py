@@ -69,6 +69,18 @@ def _start_at(network: torch.nn.Module, prior: float) -> None:
         last[-1].bias.fill_(float(torch.logit(torch.tensor(prior))))
 
 
+def log_losses(
+    module: pl.LightningModule, losses: dict[str, torch.Tensor], stage: str, *, batch_size: int
+) -> torch.Tensor:
+    """Log each loss as ``<stage>/<name>`` and their sum as ``<stage>/loss``; return the sum."""
+    opts = {"on_step": False, "on_epoch": True, "sync_dist": True, "batch_size": batch_size}
+    for name, value in losses.items():
+        module.log(f"{stage}/{name}", value, **opts)
+    total = torch.stack(list(losses.values())).sum()
+    module.log(f"{stage}/loss", total, prog_bar=True, **opts)
+    return total
+
+
 class DraemModule(pl.LightningModule):
     """Trains DRAEM's reconstructive and discriminative networks together.
 
@@ -167,7 +179,16 @@ class DraemModule(pl.LightningModule):
             error = gaussian_filter(error, sigma)
         return probability + weight * error
 
-    def _losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """DRAEM's two losses on ``x`` with synthetic anomalies pasted into some images.
+
+        Args:
+            x: ``(N, C, H, W)`` defect-free images in ``[0, 1]``.
+
+        Returns:
+            ``reconstruction_loss`` and ``segmentation_loss`` (scalars); the training
+            minimises their sum.
+        """
         pasted, mask = perlin_texture_with_mask(x, **self.perlin)
         chosen = (torch.rand(x.shape[0], device=x.device) < self.hparams.anomaly_p).view(
             -1, 1, 1, 1
@@ -176,16 +197,14 @@ class DraemModule(pl.LightningModule):
         target = (mask & chosen).float()
         recon = self.reconstructive(inputs)
         logits = self.segment(inputs, recon)
-        return self.loss_fn(recon, x), focal_loss(logits, target, self.hparams.focal_gamma)
+        return {
+            "reconstruction_loss": self.loss_fn(recon, x),
+            "segmentation_loss": focal_loss(logits, target, self.hparams.focal_gamma),
+        }
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        rec, seg = self._losses(batch["image"])
-        n = batch["image"].shape[0]
-        opts = {"on_step": False, "on_epoch": True, "sync_dist": True, "batch_size": n}
-        self.log(f"{stage}/reconstruction_loss", rec, **opts)
-        self.log(f"{stage}/segmentation_loss", seg, **opts)
-        self.log(f"{stage}/loss", rec + seg, prog_bar=True, **opts)
-        return rec + seg
+        losses = self.training_losses(batch["image"])
+        return log_losses(self, losses, stage, batch_size=batch["image"].shape[0])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Reconstruction plus segmentation loss on a batch with synthetic anomalies."""

@@ -42,3 +42,33 @@ def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
     detector = load_detector(result["model_dir"])
     summary = score_folder(detector, tiny_mvtec / "test", tmp_path / "scored")
     assert summary.n_scored == 6 and summary.n_errors == 0
+
+
+def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"data.root={tiny_mvtec}",
+                "data.image_size=32",
+                "data.val_fraction=0.25",
+                "model.ensemble.members=2",
+                "model.ensemble.scales=[1.0,0.5]",
+                "trainer.max_epochs=2",
+                "trainer.progress_bar=false",
+                f"output_dir={tmp_path / 'out'}",
+                f"tracking.uri={uri}",
+            ],
+        )
+    result = train(cfg)
+    assert 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
+    run = MlflowClient(uri).get_run(result["run_id"])
+    assert run.data.params["model.ensemble.members"] == "2"
+    assert "train/segmentation_loss" in run.data.metrics
+    detector = load_detector(result["model_dir"])
+    assert type(detector.model).__name__ == "EnsembleModule"
+    assert [m.discriminative.out.in_channels for m in detector.model.members] == [8, 8]
+    assert detector.model.scales == [1.0, 0.5]
+    summary = score_folder(detector, tiny_mvtec / "test", tmp_path / "scored")
+    assert summary.n_scored == 6 and summary.n_errors == 0

@@ -51,6 +51,8 @@ def test_every_shipped_command_config_and_experiment_passes():
         ("model.module.reconstructive.base=0", "model.module.reconstructive.base", "positive"),
         ("model.module.anomaly_p=1.5", "model.module.anomaly_p", "(0, 1]"),
         ("model.module.perlin.threshold=2", "model.module.perlin.threshold", "Perlin level"),
+        ("model.ensemble.members=0", "model.ensemble.members", "positive whole"),
+        ("model.ensemble.scales=[1.0,0]", "model.ensemble.scales.1", "(0, 4]"),
         ("seed=-1", "seed", "0 or more"),
     ],
 )

@@ -1,0 +1,151 @@
+"""Several models of one kind trained side by side, scored by the mean of their maps.
+
+A deep ensemble (Lakshminarayanan et al. 2017) applied to anomaly maps: members differ in
+their initialisation, in the synthetic anomalies each draws for every batch and, with
+``scales``, in the resolution they see. Where one member's map lights up on normal
+texture by chance, the others rarely do at the same place, so the mean map ranks defects
+above normal surface more reliably than any one of them; members at two resolutions see
+small and large defects differently (docs/quality.md measures both).
+
+The members train in one Lightning run with one optimiser: the loss is the sum of theirs,
+and since no parameter is shared, each member's gradient is the one it would get alone.
+Training and scoring time grow with the number of members (and with their resolution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from torch import nn
+
+from anomaly.errors import ConfigError
+from anomaly.training.autoencoder import configure_optimizer
+from anomaly.training.draem import log_losses
+
+# Member input sides are rounded to a multiple of this (the 2**depth of the default
+# U-Nets and the stated constraint of data.image_size).
+SIDE_MULTIPLE = 16
+
+
+def member_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """The input size ``(h, w)`` of a member that sees ``size`` scaled by ``scale``.
+
+    Each side is rounded to the nearest multiple of 16 (at least 16), so a U-Net of depth
+    4 can take it.
+    """
+    h, w = (max(SIDE_MULTIPLE, round(s * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE) for s in size)
+    return h, w
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    # antialias: a member at a lower resolution should see the image, not its aliasing.
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+class EnsembleModule(pl.LightningModule):
+    """Trains ``members`` copies of one model together; the map is the mean of theirs.
+
+    Args:
+        member: Plain config of one member's LightningModule, with its ``_target_`` (what
+            ``model.module`` holds for a single model). The class must have
+            ``anomaly_map(x)`` and ``training_losses(x) -> dict`` (DRAEM has both).
+        members: How many members (at least 1).
+        scales: Resolution of each member relative to the model input, one per member
+            (``[1.0, 0.67]``: the second sees the image at two thirds of the size; sides
+            rounded to multiples of 16); None: all at 1.
+
+    Raises:
+        ConfigError: A bad count, scales or member class (names the ``model.ensemble.*``
+            or ``model.module._target_`` key).
+    """
+
+    def __init__(
+        self,
+        member: dict[str, Any],
+        members: int = 2,
+        scales: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ConfigError(f"model.ensemble.members must be an integer >= 1, got {members!r}")
+        if scales is not None:
+            if len(scales) != members:
+                raise ConfigError(
+                    f"model.ensemble.scales has {len(scales)} values for {members} members; "
+                    "give one scale per member (or null for all at 1)"
+                )
+            bad = [s for s in scales if not 0.0 < float(s) <= 4.0]
+            if bad:
+                raise ConfigError(f"model.ensemble.scales must lie in (0, 4], got {bad}")
+        self.save_hyperparameters()
+        spec = dict(member)
+        target = spec.pop("_target_", None)
+        try:
+            member_class = get_class(target)
+        except Exception as exc:
+            raise ConfigError(
+                f"model.module._target_={target!r} cannot be imported as an ensemble member: {exc}"
+            ) from exc
+        missing = [
+            name for name in ("anomaly_map", "training_losses") if not hasattr(member_class, name)
+        ]
+        if missing:
+            raise ConfigError(
+                f"model.ensemble.members > 1 needs a model that makes its own anomaly map "
+                f"(model=draem); {target} lacks {', '.join(missing)}"
+            )
+        self.members = nn.ModuleList(member_class(**spec) for _ in range(members))
+        self.scales = [float(s) for s in scales] if scales is not None else [1.0] * members
+
+    def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [_resize(x, member_size(x.shape[-2:], s)) for s in self.scales]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The first member's reconstruction of ``x`` at the size of ``x`` (for pictures)."""
+        return _resize(self.members[0](self._inputs(x)[0]), tuple(x.shape[-2:]))
+
+    def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+        """The first member's reconstruction, for the pictures of the scoring stage."""
+        return [(1.0, self.forward(x))]
+
+    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of the members' maps, each resized to ``x``'s size: ``(N, 1, H, W)``."""
+        size = tuple(x.shape[-2:])
+        maps = [
+            _resize(m.anomaly_map(xi), size)
+            for m, xi in zip(self.members, self._inputs(x), strict=True)
+        ]
+        return torch.stack(maps).mean(dim=0)
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        per_member = [
+            m.training_losses(xi)
+            for m, xi in zip(self.members, self._inputs(batch["image"]), strict=True)
+        ]
+        n = batch["image"].shape[0]
+        # Logged as the members' mean, so the curves read like a single model's.
+        mean = {k: torch.stack([losses[k] for losses in per_member]).mean() for k in per_member[0]}
+        log_losses(self, mean, stage, batch_size=n)
+        # The sum, not the mean, so each member's gradient is exactly its own.
+        return torch.stack(
+            [torch.stack(list(losses.values())).sum() for losses in per_member]
+        ).sum()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Every member's losses on the batch (each draws its own synthetic anomalies)."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The same losses on held-out images."""
+        return self._step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        """One optimiser over all members, with the first member's optimiser and schedule."""
+        return configure_optimizer(self, settings=self.members[0].hparams)

@@ -1,0 +1,121 @@
+"""Ensembles: the mean of the members' maps, members at their own resolution, one training."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from anomaly.data.transforms import Preprocess
+from anomaly.errors import ConfigError
+from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.metrics import auroc
+from anomaly.scoring.score import Detector
+from anomaly.training.draem import DraemModule
+from anomaly.training.ensemble import EnsembleModule, member_size
+from anomaly.training.noise import perlin_texture_with_mask
+from tests.conftest import make_trainer
+
+DRAEM = {
+    "_target_": "anomaly.training.draem.DraemModule",
+    "reconstructive": {"_target_": "anomaly.models.unet.UNet", "channels": 1, "base": 4,
+                       "depth": 2, "skip": False},
+    "discriminative": {"_target_": "anomaly.models.unet.UNet", "out_channels": 1, "base": 4,
+                       "depth": 2, "sigmoid": False},
+    "segmenter_prior": 0.01,
+}  # fmt: skip
+
+
+def test_member_sizes_are_scaled_and_rounded_to_multiples_of_16():
+    assert member_size((128, 112), 1.0) == (128, 112)
+    # 192 x 2/3 = 128 exactly; 160 x 0.67 = 107.2, nearest multiple of 16: 112.
+    assert member_size((192, 160), 0.67) == (128, 112)
+    assert member_size((32, 32), 0.5) == (16, 16)
+    assert member_size((32, 32), 0.1) == (16, 16)  # never below 16
+
+
+def test_map_is_the_mean_of_the_members_maps_at_their_own_resolution():
+    torch.manual_seed(0)
+    ensemble = EnsembleModule(DRAEM, members=2, scales=[1.0, 0.5]).eval()
+    assert all(isinstance(m, DraemModule) for m in ensemble.members)
+    # Each member starts from its own initialisation.
+    first, second = (m.discriminative.out.weight for m in ensemble.members)
+    assert not torch.equal(first, second)
+    x = torch.rand(3, 1, 32, 48)
+    with torch.no_grad():
+        full = ensemble.members[0].anomaly_map(x)
+        half_input = F.interpolate(x, size=(16, 32), mode="bilinear", antialias=True)
+        half = ensemble.members[1].anomaly_map(half_input)
+        expected = (full + F.interpolate(half, size=(32, 48), mode="bilinear")) / 2
+        got = ensemble.anomaly_map(x)
+        assert got.shape == (3, 1, 32, 48)
+        torch.testing.assert_close(got, expected)
+        # Pictures: the first member's reconstruction at the input's size.
+        assert ensemble(x).shape == x.shape
+        torch.testing.assert_close(ensemble(x), ensemble.members[0](x))
+
+
+def test_members_train_together_and_the_ensemble_finds_pasted_anomalies(tmp_path):
+    pl.seed_everything(0)
+    member = dict(DRAEM, optimizer={"_target_": "torch.optim.Adam", "_partial_": True,
+                  "lr": 3e-3}, lr_schedule="constant",
+                  perlin={"max_scale": 4, "max_opacity": 0.0})  # fmt: skip
+    ensemble = EnsembleModule(member, members=2, scales=[1.0, 0.5])
+    before = [m.discriminative.out.weight.clone() for m in ensemble.members]
+    rows = torch.linspace(0.2, 0.8, 32).view(1, 1, 32, 1).expand(8, 1, 32, 32).contiguous()
+    trainer = make_trainer(120)
+    trainer.fit(ensemble, DataLoader([{"image": rows}] * 120, batch_size=None))
+    # One optimiser trained every member.
+    for m, start in zip(ensemble.members, before, strict=True):
+        assert not torch.equal(m.discriminative.out.weight, start)
+    ensemble.eval()
+    torch.manual_seed(1)
+    pasted, mask = perlin_texture_with_mask(rows, max_scale=4, max_opacity=0.0)
+    detector = Detector(ensemble, Preprocess.create(image_size=32, channels=1),
+                        MapSettings(kind="l2", smoothing_sigma=0))  # fmt: skip
+    maps = torch.stack(detector.anomaly_maps(pasted))
+    assert auroc(mask.flatten().numpy(), maps.flatten().numpy()) > 0.85
+    # A checkpoint reloads with no extra arguments and gives the same map.
+    ckpt = tmp_path / "ensemble.ckpt"
+    trainer.save_checkpoint(ckpt, weights_only=True)
+    loaded = EnsembleModule.load_from_checkpoint(ckpt).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.anomaly_map(pasted), ensemble.anomaly_map(pasted))
+
+
+def test_the_summed_loss_gives_each_member_its_own_gradient():
+    torch.manual_seed(0)
+    ensemble = EnsembleModule(DRAEM, members=2)
+    x = torch.rand(2, 1, 32, 32)
+    torch.manual_seed(3)
+    ensemble._step({"image": x}, "train").backward()
+    together = [p.grad.clone() for p in ensemble.members[1].parameters()]
+    ensemble.zero_grad()
+    # The same random draws, member by member: member 0 first, then member 1 alone.
+    torch.manual_seed(3)
+    ensemble.members[0].training_losses(x)
+    alone = ensemble.members[1].training_losses(x)
+    sum(alone.values()).backward()
+    for a, b in zip(together, (p.grad for p in ensemble.members[1].parameters()), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"members": 0}, "model.ensemble.members"),
+        ({"members": 2, "scales": [1.0]}, "model.ensemble.scales"),
+        ({"members": 2, "scales": [1.0, 0.0]}, "model.ensemble.scales"),
+        ({"member": {"_target_": "anomaly.nowhere.Module"}}, "model.module._target_"),
+        (
+            {"member": {"_target_": "anomaly.training.autoencoder.AutoencoderModule",
+                        "net": {"_target_": "anomaly.models.conv_ae.ConvAutoencoder"}}},
+            "model=draem",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_named(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        EnsembleModule(**{"member": DRAEM, **kwargs})
