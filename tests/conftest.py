@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,20 @@ def write_png(path: Path, array: np.ndarray) -> Path:
         array = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
     Image.fromarray(array).save(path)
     return path
+
+
+def killed_atomic_write(path: Path) -> None:
+    """What SIGKILL during an atomic write leaves: the writer dies before its rename."""
+    code = (
+        "import os, sys\n"
+        "from anomaly.io import atomic_open\n"
+        "with atomic_open(sys.argv[1], 'w') as handle:\n"
+        "    handle.write('half')\n"
+        "    handle.flush()\n"
+        "    os._exit(9)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], check=False)
+    assert result.returncode == 9 and not path.exists()
 
 
 def stripes(size: int, rng: np.random.Generator) -> np.ndarray:

@@ -28,7 +28,7 @@ from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample, list_images
 from anomaly.data.transforms import Preprocess, resize_map
 from anomaly.errors import DataError, OutputError
-from anomaly.io import atomic_open, write_json_atomic
+from anomaly.io import atomic_open, remove_leftover_temporaries, write_json_atomic
 from anomaly.scoring.calibration import (
     Calibration,
     fit_calibration,
@@ -529,7 +529,9 @@ def score_folder(
     What is on disk is always consistent, even when the run dies: each PNG is written
     atomically, and an image's rows reach ``scores.csv`` and ``regions.csv`` only after its
     PNGs are in place, in whole rows. ``summary.json`` is written last; results left from an
-    earlier run in the same folder are removed first, so they cannot pass for this one's.
+    earlier run in the same folder are removed first, so they cannot pass for this one's,
+    and so are the temporary files of writes that a killed run cut short (the folder is
+    this run's while it scores).
 
     Args:
         detector: A calibrated detector.
@@ -588,6 +590,7 @@ def score_folder(
         output_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("summary.json", "errors.csv", "scores.parquet"):
             (output_dir / stale).unlink(missing_ok=True)
+        remove_leftover_temporaries(output_dir)
     except OSError as exc:
         raise OutputError(
             f"cannot write to the output folder {output_dir}: {exc.strerror}"

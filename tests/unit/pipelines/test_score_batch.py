@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,7 +18,7 @@ from anomaly.pipelines.score_batch import (
     remove_orphans,
     settings_from,
 )
-from tests.conftest import write_png
+from tests.conftest import killed_atomic_write, write_png
 
 
 def _cfg(inbox_dir, **overrides):
@@ -107,20 +105,6 @@ def test_move_file_never_overwrites(tmp_path):
     assert not again.exists() and len(os.listdir(tmp_path / "done")) == 2
 
 
-def _killed_write(path):
-    """What SIGKILL during an atomic write leaves: the writer dies before its rename."""
-    code = (
-        "import os, sys\n"
-        "from anomaly.io import atomic_open\n"
-        "with atomic_open(sys.argv[1], 'w') as handle:\n"
-        "    handle.write('half')\n"
-        "    handle.flush()\n"
-        "    os._exit(9)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code, str(path)], check=False)
-    assert result.returncode == 9 and not path.exists()
-
-
 def test_orphans_of_killed_writes_are_removed_and_nothing_else(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -132,14 +116,14 @@ def test_orphans_of_killed_writes_are_removed_and_nothing_else(tmp_path):
         settings.done / "a.png",
     ]
     for path in killed:
-        _killed_write(path)
+        killed_atomic_write(path)
     orphans = sorted(p for f in (settings.output, settings.done) for p in f.rglob("*.tmp"))
     assert len(orphans) == len(killed)
     # The done folder may be shared with another inbox's run: only old orphans go there.
     old = time.time() - DONE_ORPHAN_AGE_S - 60
     for orphan in settings.done.rglob("*.tmp"):
         os.utime(orphan, (old, old))
-    _killed_write(settings.done / "b.png")
+    killed_atomic_write(settings.done / "b.png")
     in_flight = next(settings.done.glob(".b.png.*.tmp"))
     theirs = [settings.output / "notes.tmp", settings.done / ".keep.tmp", inbox / ".x.abcdefgh.tmp"]
     for path in theirs:
@@ -157,7 +141,7 @@ def test_without_move_the_done_folder_is_not_touched(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     settings = settings_from(_cfg(inbox))
-    _killed_write(settings.done / "a.png")
+    killed_atomic_write(settings.done / "a.png")
     (orphan,) = settings.done.glob(".a.png.*.tmp")
     old = time.time() - DONE_ORPHAN_AGE_S - 60
     os.utime(orphan, (old, old))

@@ -13,7 +13,7 @@ from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.score import Detector, score_folder
-from tests.conftest import write_png
+from tests.conftest import killed_atomic_write, write_png
 
 
 class Gray(nn.Module):
@@ -141,3 +141,18 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no image files"):
         score_folder(_detector(), tmp_path / "empty", tmp_path / "o")
+
+
+def test_a_killed_runs_temporary_files_are_removed_and_the_results_kept(folder, tmp_path):
+    out = tmp_path / "out"
+    killed = [out / "scores.csv", out / "masks" / "sub dir" / "spot.png", out / "summary.json"]
+    for path in killed:
+        killed_atomic_write(path)
+    (out / "notes.tmp").write_text("not ours")
+    assert len(list(out.rglob(".*.tmp"))) == len(killed)
+    summary = score_folder(_detector(), folder, out)
+    assert summary.n_scored == 2
+    assert not list(out.rglob(".*.tmp"))
+    assert (out / "notes.tmp").read_text() == "not ours"
+    assert (out / "masks" / "sub dir" / "spot.png").is_file()
+    assert {r["path"] for r in _rows(out / "scores.csv")} == {"flat.png", "sub dir/spot.png"}
