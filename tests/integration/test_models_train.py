@@ -16,14 +16,12 @@ pytestmark = pytest.mark.integration
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-@pytest.mark.parametrize("model", ["dae", "usad", "linear_ae", "dense_ae", "vae"])
-def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
+def _train(tiny_mvtec: Path, tmp_path: Path, *overrides: str) -> tuple[dict, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(
             "config",
             overrides=[
-                f"model={model}",
                 f"data.root={tiny_mvtec}",
                 "data.image_size=32",
                 "data.val_fraction=0.25",
@@ -31,9 +29,15 @@ def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
                 "trainer.progress_bar=false",
                 f"output_dir={tmp_path / 'out'}",
                 f"tracking.uri={uri}",
+                *overrides,
             ],
         )
-    result = train(cfg)
+    return train(cfg), uri
+
+
+@pytest.mark.parametrize("model", ["dae", "usad", "linear_ae", "dense_ae", "vae"])
+def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
+    result, uri = _train(tiny_mvtec, tmp_path, f"model={model}")
     for name in ("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"):
         assert 0.0 <= result["metrics"][name] <= 1.0, name
     run = MlflowClient(uri).get_run(result["run_id"])
@@ -45,23 +49,9 @@ def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
 
 
 def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"data.root={tiny_mvtec}",
-                "data.image_size=32",
-                "data.val_fraction=0.25",
-                "model.ensemble.members=2",
-                "model.ensemble.scales=[1.0,0.5]",
-                "trainer.max_epochs=2",
-                "trainer.progress_bar=false",
-                f"output_dir={tmp_path / 'out'}",
-                f"tracking.uri={uri}",
-            ],
-        )
-    result = train(cfg)
+    result, uri = _train(
+        tiny_mvtec, tmp_path, "model.ensemble.members=2", "model.ensemble.scales=[1.0,0.5]"
+    )
     assert 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
     run = MlflowClient(uri).get_run(result["run_id"])
     assert run.data.params["model.ensemble.members"] == "2"
