@@ -106,7 +106,8 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
                 "or use model=dae"
             )
         spec["noise"] = noise
-    ensemble = OmegaConf.to_container(cfg.model.get("ensemble") or {}, resolve=True)
+    ensemble = cfg.model.get("ensemble")
+    ensemble = OmegaConf.to_container(ensemble, resolve=True) if ensemble is not None else {}
     try:
         if ensemble.get("members", 1) != 1 or ensemble.get("scales") is not None:
             return EnsembleModule(member={"_target_": target, **spec}, **ensemble)
