@@ -98,8 +98,10 @@ class EnsembleModule(pl.LightningModule):
         ]
         if missing:
             raise ConfigError(
-                f"model.ensemble.members > 1 needs a model that makes its own anomaly map "
-                f"(model=draem); {target} lacks {', '.join(missing)}"
+                f"model.ensemble.members={members}: only a model that makes its own anomaly "
+                f"map (model=draem) can be an ensemble, and {target} lacks "
+                f"{', '.join(missing)}; add model.ensemble.members=1 (an experiment overlay "
+                "may have set it for draem)"
             )
         self.members = nn.ModuleList(member_class(**spec) for _ in range(members))
         self.scales = [float(s) for s in scales] if scales is not None else [1.0] * members

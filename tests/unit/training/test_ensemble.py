@@ -112,7 +112,7 @@ def test_the_summed_loss_gives_each_member_its_own_gradient():
         (
             {"member": {"_target_": "anomaly.training.autoencoder.AutoencoderModule",
                         "net": {"_target_": "anomaly.models.conv_ae.ConvAutoencoder"}}},
-            "model=draem",
+            "model.ensemble.members=1",
         ),
     ],
 )  # fmt: skip
