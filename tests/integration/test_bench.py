@@ -71,4 +71,5 @@ def test_an_entry_budget_beats_the_common_one_but_not_quick_mode(tmp_path, quick
     assert cfg.data.image_size == size
     if not quick:
         assert cfg.trainer.max_epochs == recipe.trainer.max_epochs
+    assert cfg.model.ensemble.members == recipe.model.ensemble.members
     assert cfg.model.name == "draem"
