@@ -111,7 +111,8 @@ class EnsembleModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The first member's reconstruction of ``x`` at the size of ``x`` (for pictures)."""
-        return _resize(self.members[0](self._inputs(x)[0]), tuple(x.shape[-2:]))
+        size = tuple(x.shape[-2:])
+        return _resize(self.members[0](_resize(x, member_size(size, self.scales[0]))), size)
 
     def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         """The first member's reconstruction, for the pictures of the scoring stage."""
