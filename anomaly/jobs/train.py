@@ -85,7 +85,7 @@ def calibration_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 def build_module(cfg: DictConfig) -> pl.LightningModule:
     """Instantiate the LightningModule of ``cfg.model.module`` with plain-value arguments.
 
-    With ``model.ensemble.members`` above 1 (or ``scales`` set), an
+    With ``model.ensemble.members`` above 1 (or ``scales`` or ``overrides`` set), an
     :class:`~anomaly.training.ensemble.EnsembleModule` of that many such modules.
 
     Raises:
@@ -109,7 +109,9 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
     ensemble = cfg.model.get("ensemble")
     ensemble = OmegaConf.to_container(ensemble, resolve=True) if ensemble is not None else {}
     try:
-        if ensemble.get("members", 1) != 1 or ensemble.get("scales") is not None:
+        if ensemble.get("members", 1) != 1 or any(
+            ensemble.get(key) is not None for key in ("scales", "overrides")
+        ):
             return EnsembleModule(member={"_target_": target, **spec}, **ensemble)
         return module_class(**spec)
     except (TypeError, ValueError) as exc:

@@ -1,11 +1,12 @@
 """Several models of one kind trained side by side, scored by the mean of their maps.
 
 A deep ensemble (Lakshminarayanan et al. 2017) applied to anomaly maps: members differ in
-their initialisation, in the synthetic anomalies each draws for every batch and, with
-``scales``, in the resolution they see. Where one member's map lights up on normal
-texture by chance, the others rarely do at the same place, so the mean map ranks defects
-above normal surface more reliably than any one of them; members at two resolutions see
-small and large defects differently (docs/quality.md measures both).
+their initialisation, in the synthetic anomalies each draws for every batch, with
+``scales`` in the resolution they see and with ``overrides`` in any setting of their own
+(one member taught other anomaly outlines than the rest, say). Where one member's map
+lights up on normal texture by chance, the others rarely do at the same place, so the mean
+map ranks defects above normal surface more reliably than any one of them; members at two
+resolutions see small and large defects differently (docs/quality.md measures both).
 
 The members train in one Lightning run with one optimiser: the loss is the sum of theirs,
 and since no parameter is shared, each member's gradient is the one it would get alone.
@@ -14,7 +15,7 @@ Training and scoring time grow with the number of members (and with their resolu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -42,6 +43,35 @@ def member_size(size: Sequence[int], scale: float) -> tuple[int, int]:
     return h, w
 
 
+def merge_settings(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``base`` with ``override``'s values, nested dicts merged key by key.
+
+    Only settings that ``base`` has can be overridden, so a misspelt key fails here instead
+    of being passed to a module that ignores it or fails far from the config.
+
+    Args:
+        base: One member's settings (``model.module`` without ``_target_``).
+        override: The values to change, nested like ``base``.
+        where: The config key of ``override``, for error messages.
+
+    Raises:
+        ConfigError: A key of ``override`` that ``base`` does not have (named in full).
+    """
+    merged = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ConfigError(
+                f"{where}.{key} is not a setting of model.module (it has "
+                f"{', '.join(sorted(base))}); check the spelling, or add the setting to "
+                "model.module first"
+            )
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            merged[key] = merge_settings(dict(base[key]), value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
+
+
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == size:
         return x
@@ -60,6 +90,11 @@ class EnsembleModule(pl.LightningModule):
         scales: Resolution of each member relative to the model input, one per member
             (``[1.0, 0.67]``: the second sees the image at two thirds of the size; sides
             rounded to multiples of 16); None: all at 1.
+        overrides: Settings of each member that differ from ``member``, one dict per
+            member, nested like ``member`` and merged into it (``[{}, {"perlin":
+            {"shapes": ["perlin", "region"]}}]``: the second member also learns region
+            anomalies); None: all members alike. The first member's optimiser settings
+            train all.
 
     Raises:
         ConfigError: A bad count, scales or member class (names the ``model.ensemble.*``
@@ -71,6 +106,7 @@ class EnsembleModule(pl.LightningModule):
         member: dict[str, Any],
         members: int = 2,
         scales: list[float] | None = None,
+        overrides: list[dict[str, Any] | None] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
@@ -84,6 +120,12 @@ class EnsembleModule(pl.LightningModule):
             bad = [s for s in scales if not 0.0 < float(s) <= 4.0]
             if bad:
                 raise ConfigError(f"model.ensemble.scales must lie in (0, 4], got {bad}")
+        if overrides is not None and len(overrides) != members:
+            raise ConfigError(
+                f"model.ensemble.overrides has {len(overrides)} entries for {members} "
+                "members; give one per member ({} for a member with the common settings), "
+                "or null for all alike"
+            )
         self.save_hyperparameters()
         spec = dict(member)
         target = spec.pop("_target_", None)
@@ -103,7 +145,11 @@ class EnsembleModule(pl.LightningModule):
                 f"{', '.join(missing)}; add model.ensemble.members=1 (an experiment overlay "
                 "may have set it for draem)"
             )
-        self.members = nn.ModuleList(member_class(**spec) for _ in range(members))
+        specs = [
+            merge_settings(spec, override or {}, f"model.ensemble.overrides[{i}]")
+            for i, override in enumerate(overrides or [None] * members)
+        ]
+        self.members = nn.ModuleList(member_class(**s) for s in specs)
         self.scales = [float(s) for s in scales] if scales is not None else [1.0] * members
 
     def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -50,7 +50,11 @@ def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
 
 def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
     result, uri = _train(
-        tiny_mvtec, tmp_path, "model.ensemble.members=2", "model.ensemble.scales=[1.0,0.5]"
+        tiny_mvtec,
+        tmp_path,
+        "model.ensemble.members=2",
+        "model.ensemble.scales=[1.0,0.5]",
+        "model.ensemble.overrides=[{},{perlin:{shapes:[perlin,region]}}]",
     )
     assert 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
     run = MlflowClient(uri).get_run(result["run_id"])
@@ -60,5 +64,7 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
     assert type(detector.model).__name__ == "EnsembleModule"
     assert [m.discriminative.out.in_channels for m in detector.model.members] == [8, 8]
     assert detector.model.scales == [1.0, 0.5]
+    shapes = [m.perlin["shapes"] for m in detector.model.members]
+    assert shapes == [["perlin"], ["perlin", "region"]]
     summary = score_folder(detector, tiny_mvtec / "test", tmp_path / "scored")
     assert summary.n_scored == 6 and summary.n_errors == 0

@@ -53,6 +53,12 @@ def test_every_shipped_command_config_and_experiment_passes():
         ("model.module.perlin.threshold=2", "model.module.perlin.threshold", "Perlin level"),
         ("model.ensemble.members=0", "model.ensemble.members", "positive whole"),
         ("model.ensemble.scales=[1.0,0]", "model.ensemble.scales.1", "(0, 4]"),
+        # A member's own settings are checked by the rules of the common ones.
+        (
+            "model.ensemble.overrides=[{},{perlin:{threshold:2}}]",
+            "model.ensemble.overrides.1.perlin.threshold",
+            "Perlin level",
+        ),
         ("seed=-1", "seed", "0 or more"),
     ],
 )

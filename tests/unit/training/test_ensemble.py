@@ -14,7 +14,7 @@ from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import auroc
 from anomaly.scoring.score import Detector
 from anomaly.training.draem import DraemModule
-from anomaly.training.ensemble import EnsembleModule, member_size
+from anomaly.training.ensemble import EnsembleModule, member_size, merge_settings
 from anomaly.training.noise import perlin_texture_with_mask
 from tests.conftest import make_trainer
 
@@ -55,6 +55,37 @@ def test_map_is_the_mean_of_the_members_maps_at_their_own_resolution():
         # Pictures: the first member's reconstruction at the input's size.
         assert ensemble(x).shape == x.shape
         torch.testing.assert_close(ensemble(x), ensemble.members[0](x))
+
+
+def test_overrides_give_each_member_its_own_settings(tmp_path):
+    member = dict(DRAEM, perlin={"max_scale": 4, "source": "textures", "shapes": ["perlin"]})
+    overrides = [{}, {"segmenter_prior": 0.5, "perlin": {"shapes": ["perlin", "region"]}}]
+    ensemble = EnsembleModule(member, members=2, overrides=overrides)
+    first, second = ensemble.members
+    assert first.perlin == {"max_scale": 4, "source": "textures", "shapes": ["perlin"]}
+    # Nested settings are merged, not replaced: max_scale and source stay.
+    assert second.perlin == {"max_scale": 4, "source": "textures", "shapes": ["perlin", "region"]}
+    # The segmenter's last bias is the logit of its starting probability: 0.01 and 0.5.
+    assert first.discriminative.out.bias.item() == pytest.approx(-4.59512, abs=1e-4)
+    assert second.discriminative.out.bias.item() == 0.0
+    # The settings travel with the checkpoint.
+    ckpt = tmp_path / "ensemble.ckpt"
+    torch.save({"state_dict": ensemble.state_dict(), "hyper_parameters": dict(ensemble.hparams),
+                "pytorch-lightning_version": pl.__version__}, ckpt)  # fmt: skip
+    loaded = EnsembleModule.load_from_checkpoint(ckpt)
+    assert [m.perlin["shapes"] for m in loaded.members] == [["perlin"], ["perlin", "region"]]
+    assert [m.hparams.segmenter_prior for m in loaded.members] == [0.01, 0.5]
+
+
+def test_merge_settings_keeps_the_base_and_names_unknown_keys():
+    base = {"lr": 1.0, "perlin": {"shapes": ["perlin"], "threshold": 0.5}}
+    merged = merge_settings(base, {"perlin": {"threshold": 0.2}}, "here")
+    assert merged == {"lr": 1.0, "perlin": {"shapes": ["perlin"], "threshold": 0.2}}
+    assert base["perlin"]["threshold"] == 0.5  # the common settings are not changed
+    # A dict replaces a non-dict value whole, and a list is a value.
+    assert merge_settings(base, {"lr": {"a": 1}}, "here")["lr"] == {"a": 1}
+    with pytest.raises(ConfigError, match=r"here\.perlin\.shape is not a setting"):
+        merge_settings(base, {"perlin": {"shape": ["region"]}}, "here")
 
 
 def test_members_train_together_and_the_ensemble_finds_pasted_anomalies(tmp_path):
@@ -108,6 +139,8 @@ def test_the_summed_loss_gives_each_member_its_own_gradient():
         ({"members": 0}, "model.ensemble.members"),
         ({"members": 2, "scales": [1.0]}, "model.ensemble.scales"),
         ({"members": 2, "scales": [1.0, 0.0]}, "model.ensemble.scales"),
+        ({"members": 2, "overrides": [{}]}, "model.ensemble.overrides has 1 entries"),
+        ({"members": 2, "overrides": [{}, {"prior": 0.5}]}, r"model.ensemble.overrides\[1\].prior"),
         ({"member": {"_target_": "anomaly.nowhere.Module"}}, "model.module._target_"),
         (
             {"member": {"_target_": "anomaly.training.autoencoder.AutoencoderModule",
