@@ -43,7 +43,9 @@ def member_size(size: Sequence[int], scale: float) -> tuple[int, int]:
     return h, w
 
 
-def merge_settings(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:
+def merge_settings(
+    base: Mapping[str, Any], override: Mapping[str, Any], where: str
+) -> dict[str, Any]:
     """``base`` with ``override``'s values, nested dicts merged key by key.
 
     Only settings that ``base`` has can be overridden, so a misspelt key fails here instead
@@ -66,7 +68,7 @@ def merge_settings(base: dict[str, Any], override: Mapping[str, Any], where: str
                 "model.module first"
             )
         if isinstance(value, Mapping) and isinstance(base[key], Mapping):
-            merged[key] = merge_settings(dict(base[key]), value, f"{where}.{key}")
+            merged[key] = merge_settings(base[key], value, f"{where}.{key}")
         else:
             merged[key] = value
     return merged
@@ -146,7 +148,7 @@ class EnsembleModule(pl.LightningModule):
                 "may have set it for draem)"
             )
         specs = [
-            merge_settings(spec, override or {}, f"model.ensemble.overrides[{i}]")
+            merge_settings(spec, override or {}, f"model.ensemble.overrides.{i}")
             for i, override in enumerate(overrides or [None] * members)
         ]
         self.members = nn.ModuleList(member_class(**s) for s in specs)

@@ -140,7 +140,9 @@ def test_the_summed_loss_gives_each_member_its_own_gradient():
         ({"members": 2, "scales": [1.0]}, "model.ensemble.scales"),
         ({"members": 2, "scales": [1.0, 0.0]}, "model.ensemble.scales"),
         ({"members": 2, "overrides": [{}]}, "model.ensemble.overrides has 1 entries"),
-        ({"members": 2, "overrides": [{}, {"prior": 0.5}]}, r"model.ensemble.overrides\[1\].prior"),
+        # Named as check_config names it: overrides.1, like scales.1.
+        ({"members": 2, "overrides": [{}, {"prior": 0.5}]},
+         r"model\.ensemble\.overrides\.1\.prior is not a setting"),
         ({"member": {"_target_": "anomaly.nowhere.Module"}}, "model.module._target_"),
         (
             {"member": {"_target_": "anomaly.training.autoencoder.AutoencoderModule",
