@@ -126,10 +126,14 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     Returns:
         ``(f1, threshold)`` where the verdict is ``score >= threshold``.
     """
-    curve = pr_curve(labels, scores)
-    f1 = np.where(curve.x + curve.y > 0, 2 * curve.x * curve.y / (curve.x + curve.y), 0.0)
+    labels, scores = _check(labels, scores)
+    tp, fp, thresholds = _cumulative_counts(labels, scores)
+    # From counts, not from precision and recall: where the top scores are all defect-free,
+    # both are 0 and their harmonic mean would divide 0 by 0.
+    fn = labels.sum() - tp
+    f1 = 2 * tp / (2 * tp + fp + fn)
     best = int(np.argmax(f1))
-    return float(f1[best]), float(curve.thresholds[best])
+    return float(f1[best]), float(thresholds[best])
 
 
 def aupro(

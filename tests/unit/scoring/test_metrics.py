@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
@@ -47,6 +49,18 @@ def test_average_precision_and_best_f1_match_sklearn():
     best, threshold = best_f1(labels, scores)
     assert best == pytest.approx(f1.max())
     assert f1_at(labels, scores, np.nextafter(threshold, -np.inf)) == pytest.approx(best)
+
+
+def test_best_f1_hand_worked_when_a_defect_free_image_scores_highest():
+    # Thresholds 0.9 / 0.8 / 0.7 / 0.1 give F1 0 / 2/4 / 4/5 / 4/6: the best is 0.8 at 0.7.
+    # At 0.9 precision and recall are both 0; that must not warn (0/0) in evaluation logs.
+    labels = np.array([0, 1, 1, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        best, threshold = best_f1(labels, scores)
+    assert best == pytest.approx(0.8)
+    assert threshold == 0.7
 
 
 def test_roc_curve_matches_sklearn():
