@@ -238,20 +238,33 @@ def _items(model_input: Any) -> Sequence[Any]:
     return list(model_input)
 
 
-class AnomalyPyfunc(mlflow.pyfunc.PythonModel):
-    """An anomaly model folder behind MLflow's pyfunc interface."""
+# MLflow inspects predict's type hints when the class is created and, finding none, warns
+# into every training log; they are left out on purpose (see predict). MLflow resets the
+# warning filters around that check, so the warning is caught, not filtered, and any other
+# passed on.
+with warnings.catch_warnings(record=True) as _caught:
 
-    def load_context(self, context: Any) -> None:
-        """Load the bundled model folder."""
-        from anomaly.model_folder import load_detector
+    class AnomalyPyfunc(mlflow.pyfunc.PythonModel):
+        """An anomaly model folder behind MLflow's pyfunc interface."""
 
-        self.detector = load_detector(context.artifacts[MODEL_DIR_KEY])
+        def load_context(self, context: Any) -> None:
+            """Load the bundled model folder."""
+            from anomaly.model_folder import load_detector
 
-    # model_input is left unannotated on purpose: MLflow reads predict's type hints and
-    # would replace the explicit signature (paths and arrays) with one inferred from them.
-    def predict(self, context, model_input, params=None):
-        """Score paths or arrays; see :func:`predict_images`."""
-        return predict_images(self.detector, model_input)
+            self.detector = load_detector(context.artifacts[MODEL_DIR_KEY])
+
+        # model_input is left unannotated on purpose: MLflow reads predict's type hints and
+        # would replace the explicit signature (paths and arrays) with one inferred from them.
+        def predict(self, context, model_input, params=None):
+            """Score paths or arrays; see :func:`predict_images`."""
+            return predict_images(self.detector, model_input)
+
+
+for _warning in _caught:
+    if "type hints" not in str(_warning.message):
+        warnings.warn_explicit(
+            _warning.message, _warning.category, _warning.filename, _warning.lineno
+        )
 
 
 def log_pyfunc(model_dir: str | os.PathLike[str], *, registered_name: str | None = None) -> Any:
