@@ -273,22 +273,12 @@ def log_pyfunc(model_dir: str | os.PathLike[str], *, registered_name: str | None
     Returns:
         MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``).
     """
-    example = pd.DataFrame({"image": [np.full((32, 32), 0.5).tolist()]})
-    with warnings.catch_warnings():
-        # MLflow suggests type hints on predict; they are left out on purpose (see there).
-        warnings.filterwarnings("ignore", message=".*type hints.*")
-        return _log_model(model_dir, registered_name, example)
-
-
-def _log_model(
-    model_dir: str | os.PathLike[str], registered_name: str | None, example: pd.DataFrame
-) -> Any:
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=AnomalyPyfunc(),
         artifacts={MODEL_DIR_KEY: str(model_dir)},
         signature=SIGNATURE,
-        input_example=example,
+        input_example=pd.DataFrame({"image": [np.full((32, 32), 0.5).tolist()]}),
         registered_model_name=registered_name,
         # Stated, not inferred: inference would re-import the model in a subprocess.
         pip_requirements=[
