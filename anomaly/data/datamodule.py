@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from anomaly.data.dataset import ImageDataset, PatchDataset, check_images, collate
+from anomaly.data.dataset import (
+    ImageDataset,
+    PatchDataset,
+    RandomFlips,
+    check_images,
+    collate,
+)
 from anomaly.data.folder import DatasetSplits, Sample, scan_dataset, split_validation
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import DataError
@@ -32,7 +39,12 @@ class AnomalyDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes (0 decodes in the main process).
         mask_suffix: Suffix of mask files in ``ground_truth/``.
         patches_per_image: Tile mode: patches drawn per image and epoch.
+        flips: Training images (or patches) are mirrored at random: ``horizontal``,
+            ``vertical``, each with probability one half. Validation images never are.
         seed: Seed of the validation split.
+
+    Raises:
+        ConfigError: An unknown name in ``flips``.
     """
 
     def __init__(
@@ -45,6 +57,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         mask_suffix: str = "_mask",
         patches_per_image: int = 1,
+        flips: Sequence[str] = (),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -55,6 +68,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.mask_suffix = mask_suffix
         self.patches_per_image = patches_per_image
+        self.flips = list(flips)
+        RandomFlips([], self.flips)  # a bad name fails now, before the images are read
         self.seed = seed
         self.splits: DatasetSplits | None = None
         self.train_samples: list[Sample] = []
@@ -91,6 +106,8 @@ class AnomalyDataModule(pl.LightningDataModule):
                                    seed=None if shuffle else self.seed)
         else:
             dataset = ImageDataset(samples, self.preprocess)
+        if shuffle and self.flips:
+            dataset = RandomFlips(dataset, self.flips)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

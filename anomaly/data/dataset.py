@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from anomaly.data.folder import Sample
 from anomaly.data.images import is_colour, match_channels, read_image, read_mask, read_native
 from anomaly.data.transforms import Preprocess, resize_mask
-from anomaly.errors import ImageReadError
+from anomaly.errors import ConfigError, ImageReadError
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,48 @@ class PatchDataset(Dataset):
             rng = np.random.default_rng((self.seed, index))
             y, x = int(rng.integers(span_y)), int(rng.integers(span_x))
         return {"index": index, "image": image[:, y : y + h, x : x + w], "label": 0}
+
+
+#: Training flips (``data.flips``) and the image dimension each one reverses.
+FLIPS = {"horizontal": -1, "vertical": -2}
+
+
+class RandomFlips(Dataset):
+    """Another dataset's images, each flip applied with probability one half.
+
+    For training only: mirrored copies of the defect-free images widen what the model
+    learns as normal (DRAEM's authors rotate theirs). Validation and scoring images are
+    never flipped, so calibration sees the photos as the line takes them.
+
+    Args:
+        dataset: Gives items with an ``image`` ``(C, H, W)``.
+        flips: Names from :data:`FLIPS`; empty passes the items through.
+
+    Raises:
+        ConfigError: An unknown flip name (names ``data.flips``).
+    """
+
+    def __init__(self, dataset: Dataset, flips: Sequence[str]) -> None:
+        unknown = [f for f in flips if f not in FLIPS]
+        if unknown:
+            raise ConfigError(
+                f"data.flips={list(flips)!r}: {unknown[0]!r} is unknown; use a list of "
+                f"{sorted(FLIPS)} (or [] for none)"
+            )
+        self.dataset = dataset
+        self.dims = [FLIPS[f] for f in dict.fromkeys(flips)]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        if "image" in item:
+            # torch's generator: seeded by seed_everything, per worker too.
+            dims = [d for d in self.dims if float(torch.rand(())) < 0.5]
+            if dims:
+                item = {**item, "image": item["image"].flip(dims)}
+        return item
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

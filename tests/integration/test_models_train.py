@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from anomaly.errors import ConfigError
 from anomaly.jobs.train import train
 from anomaly.model_folder import load_detector
 from anomaly.scoring.score import score_folder
@@ -55,10 +56,13 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
         "model.ensemble.members=2",
         "model.ensemble.scales=[1.0,0.5]",
         "model.ensemble.overrides=[{},{perlin:{shapes:[perlin,region]}}]",
+        "data.flips=[horizontal,vertical]",
     )
     assert 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
     run = MlflowClient(uri).get_run(result["run_id"])
     assert run.data.params["model.ensemble.members"] == "2"
+    flips = {k: v for k, v in run.data.params.items() if k.startswith("data.flips")}
+    assert "horizontal" in str(flips) and "vertical" in str(flips), flips
     assert "train/segmentation_loss" in run.data.metrics
     detector = load_detector(result["model_dir"])
     assert type(detector.model).__name__ == "EnsembleModule"
@@ -68,3 +72,10 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
     assert shapes == [["perlin"], ["perlin", "region"]]
     summary = score_folder(detector, tiny_mvtec / "test", tmp_path / "scored")
     assert summary.n_scored == 6 and summary.n_errors == 0
+
+
+def test_an_unknown_flip_fails_before_a_run_is_opened(tiny_mvtec, tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.flips.*'diagonal'"):
+        _train(tiny_mvtec, tmp_path, "data.flips=[diagonal]")
+    assert not (tmp_path / "out" / "model").exists()
+    assert not (tmp_path / "mlflow.db").exists()
