@@ -40,7 +40,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         mask_suffix: Suffix of mask files in ``ground_truth/``.
         patches_per_image: Tile mode: patches drawn per image and epoch.
         flips: Training images (or patches) are mirrored at random: ``horizontal``,
-            ``vertical``, each with probability one half. Validation images never are.
+            ``vertical`` (a list, or one name), each with probability one half.
+            Validation images never are.
         seed: Seed of the validation split.
 
     Raises:
@@ -57,7 +58,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         mask_suffix: str = "_mask",
         patches_per_image: int = 1,
-        flips: Sequence[str] = (),
+        flips: str | Sequence[str] = (),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -68,7 +69,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.mask_suffix = mask_suffix
         self.patches_per_image = patches_per_image
-        self.flips = list(flips)
+        # One name on its own (data.flips=horizontal) is a list of one, not of letters.
+        self.flips = [flips] if isinstance(flips, str) else list(flips)
         RandomFlips([], self.flips)  # a bad name fails now, before the images are read
         self.seed = seed
         self.splits: DatasetSplits | None = None

@@ -169,7 +169,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         num_workers=int(cfg.data.num_workers),
         mask_suffix=str(cfg.data.mask_suffix),
         patches_per_image=int(cfg.data.patches_per_image),
-        flips=list(cfg.data.get("flips") or []),
+        flips=cfg.data.get("flips") or (),
         seed=int(cfg.seed),
     )
     datamodule.setup()

@@ -96,3 +96,10 @@ def test_datamodule_refuses_a_bad_name_before_reading_images(tmp_path: Path):
             preprocess=Preprocess.create(image_size=16, channels=1),
             flips=["upside_down"],
         )
+
+
+def test_one_name_on_its_own_is_a_list_of_one(tmp_path: Path):
+    module = AnomalyDataModule(
+        str(tmp_path), preprocess=Preprocess.create(image_size=16, channels=1), flips="vertical"
+    )
+    assert module.flips == ["vertical"]
