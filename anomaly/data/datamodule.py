@@ -15,6 +15,7 @@ from anomaly.data.dataset import (
     RandomFlips,
     check_images,
     collate,
+    flip_names,
 )
 from anomaly.data.folder import DatasetSplits, Sample, scan_dataset, split_validation
 from anomaly.data.transforms import Preprocess
@@ -69,9 +70,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.mask_suffix = mask_suffix
         self.patches_per_image = patches_per_image
-        # One name on its own (data.flips=horizontal) is a list of one, not of letters.
-        self.flips = [flips] if isinstance(flips, str) else list(flips)
-        RandomFlips([], self.flips)  # a bad name fails now, before the images are read
+        # Checked now, so that a bad name fails before any image is read.
+        self.flips = flip_names(flips)
         self.seed = seed
         self.splits: DatasetSplits | None = None
         self.train_samples: list[Sample] = []

@@ -211,6 +211,22 @@ class PatchDataset(Dataset):
 FLIPS = {"horizontal": -1, "vertical": -2}
 
 
+def flip_names(flips: str | Sequence[str]) -> list[str]:
+    """The checked names of ``data.flips``, each once; one name on its own is a list of one.
+
+    Raises:
+        ConfigError: An unknown name (names ``data.flips`` and the choices).
+    """
+    names = [flips] if isinstance(flips, str) else list(flips)
+    unknown = [f for f in names if f not in FLIPS]
+    if unknown:
+        raise ConfigError(
+            f"data.flips={names!r}: {unknown[0]!r} is unknown; use a list of "
+            f"{sorted(FLIPS)} (or [] for none)"
+        )
+    return list(dict.fromkeys(names))
+
+
 class RandomFlips(Dataset):
     """Another dataset's images, each flip applied with probability one half.
 
@@ -220,21 +236,16 @@ class RandomFlips(Dataset):
 
     Args:
         dataset: Gives items with an ``image`` ``(C, H, W)``.
-        flips: Names from :data:`FLIPS`; empty passes the items through.
+        flips: Names from :data:`FLIPS` (see :func:`flip_names`); empty passes the items
+            through.
 
     Raises:
         ConfigError: An unknown flip name (names ``data.flips``).
     """
 
-    def __init__(self, dataset: Dataset, flips: Sequence[str]) -> None:
-        unknown = [f for f in flips if f not in FLIPS]
-        if unknown:
-            raise ConfigError(
-                f"data.flips={list(flips)!r}: {unknown[0]!r} is unknown; use a list of "
-                f"{sorted(FLIPS)} (or [] for none)"
-            )
+    def __init__(self, dataset: Dataset, flips: str | Sequence[str]) -> None:
         self.dataset = dataset
-        self.dims = [FLIPS[f] for f in dict.fromkeys(flips)]
+        self.dims = [FLIPS[f] for f in flip_names(flips)]
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
