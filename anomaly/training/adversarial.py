@@ -9,6 +9,10 @@ With ``n`` the epoch counted from 1, ``w1 = D1(E(x))``, ``w2 = D2(E(x))`` and
 Early on both decoders learn to reconstruct; as ``n`` grows the adversarial term
 dominates: D1 learns to fool D2, and D2 learns to expose D1's reconstructions. Each phase
 updates only its own optimiser's parameters (the encoder is in both, as in the paper).
+
+With ``noise`` the model is a denoising USAD: ``w1``, ``w2`` and ``w3`` start from the
+corrupted input and every error is measured against the clean one, as in the denoising
+autoencoder.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
-from anomaly.training.autoencoder import DEFAULT_OPTIMIZER
+from anomaly.training.autoencoder import DEFAULT_OPTIMIZER, check_lr_schedule
 from anomaly.training.losses import build_loss
+from anomaly.training.noise import build_corruption
 
 
 def usad_losses(
@@ -64,6 +69,11 @@ class USADModule(pl.LightningModule):
         optimizer: Partial optimiser config, used for both phases (Adam by default).
         alpha: Weight of ``err(x, w1)`` in the anomaly map.
         beta: Weight of ``err(x, w3)`` in the anomaly map; ``alpha + beta`` must be 1.
+        noise: Corruptions of the training inputs (``noise.corruptions``): the errors are
+            measured against the clean images. Validation and scoring inputs are never
+            corrupted.
+        lr_schedule: ``constant``, or ``cosine``: both optimisers' learning rates decay
+            to 0 over the whole training, step by step.
     """
 
     def __init__(
@@ -73,8 +83,11 @@ class USADModule(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         alpha: float = 0.5,
         beta: float = 0.5,
+        noise: list[dict[str, Any]] | None = None,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
+        check_lr_schedule(lr_schedule)
         if not (alpha >= 0 and beta >= 0 and abs(alpha + beta - 1.0) < 1e-6):
             raise ConfigError(
                 f"model.module.alpha + beta must be 1 with both >= 0, got {alpha} and {beta}"
@@ -83,6 +96,7 @@ class USADModule(pl.LightningModule):
         self.automatic_optimization = False
         self.net = instantiate(net, _convert_="all")
         self.loss_fn = build_loss(**(loss or {"name": "l2"}))
+        self.corrupt = build_corruption(noise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The first decoder's reconstruction ``D1(E(x))``."""
@@ -101,6 +115,8 @@ class USADModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Phase 1 updates (E, D1) with loss1, then phase 2 updates (E, D2) with loss2."""
         x = batch["image"]
+        # One corruption for both phases: they see the same batch, as without noise.
+        inputs = self.corrupt(x) if self.corrupt is not None else x
         opt1, opt2 = self.optimizers()
         n = self.epoch_n
         for phase, opt in ((0, opt1), (1, opt2)):
@@ -108,7 +124,7 @@ class USADModule(pl.LightningModule):
             # leaves the other decoder untouched and leaks no gradient into it.
             self.toggle_optimizer(opt)
             opt.zero_grad()
-            losses = usad_losses(x, *self.net(x), n, self.loss_fn)
+            losses = usad_losses(x, *self.net(inputs), n, self.loss_fn)
             self.manual_backward(losses[phase])
             opt.step()
             self.untoggle_optimizer(opt)
@@ -122,6 +138,9 @@ class USADModule(pl.LightningModule):
                 # Under DDP: the mean over all ranks, not rank 0's share.
                 sync_dist=True,
             )
+        # Manual optimisation: Lightning leaves the schedulers' steps to the module.
+        for scheduler in self.lr_schedulers() or ():
+            scheduler.step()
         self.log(
             "train/loss",
             losses[0].detach(),
@@ -140,11 +159,19 @@ class USADModule(pl.LightningModule):
                 name, value, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True
             )
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam over (E, D1) and Adam over (E, D2)."""
+    def configure_optimizers(self) -> Any:
+        """Adam over (E, D1) and Adam over (E, D2), each with its cosine schedule if set."""
         factory = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)
         enc = list(self.net.encoder.parameters())
-        return [
+        optimizers = [
             factory(params=enc + list(self.net.decoder1.parameters())),
             factory(params=enc + list(self.net.decoder2.parameters())),
         ]
+        if self.hparams.lr_schedule == "constant":
+            return optimizers
+        # Stepped once per batch in training_step; each optimiser steps once per batch too.
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedulers = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) for opt in optimizers
+        ]
+        return optimizers, schedulers

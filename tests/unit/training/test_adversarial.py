@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -101,3 +103,58 @@ def test_map_terms_and_weights():
         assert torch.allclose(w3, module.net.decoder2(module.net.encoder(w1)))
     with pytest.raises(ConfigError, match="alpha"):
         USADModule(NET, alpha=0.5, beta=0.6)
+
+
+class FirstInput(pl.Callback):
+    """Keeps a copy of the network before the first step and the encoder's first input."""
+
+    def __init__(self) -> None:
+        self.net: torch.nn.Module | None = None
+        self.inputs: torch.Tensor | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.net is None:
+            self.net = copy.deepcopy(pl_module.net)
+            pl_module.net.encoder.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, args) -> None:
+        if self.inputs is None:
+            self.inputs = args[0].detach().clone()
+
+
+def test_noise_corrupts_the_input_and_the_errors_use_the_clean_image():
+    pl.seed_everything(0)
+    noise = [{"name": "zero_mask", "p": 1.0, "fraction": 0.5}]
+    watcher = FirstInput()
+    batches = _batches()
+    module = USADModule(NET, noise=noise)
+    trainer = make_trainer(-1, max_epochs=1, callbacks=[watcher])
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    x = batches[0]["image"]
+    # The network saw a corrupted batch: zeroed cells where the image is not zero.
+    assert not torch.equal(watcher.inputs, x)
+    assert (watcher.inputs == 0).float().mean() > 0.2
+    # Phase 1's loss is the error of the untrained network's output from the corrupted
+    # input, measured against the clean image (n = 1: loss1 = err(w1, x)).
+    with torch.no_grad():
+        w1, w2, w3 = watcher.net(watcher.inputs)
+        clean1, _ = usad_losses(x, w1, w2, w3, 1)
+        noisy1, _ = usad_losses(watcher.inputs, w1, w2, w3, 1)
+    logged = trainer.callback_metrics["train/loss1"]
+    assert logged.item() == pytest.approx(clean1.item(), rel=1e-5)
+    assert logged.item() != pytest.approx(noisy1.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize(("schedule", "final"), [("cosine", 0.0), ("constant", 2e-4)])
+def test_learning_rate_schedule_applies_to_both_phases(schedule, final):
+    optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
+    module = USADModule(NET, optimizer=optimizer, lr_schedule=schedule)
+    trainer = make_trainer(-1, max_epochs=3)
+    trainer.fit(module, DataLoader(_batches() * 2, batch_size=None))
+    rates = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+    assert rates == pytest.approx([final, final], abs=1e-9)
+
+
+def test_unknown_learning_rate_schedule_names_the_key():
+    with pytest.raises(ConfigError, match="model.module.lr_schedule"):
+        USADModule(NET, lr_schedule="linear")
