@@ -5,13 +5,22 @@ costs at most one epoch) and once more when the run is interrupted (Ctrl-C or SI
 a scheduler), so ``trainer.resume=true`` continues where it stopped. An interrupt during
 the end-of-epoch validation keeps the previous epoch's checkpoint instead: the resumed run
 redoes that epoch, so its training loss is computed and logged.
+
+Python turns Ctrl-C into a ``KeyboardInterrupt`` wherever the main thread happens to be,
+and one raised inside a finaliser or a weak-reference callback (the garbage collector
+runs them at any moment) is printed as "Exception ignored" and dropped: the training
+would go on as if no one had pressed anything. During ``fit`` the callback therefore
+remembers a Ctrl-C and raises it again at the next batch if the first one was lost.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -38,6 +47,8 @@ class ResumableCheckpoint(pl.Callback):
         # True once an interrupt left a checkpoint to resume from: saved then, or the end of
         # the previous epoch kept (an interrupt in the end-of-epoch validation).
         self.saved_on_interrupt = False
+        self._ctrl_c = False
+        self._previous_handler: object = None
 
     @property
     def path(self) -> Path:
@@ -57,6 +68,45 @@ class ResumableCheckpoint(pl.Callback):
         """Keep the state of the finished epoch."""
         self._save(trainer)
 
+    def _on_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
+        self._ctrl_c = True
+        raise KeyboardInterrupt
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remember Ctrl-C during the fit (only where Python's own handler is in place)."""
+        self._ctrl_c = False
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def _restore_handler(self) -> None:
+        # Only our own: on Ctrl-C Lightning has already set SIGINT to "ignore" for its
+        # shutdown, and that stays.
+        if self._previous_handler is not None:
+            if signal.getsignal(signal.SIGINT) == self._on_ctrl_c:
+                signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Give Ctrl-C back to the handler it had before the fit."""
+        self._restore_handler()
+
+    def _raise_lost_ctrl_c(self) -> None:
+        if self._ctrl_c:
+            raise KeyboardInterrupt
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        """Raise a Ctrl-C that was lost (see the module's docstring)."""
+        self._raise_lost_ctrl_c()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        """Raise a Ctrl-C that was lost."""
+        self._raise_lost_ctrl_c()
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        """Raise a Ctrl-C that was lost."""
+        self._raise_lost_ctrl_c()
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -64,6 +114,8 @@ class ResumableCheckpoint(pl.Callback):
 
         In the end-of-epoch validation the previous epoch's checkpoint is kept instead.
         """
+        self._ctrl_c = False
+        self._restore_handler()
         if not is_interruption(exception):
             return
         progress = trainer.fit_loop.epoch_progress.current
