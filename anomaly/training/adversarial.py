@@ -24,7 +24,11 @@ import torch
 from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
-from anomaly.training.autoencoder import DEFAULT_OPTIMIZER, check_lr_schedule
+from anomaly.training.autoencoder import (
+    DEFAULT_OPTIMIZER,
+    check_lr_schedule,
+    cosine_scheduler,
+)
 from anomaly.training.losses import build_loss
 from anomaly.training.noise import build_corruption
 
@@ -169,9 +173,9 @@ class USADModule(pl.LightningModule):
         ]
         if self.hparams.lr_schedule == "constant":
             return optimizers
-        # Stepped once per batch in training_step; each optimiser steps once per batch too.
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        # Stepped once per batch in training_step, after both phases' optimiser steps.
         schedulers = [
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) for opt in optimizers
+            cosine_scheduler(opt, self.trainer, steps_per_batch=len(optimizers))
+            for opt in optimizers
         ]
         return optimizers, schedulers

@@ -6,6 +6,7 @@ dense baselines and the VAE (whose net adds a KL term through ``forward_train``)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,6 +136,22 @@ def configure_optimizer(
     optimizer = factory(params=module.parameters())
     if settings.get("lr_schedule", "constant") == "constant":
         return optimizer
-    steps = max(1, int(module.trainer.estimated_stepping_batches))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    scheduler = cosine_scheduler(optimizer, module.trainer)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def cosine_scheduler(
+    optimizer: torch.optim.Optimizer, trainer: pl.Trainer, *, steps_per_batch: int = 1
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """A cosine decay of ``optimizer``'s learning rate to 0, stepped once per batch.
+
+    Args:
+        optimizer: The optimiser whose learning rate decays.
+        trainer: The trainer whose epochs (or ``max_steps``) fix the number of batches.
+        steps_per_batch: Optimiser steps the module takes per batch (USAD's two phases
+            take 2); Lightning counts ``max_steps`` in those steps, not in batches.
+    """
+    batches = trainer.estimated_stepping_batches
+    if trainer.max_steps != -1:
+        batches = min(batches, math.ceil(trainer.max_steps / steps_per_batch))
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(batches)))

@@ -155,6 +155,17 @@ def test_learning_rate_schedule_applies_to_both_phases(schedule, final):
     assert rates == pytest.approx([final, final], abs=1e-9)
 
 
+def test_cosine_schedule_ends_at_zero_when_max_steps_ends_the_training():
+    # Lightning counts both phases' optimiser steps: max_steps=4 is two batches of USAD.
+    optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
+    module = USADModule(NET, optimizer=optimizer, lr_schedule="cosine")
+    trainer = make_trainer(4, max_epochs=10)
+    trainer.fit(module, DataLoader(_batches() * 3, batch_size=None))
+    assert trainer.global_step == 4
+    rates = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+    assert rates == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
 def test_unknown_learning_rate_schedule_names_the_key():
     with pytest.raises(ConfigError, match="model.module.lr_schedule"):
         USADModule(NET, lr_schedule="linear")
