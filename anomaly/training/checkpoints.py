@@ -48,7 +48,6 @@ class ResumableCheckpoint(pl.Callback):
         # the previous epoch kept (an interrupt in the end-of-epoch validation).
         self.saved_on_interrupt = False
         self._ctrl_c = False
-        self._previous_handler: object = None
 
     @property
     def path(self) -> Path:
@@ -77,15 +76,13 @@ class ResumableCheckpoint(pl.Callback):
         self._ctrl_c = False
         on_main = threading.current_thread() is threading.main_thread()
         if on_main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
+            signal.signal(signal.SIGINT, self._on_ctrl_c)
 
     def _restore_handler(self) -> None:
-        # Only our own: on Ctrl-C Lightning has already set SIGINT to "ignore" for its
-        # shutdown, and that stays.
-        if self._previous_handler is not None:
-            if signal.getsignal(signal.SIGINT) == self._on_ctrl_c:
-                signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
+        # Only our own, installed in place of Python's: on Ctrl-C Lightning has already
+        # set SIGINT to "ignore" for its shutdown, and that stays.
+        if signal.getsignal(signal.SIGINT) == self._on_ctrl_c:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Give Ctrl-C back to the handler it had before the fit."""
