@@ -72,7 +72,7 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         "calibration/n_images": float(calibration.n_images),
     }
     if splits.test:
-        evaluation = evaluate(detector, splits.test, **batch)
+        evaluation = evaluate(detector, splits.test, pixel_metrics_at=None, **batch)
         good = np.array([s.label == 0 for s in evaluation.samples])
         if good.any():
             flagged = evaluation.scores[good] > calibration.image_threshold

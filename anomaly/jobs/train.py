@@ -33,7 +33,13 @@ from anomaly.model_folder import save_model_folder
 from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import by_class
-from anomaly.scoring.score import Detector, Evaluation, calibrate, evaluate
+from anomaly.scoring.score import (
+    Detector,
+    Evaluation,
+    calibrate,
+    check_pixel_metrics_at,
+    evaluate,
+)
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
     RunLogger,
@@ -80,6 +86,18 @@ def calibration_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """``image=`` and ``pixel=`` arguments of ``calibrate`` from ``scoring.calibration``."""
     c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
     return {"image": c["image"], "pixel": c["pixel"]}
+
+
+def evaluation_options(cfg: DictConfig) -> dict[str, Any]:
+    """``fpr_limit=`` and ``pixel_metrics_at=`` arguments of ``evaluate`` from ``scoring``.
+
+    Raises:
+        ConfigError: ``scoring.pixel_metrics_at`` is unknown.
+    """
+    return {
+        "fpr_limit": float(cfg.scoring.aupro_fpr_limit),
+        "pixel_metrics_at": check_pixel_metrics_at(cfg.scoring.pixel_metrics_at),
+    }
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -157,6 +175,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     preprocess = preprocess_settings(cfg.data)
     maps = map_settings(cfg)
+    # Checked now, not when the evaluation comes after a long training.
+    evaluation_kwargs = evaluation_options(cfg)
     output_dir = Path(cfg.output_dir).resolve()
     resume_from = _resume_checkpoint(cfg, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -310,9 +330,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics: dict[str, float] = {}
         eval_dir = output_dir / "evaluation"
         if splits.test:
-            evaluation = evaluate(
-                detector, splits.test, fpr_limit=float(cfg.scoring.aupro_fpr_limit), **batch
-            )
+            evaluation = evaluate(detector, splits.test, **evaluation_kwargs, **batch)
             metrics = evaluation.metrics
             table = _write_test_scores(eval_dir / "scores.csv", evaluation, detector)
             run.artifact(eval_dir / "scores.csv", "evaluation")

@@ -345,6 +345,8 @@ def _evaluate_champion(
     cfg: DictConfig, champion: Version, test: list[Any], uri: str
 ) -> dict[str, float]:
     """Score the champion on the same test split the candidate was evaluated on."""
+    from anomaly.jobs.train import evaluation_options
+
     with start_run(
         uri=uri,
         experiment=str(cfg.tracking.experiment),
@@ -357,7 +359,7 @@ def _evaluate_champion(
             test,
             batch_size=int(cfg.scoring.batch_size),
             num_workers=int(cfg.scoring.num_workers),
-            fpr_limit=float(cfg.scoring.aupro_fpr_limit),
+            **evaluation_options(cfg),
         )
         run.params({"model": champion.uri, "n_test": len(test)})
         run.metrics(evaluation.metrics)

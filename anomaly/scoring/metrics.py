@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -136,6 +138,123 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(f1[best]), float(thresholds[best])
 
 
+class RankedPixels:
+    """The pixels of many maps, sorted once, for pixel AUROC and AUPRO of any set of images.
+
+    Sorting is what pixel metrics cost: tens of millions of pixels at the photos' native
+    size. Per-class metrics use the images of one class and the defect-free ones; their
+    pixels keep the order of all pixels, so :meth:`select` serves every such subset from
+    the one sort.
+
+    Args:
+        masks: Ground truth: ``(N, H, W)`` booleans, or a list of ``(H_i, W_i)`` masks.
+        maps: Anomaly maps of the same shapes (float32 stays float32).
+
+    Raises:
+        ValueError: Shapes differ.
+    """
+
+    def __init__(
+        self,
+        masks: Sequence[np.ndarray] | np.ndarray,
+        maps: Sequence[np.ndarray] | np.ndarray,
+    ) -> None:
+        masks = [np.asarray(m, dtype=bool) for m in masks]
+        maps = [np.asarray(m) for m in maps]
+        if not masks or len(masks) != len(maps):
+            raise ValueError("masks and maps must be equally many 2-D arrays of equal shapes")
+        if any(a.shape != b.shape or a.ndim != 2 for a, b in zip(masks, maps, strict=True)):
+            raise ValueError("masks and maps must be equally many 2-D arrays of equal shapes")
+        self._sizes = np.array([m.size for m in masks], dtype=np.int64)
+        self._defects = np.array([m.sum() for m in masks], dtype=np.int64)
+        self._labels = np.concatenate([m.ravel() for m in masks])
+        # Each defective pixel carries 1 / (size of its connected region), so that summed
+        # over a region's pixels above a threshold it gives that region's overlap.
+        inverse, self._regions = [], np.zeros(len(masks), dtype=np.int64)
+        for k, mask in enumerate(masks):
+            regions, self._regions[k] = ndimage.label(mask)
+            size = np.bincount(regions.ravel()).astype(np.float32)
+            inverse.append(np.where(regions > 0, 1.0 / size[regions], 0.0).astype(np.float32))
+        self._inverse_size = np.concatenate([a.ravel() for a in inverse])
+        scores = np.concatenate([m.ravel() for m in maps])
+        if not np.issubdtype(scores.dtype, np.floating):
+            scores = scores.astype(np.float64)
+        # Ties need no stable sort: every curve point is taken at the end of a run of equal
+        # scores. int32 indices halve the memory of the order below 2**31 pixels.
+        order = np.argsort(-scores)
+        self._order = order.astype(np.int32) if scores.size < 2**31 else order
+        self._sorted = scores[self._order]
+
+    def select(self, images: np.ndarray) -> RankedPixels:
+        """The pixels of some of the images, in the same order, without sorting again.
+
+        Args:
+            images: Booleans, one per image.
+        """
+        pick = np.asarray(images, dtype=bool)
+        if pick.all():
+            return self
+        keep = np.repeat(pick, self._sizes)[self._order]
+        subset = copy.copy(self)
+        subset._order, subset._sorted = self._order[keep], self._sorted[keep]
+        subset._sizes, subset._defects = self._sizes[pick], self._defects[pick]
+        subset._regions = self._regions[pick]
+        subset.__dict__.pop("_runs", None)
+        return subset
+
+    @property
+    def has_both(self) -> bool:
+        """Whether there are defective and defect-free pixels (both metrics need them)."""
+        return 0 < int(self._defects.sum()) < int(self._sizes.sum())
+
+    @functools.cached_property
+    def _runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The end of each run of equal scores and the defective pixels up to it."""
+        ordered = self._sorted
+        last = np.r_[np.nonzero(np.diff(ordered))[0], ordered.size - 1]
+        return last, np.cumsum(self._labels[self._order], dtype=np.int64)[last]
+
+    def auroc(self) -> float:
+        """Pixel AUROC, ties counted half.
+
+        Raises:
+            ValueError: Only one class of pixels.
+        """
+        if not self.has_both:
+            raise ValueError("this metric needs both defect-free and defective examples")
+        last, tp = self._runs
+        tp, fp = np.r_[0, tp], np.r_[0, last + 1 - tp]
+        # The trapezoid over a run of ties is its half-counted pairs (Mann-Whitney).
+        return float(np.trapezoid(tp / tp[-1], fp / fp[-1]))
+
+    def aupro(self, *, fpr_limit: float = 0.3) -> float:
+        """AUPRO up to ``fpr_limit``; see :func:`aupro`.
+
+        Raises:
+            ValueError: ``fpr_limit`` out of range, or no region or no defect-free pixel.
+        """
+        if not 0 < fpr_limit <= 1:
+            raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
+        n_regions = int(self._regions.sum())
+        n_ok = int(self._sizes.sum() - self._defects.sum())
+        if n_regions == 0 or n_ok == 0:
+            raise ValueError("AUPRO needs at least one defect region and one defect-free pixel")
+        last, tp = self._runs
+        fpr = (last + 1 - tp) / n_ok
+        pro = np.cumsum(self._inverse_size[self._order], dtype=np.float64)[last] / n_regions
+        fpr = np.minimum(np.r_[0.0, fpr], 1.0)
+        pro = np.minimum(np.r_[0.0, pro], 1.0)
+        inside = fpr <= fpr_limit
+        x, y = fpr[inside], pro[inside]
+        if x[-1] < fpr_limit:
+            j = int(np.searchsorted(fpr, fpr_limit))
+            if j < fpr.size:
+                t = (fpr_limit - fpr[j - 1]) / (fpr[j] - fpr[j - 1])
+                x = np.r_[x, fpr_limit]
+                y = np.r_[y, pro[j - 1] + t * (pro[j] - pro[j - 1])]
+        return float(np.trapezoid(y, x) / fpr_limit)
+
+
 def aupro(
     masks: Sequence[np.ndarray] | np.ndarray,
     maps: Sequence[np.ndarray] | np.ndarray,
@@ -162,39 +281,4 @@ def aupro(
     Raises:
         ValueError: Shapes differ, no defect region, or no defect-free pixel.
     """
-    if not 0 < fpr_limit <= 1:
-        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
-    masks = [np.asarray(m, dtype=bool) for m in masks]
-    maps = [np.asarray(m, dtype=np.float64) for m in maps]
-    if len(masks) != len(maps) or any(
-        a.shape != b.shape or a.ndim != 2 for a, b in zip(masks, maps, strict=False)
-    ):
-        raise ValueError("masks and maps must be equally many 2-D arrays of equal shapes")
-    labelled = [ndimage.label(m) for m in masks]
-    n_regions = sum(count for _, count in labelled)
-    flat_masks = np.concatenate([m.ravel() for m in masks])
-    n_ok = int((~flat_masks).sum())
-    if n_regions == 0 or n_ok == 0:
-        raise ValueError("AUPRO needs at least one defect region and one defect-free pixel")
-    # Per pixel: how much it raises the FPR (defect-free pixels) and the PRO (region pixels,
-    # weighted by 1 / (regions x region size)) once the threshold drops below its score.
-    pro_step = []
-    for regions, _ in labelled:
-        sizes = np.bincount(regions.ravel())
-        weights = 1.0 / (n_regions * sizes[regions].astype(np.float64))
-        pro_step.append(np.where(regions > 0, weights, 0.0).ravel())
-    fpr_step = np.where(flat_masks, 0.0, 1.0 / n_ok)
-    order, last = _descending_runs(np.concatenate([m.ravel() for m in maps]))
-    fpr = np.cumsum(fpr_step[order])
-    pro = np.cumsum(np.concatenate(pro_step)[order])
-    fpr = np.minimum(np.r_[0.0, fpr[last]], 1.0)
-    pro = np.minimum(np.r_[0.0, pro[last]], 1.0)
-    inside = fpr <= fpr_limit
-    x, y = fpr[inside], pro[inside]
-    if x[-1] < fpr_limit:
-        j = int(np.searchsorted(fpr, fpr_limit))
-        if j < fpr.size:
-            t = (fpr_limit - fpr[j - 1]) / (fpr[j] - fpr[j - 1])
-            x = np.r_[x, fpr_limit]
-            y = np.r_[y, pro[j - 1] + t * (pro[j] - pro[j - 1])]
-    return float(np.trapezoid(y, x) / fpr_limit)
+    return RankedPixels(masks, maps).aupro(fpr_limit=fpr_limit)

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader
 
 from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample, list_images
+from anomaly.data.images import read_mask
 from anomaly.data.transforms import Preprocess, resize_map
-from anomaly.errors import DataError, OutputError
+from anomaly.errors import ConfigError, DataError, OutputError
 from anomaly.io import atomic_open, remove_leftover_temporaries, write_json_atomic
 from anomaly.scoring.calibration import (
     Calibration,
@@ -37,7 +38,7 @@ from anomaly.scoring.calibration import (
 )
 from anomaly.scoring.figures import heatmap_png, overlay_png, png_bytes
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
-from anomaly.scoring.metrics import aupro, auroc, average_precision, best_f1, f1_at
+from anomaly.scoring.metrics import RankedPixels, auroc, average_precision, best_f1, f1_at
 from anomaly.scoring.regions import REGION_COLUMNS, RegionSettings, defect_regions, region_table
 from anomaly.scoring.tiling import tiled_map
 
@@ -56,6 +57,8 @@ SCORES_COLUMNS = (
 )
 # Progress callback: (files finished so far, total files).
 Progress = Callable[[int, int], None]
+# Where evaluate() compares maps with masks (None: no pixel metrics).
+PIXEL_METRICS_AT = ("native", "model", None)
 # Validation pixels kept per image for the pixel threshold: bounds memory on large sets.
 _PIXELS_PER_IMAGE = 200_000
 
@@ -258,6 +261,20 @@ class Evaluation:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def check_pixel_metrics_at(value: str | None) -> str | None:
+    """``value`` if it is one of :data:`PIXEL_METRICS_AT`.
+
+    Raises:
+        ConfigError: Naming ``scoring.pixel_metrics_at`` and its choices.
+    """
+    if value not in PIXEL_METRICS_AT:
+        raise ConfigError(
+            f"scoring.pixel_metrics_at={value!r} is unknown; choose one of "
+            f"{[v for v in PIXEL_METRICS_AT if v]} (or null for image metrics only)"
+        )
+    return value
+
+
 def evaluate(
     detector: Detector,
     samples: Sequence[Sample],
@@ -265,13 +282,29 @@ def evaluate(
     batch_size: int = 32,
     num_workers: int = 0,
     fpr_limit: float = 0.3,
+    pixel_metrics_at: str | None = "native",
 ) -> Evaluation:
     """Score a labelled test split and compute the image and pixel metrics.
 
-    Pixel metrics use the images whose masks exist, at the size the model inspects them
-    (masks resized with nearest neighbour). Metrics that need both classes are left out
-    when one is missing.
+    Pixel metrics use the images whose masks exist. Metrics that need both classes are
+    left out when one is missing.
+
+    Args:
+        detector: The calibrated (or not) model.
+        samples: The labelled test images.
+        batch_size: Images per model call.
+        num_workers: Loader processes decoding images.
+        fpr_limit: Upper false-positive rate of AUPRO.
+        pixel_metrics_at: ``native``: at each photo's own size, the map resized to it as
+            ``anomaly score`` writes it and the mask as drawn (thin cracks keep every
+            pixel); ``model``: at the model's input size, the mask resized with nearest
+            neighbour (cheaper, but a crack one pixel wide can vanish); None: image
+            metrics only.
+
+    Raises:
+        ConfigError: ``pixel_metrics_at`` is none of these.
     """
+    check_pixel_metrics_at(pixel_metrics_at)
     samples = list(samples)
     scores = np.full(len(samples), np.nan)
     maps: dict[int, np.ndarray] = {}
@@ -280,24 +313,37 @@ def evaluate(
         detector, samples, batch_size=batch_size, num_workers=num_workers, with_masks=True
     ):
         scores[batch["index"]] = detector.scores(batch_maps)
+        if pixel_metrics_at is None:
+            continue
         for j, i in enumerate(batch["index"]):
-            if bool(batch["has_mask"][j]):
-                # float32: half precision would tie the tiny values of probability maps
-                # (DRAEM's normal surface) at 0 and flatten the pixel ROC.
-                maps[i] = batch_maps[j][0].numpy().astype(np.float32)
-                masks[i] = batch["mask"][j][0].numpy() > 0.5
+            if not bool(batch["has_mask"][j]):
+                continue
+            score_map, mask = batch_maps[j], batch["mask"][j][0].numpy() > 0.5
+            if pixel_metrics_at == "native":
+                size = tuple(batch["original_size"][j])
+                score_map = resize_map(score_map.float(), size)
+                path = samples[i].mask_path
+                mask = read_mask(path) if path is not None else np.zeros(size, dtype=bool)
+            # float32: half precision would tie the tiny values of probability maps
+            # (DRAEM's normal surface) at 0 and flatten the pixel ROC.
+            maps[i] = score_map[0].numpy().astype(np.float32)
+            masks[i] = mask
     labels = np.array([s.label for s in samples])
     metrics: dict[str, float] = {}
     threshold = detector.calibration.image_threshold if detector.calibration else None
     groups = {"": np.ones(len(samples), dtype=bool)}
     for cls in sorted({s.defect_class for s in samples if s.label == 1}):
         groups[f"/{cls}"] = np.array([s.label == 0 or s.defect_class == cls for s in samples])
+    with_mask = sorted(maps)
+    ranked = None
+    if with_mask:
+        ranked = RankedPixels([masks.pop(i) for i in with_mask], [maps.pop(i) for i in with_mask])
     for suffix, pick in groups.items():
         metrics.update(_image_metrics(labels[pick], scores[pick], threshold, suffix))
-        idx = [i for i in np.nonzero(pick)[0] if i in maps]
-        metrics.update(
-            _pixel_metrics([masks[i] for i in idx], [maps[i] for i in idx], suffix, fpr_limit)
-        )
+        pixels = ranked.select(pick[with_mask]) if ranked is not None else None
+        if pixels is not None and pixels.has_both:
+            metrics[f"pixel_auroc{suffix}"] = pixels.auroc()
+            metrics[f"pixel_aupro{suffix}"] = pixels.aupro(fpr_limit=fpr_limit)
     return Evaluation(samples=samples, scores=scores, metrics=metrics)
 
 
@@ -316,21 +362,6 @@ def _image_metrics(
     if threshold is not None:
         out[f"image_f1{suffix}"] = f1_at(labels, scores, threshold)
     return out
-
-
-def _pixel_metrics(
-    masks: list[np.ndarray], maps: list[np.ndarray], suffix: str, fpr_limit: float
-) -> dict[str, float]:
-    if not masks:
-        return {}
-    flat_masks = np.concatenate([m.ravel() for m in masks])
-    if flat_masks.all() or not flat_masks.any():
-        return {}
-    flat_maps = np.concatenate([m.ravel() for m in maps]).astype(np.float32)
-    return {
-        f"pixel_auroc{suffix}": auroc(flat_masks, flat_maps),
-        f"pixel_aupro{suffix}": aupro(masks, maps, fpr_limit=fpr_limit),
-    }
 
 
 @dataclass

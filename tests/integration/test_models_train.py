@@ -79,3 +79,10 @@ def test_an_unknown_flip_fails_before_a_run_is_opened(tiny_mvtec, tmp_path):
         _train(tiny_mvtec, tmp_path, "data.flips=[diagonal]")
     assert not (tmp_path / "out" / "model").exists()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unknown_place_for_pixel_metrics_fails_before_training(tiny_mvtec, tmp_path):
+    with pytest.raises(ConfigError, match=r"scoring\.pixel_metrics_at='photo'"):
+        _train(tiny_mvtec, tmp_path, "scoring.pixel_metrics_at=photo")
+    assert not (tmp_path / "out" / "model").exists()
+    assert not (tmp_path / "mlflow.db").exists()

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from anomaly.scoring.metrics import aupro, auroc, average_precision, best_f1, f1_at, roc_curve
+from anomaly.scoring.metrics import (
+    RankedPixels,
+    aupro,
+    auroc,
+    average_precision,
+    best_f1,
+    f1_at,
+    roc_curve,
+)
 
 
 def test_auroc_hand_worked():
@@ -125,6 +133,43 @@ def test_aupro_matches_a_brute_force_reference():
     maps = np.round(rng.random(masks.shape) + masks * 0.4, 2)
     assert aupro(masks, maps) == pytest.approx(_brute_force_aupro(masks, maps), abs=2e-4)
     assert aupro(masks, masks.astype(float)) == pytest.approx(1.0)
+
+
+def test_ranked_pixels_give_every_subsets_metrics_from_one_sort():
+    rng = np.random.default_rng(7)
+    shapes = [(12, 12), (9, 15), (14, 10), (12, 12), (10, 11)]
+    masks = [np.zeros(shape, bool) for shape in shapes]
+    masks[0][2:5, 2:6] = True
+    masks[2][7:11, 1:3] = True
+    masks[2][0:2, 6:10] = True
+    masks[4][3:6, 4:9] = True  # masks 1 and 3 are defect-free images
+    # float32 with rounding: many ties, as in real probability maps.
+    maps = [np.round(rng.random(m.shape) + m * 0.3, 1).astype(np.float32) for m in masks]
+    ranked = RankedPixels(masks, maps)
+    for pick in ([1, 1, 1, 1, 1], [1, 1, 0, 1, 0], [0, 1, 1, 1, 0], [0, 0, 0, 1, 1]):
+        chosen = [i for i, p in enumerate(pick) if p]
+        labels = np.concatenate([masks[i].ravel() for i in chosen])
+        scores = np.concatenate([maps[i].ravel() for i in chosen])
+        pixels = ranked.select(np.array(pick, bool))
+        assert pixels.auroc() == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+        expected = _brute_force_aupro([masks[i] for i in chosen], [maps[i] for i in chosen])
+        assert pixels.aupro() == pytest.approx(expected, abs=2e-4)
+    assert ranked.auroc() == pytest.approx(
+        auroc(np.concatenate([m.ravel() for m in masks]), np.concatenate([m.ravel() for m in maps]))
+    )
+
+
+def test_ranked_pixels_say_when_a_subset_has_one_class_only():
+    masks = [np.zeros((4, 4), bool), np.ones((4, 4), bool), np.zeros((4, 4), bool)]
+    masks[2][1, 1] = True
+    ranked = RankedPixels(masks, [np.zeros((4, 4))] * 3)
+    assert ranked.has_both
+    assert not ranked.select(np.array([True, False, False])).has_both
+    assert not ranked.select(np.array([False, True, False])).has_both
+    with pytest.raises(ValueError, match="both"):
+        ranked.select(np.array([True, False, False])).auroc()
+    with pytest.raises(ValueError, match="masks and maps"):
+        RankedPixels(masks, [np.zeros((4, 5))] * 3)
 
 
 def test_by_class_groups_metric_names():

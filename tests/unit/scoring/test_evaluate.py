@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from anomaly.data.folder import Sample
+from anomaly.errors import ConfigError
+from anomaly.scoring.score import evaluate
+from tests.conftest import write_png
+from tests.unit.scoring.test_score import _detector
+
+
+@pytest.fixture
+def thin_line(tmp_path):
+    """32x32 photos for a 16x16 model: two defect-free, two with a crack one pixel wide.
+
+    The cracks lie on odd columns, which nearest-neighbour resizing to 16x16 skips: at the
+    model's size their masks are empty.
+    """
+    samples = []
+    for k in range(2):
+        good = np.full((32, 32), 0.5)
+        good[k, :] = 0.45  # slightly different photos, so image scores differ
+        samples.append(Sample(write_png(tmp_path / f"good{k}.png", good), 0, "good"))
+    for column in (9, 21):
+        image, mask = np.full((32, 32), 0.5), np.zeros((32, 32))
+        image[4:28, column] = 1.0
+        mask[4:28, column] = 1.0
+        path = write_png(tmp_path / f"crack{column}.png", image)
+        samples.append(
+            Sample(path, 1, "crack", write_png(tmp_path / f"crack{column}_mask.png", mask))
+        )
+    return samples
+
+
+def test_native_pixel_metrics_keep_a_crack_that_the_models_size_loses(thin_line):
+    at_model = evaluate(_detector(), thin_line, pixel_metrics_at="model").metrics
+    native = evaluate(_detector(), thin_line, pixel_metrics_at="native").metrics
+    # The same image scores either way: they come from the model-size maps.
+    assert at_model["image_auroc"] == native["image_auroc"] == 1.0
+    assert "pixel_auroc" not in at_model  # no defective pixel left at 16x16
+    assert native["pixel_auroc"] > 0.95
+    assert native["pixel_aupro"] > 0.5
+    assert native["pixel_auroc/crack"] == native["pixel_auroc"]
+
+
+def test_pixel_metrics_can_be_left_out(thin_line):
+    metrics = evaluate(_detector(), thin_line, pixel_metrics_at=None).metrics
+    assert metrics["image_auroc"] == 1.0
+    assert not [name for name in metrics if name.startswith("pixel_")]
+
+
+def test_an_unknown_place_for_pixel_metrics_names_the_config_key(thin_line):
+    with pytest.raises(ConfigError, match="scoring.pixel_metrics_at"):
+        evaluate(_detector(), thin_line, pixel_metrics_at="photo")
