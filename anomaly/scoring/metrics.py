@@ -161,9 +161,11 @@ class RankedPixels:
     ) -> None:
         masks = [np.asarray(m, dtype=bool) for m in masks]
         maps = [np.asarray(m) for m in maps]
-        if not masks or len(masks) != len(maps):
-            raise ValueError("masks and maps must be equally many 2-D arrays of equal shapes")
-        if any(a.shape != b.shape or a.ndim != 2 for a, b in zip(masks, maps, strict=True)):
+        if (
+            not masks
+            or len(masks) != len(maps)
+            or any(a.shape != b.shape or a.ndim != 2 for a, b in zip(masks, maps, strict=False))
+        ):
             raise ValueError("masks and maps must be equally many 2-D arrays of equal shapes")
         self._sizes = np.array([m.size for m in masks], dtype=np.int64)
         self._defects = np.array([m.sum() for m in masks], dtype=np.int64)

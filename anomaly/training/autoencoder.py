@@ -150,8 +150,18 @@ def cosine_scheduler(
         trainer: The trainer whose epochs (or ``max_steps``) fix the number of batches.
         steps_per_batch: Optimiser steps the module takes per batch (USAD's two phases
             take 2); Lightning counts ``max_steps`` in those steps, not in batches.
+
+    Raises:
+        ConfigError: The training has no end (``max_epochs=-1`` without ``max_steps``), so
+            the decay has no length.
     """
     batches = trainer.estimated_stepping_batches
     if trainer.max_steps != -1:
         batches = min(batches, math.ceil(trainer.max_steps / steps_per_batch))
+    if not math.isfinite(batches):
+        raise ConfigError(
+            "model.module.lr_schedule=cosine decays over the whole training, but "
+            "trainer.max_epochs=-1 sets no end; give trainer.max_epochs (or "
+            "trainer.max_steps), or use lr_schedule=constant"
+        )
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(batches)))

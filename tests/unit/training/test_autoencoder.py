@@ -1,9 +1,11 @@
 import itertools
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from anomaly.errors import ConfigError
 from anomaly.training.autoencoder import AutoencoderModule
 from tests.conftest import make_trainer
 
@@ -83,3 +85,10 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_training():
     assert seen[0] == 1e-3
     assert seen[10] < 0.6e-3 and seen[-1] < 0.02e-3  # half way: cos(pi/2) -> lr/2
     assert all(a >= b for a, b in itertools.pairwise(seen))
+
+
+def test_cosine_schedule_without_an_end_of_training_names_the_keys():
+    module = AutoencoderModule(NET, lr_schedule="cosine")
+    trainer = make_trainer(-1, max_epochs=-1)
+    with pytest.raises(ConfigError, match=r"lr_schedule=cosine.*trainer\.max_epochs"):
+        trainer.fit(module, DataLoader(_batches(), batch_size=None))
