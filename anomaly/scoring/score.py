@@ -337,6 +337,8 @@ def evaluate(
     with_mask = sorted(maps)
     ranked = None
     if with_mask:
+        # Popped: at native size the per-image arrays are hundreds of MB, freed as soon as
+        # RankedPixels holds their concatenation.
         ranked = RankedPixels([masks.pop(i) for i in with_mask], [maps.pop(i) for i in with_mask])
     for suffix, pick in groups.items():
         metrics.update(_image_metrics(labels[pick], scores[pick], threshold, suffix))
