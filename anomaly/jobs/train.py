@@ -332,6 +332,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if splits.test:
             evaluation = evaluate(detector, splits.test, **evaluation_kwargs, **batch)
             metrics = evaluation.metrics
+            # What was used, which differs from the config when the photos were too large.
+            run.params({"evaluation.pixel_metrics_at": evaluation.pixel_metrics_at})
             table = _write_test_scores(eval_dir / "scores.csv", evaluation, detector)
             run.artifact(eval_dir / "scores.csv", "evaluation")
             run.metrics(metrics)

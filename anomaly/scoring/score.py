@@ -59,6 +59,8 @@ SCORES_COLUMNS = (
 Progress = Callable[[int, int], None]
 # Where evaluate() compares maps with masks (None: no pixel metrics).
 PIXEL_METRICS_AT = ("native", "model", None)
+# Native-size pixel metrics up to this many pixels in all (Magnetic Tile's test set: 63 M).
+NATIVE_PIXEL_LIMIT = 100_000_000
 # Validation pixels kept per image for the pixel threshold: bounds memory on large sets.
 _PIXELS_PER_IMAGE = 200_000
 
@@ -254,11 +256,14 @@ class Evaluation:
         metrics: ``image_auroc``, ``image_ap``, ``image_f1`` (at the calibrated threshold),
             ``image_best_f1``, ``pixel_auroc``, ``pixel_aupro`` and the same per defect
             class as ``<metric>/<class>`` (that class against the defect-free images).
+        pixel_metrics_at: Where the pixel metrics were taken: ``native``, ``model`` (also
+            when native size would have held too many pixels) or None.
     """
 
     samples: list[Sample]
     scores: np.ndarray
     metrics: dict[str, float] = field(default_factory=dict)
+    pixel_metrics_at: str | None = None
 
 
 def check_pixel_metrics_at(value: str | None) -> str | None:
@@ -283,6 +288,7 @@ def evaluate(
     num_workers: int = 0,
     fpr_limit: float = 0.3,
     pixel_metrics_at: str | None = "native",
+    native_pixel_limit: int = NATIVE_PIXEL_LIMIT,
 ) -> Evaluation:
     """Score a labelled test split and compute the image and pixel metrics.
 
@@ -300,6 +306,9 @@ def evaluate(
             pixel); ``model``: at the model's input size, the mask resized with nearest
             neighbour (cheaper, but a crack one pixel wide can vanish); None: image
             metrics only.
+        native_pixel_limit: Past this many pixels in all, native size falls back to the
+            model's size with a warning: the metrics hold every pixel in memory, about
+            50 bytes each while they sort.
 
     Raises:
         ConfigError: ``pixel_metrics_at`` is none of these.
@@ -307,8 +316,11 @@ def evaluate(
     check_pixel_metrics_at(pixel_metrics_at)
     samples = list(samples)
     scores = np.full(len(samples), np.nan)
-    maps: dict[int, np.ndarray] = {}
-    masks: dict[int, np.ndarray] = {}
+    # Model-size pairs are kept even for native metrics (a few kB per image): they are the
+    # fallback when the photos turn out too large.
+    small: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    native: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    native_pixels = 0
     for batch, batch_maps in iterate_maps(
         detector, samples, batch_size=batch_size, num_workers=num_workers, with_masks=True
     ):
@@ -318,35 +330,51 @@ def evaluate(
         for j, i in enumerate(batch["index"]):
             if not bool(batch["has_mask"][j]):
                 continue
-            score_map, mask = batch_maps[j], batch["mask"][j][0].numpy() > 0.5
-            if pixel_metrics_at == "native":
-                size = tuple(batch["original_size"][j])
-                score_map = resize_map(score_map.float(), size)
-                path = samples[i].mask_path
-                mask = read_mask(path) if path is not None else np.zeros(size, dtype=bool)
             # float32: half precision would tie the tiny values of probability maps
             # (DRAEM's normal surface) at 0 and flatten the pixel ROC.
-            maps[i] = score_map[0].numpy().astype(np.float32)
-            masks[i] = mask
+            score_map = batch_maps[j].float()
+            small[i] = (batch["mask"][j][0].numpy() > 0.5, score_map[0].numpy())
+            if pixel_metrics_at != "native":
+                continue
+            size = tuple(batch["original_size"][j])
+            native_pixels += size[0] * size[1]
+            if native_pixels > native_pixel_limit:
+                log.warning(
+                    "the test images hold more than %d pixels at their native size: pixel "
+                    "metrics are taken at the model's size instead (as with "
+                    "scoring.pixel_metrics_at=model)",
+                    native_pixel_limit,
+                )
+                pixel_metrics_at = "model"
+                native.clear()
+                continue
+            path = samples[i].mask_path
+            mask = read_mask(path) if path is not None else np.zeros(size, dtype=bool)
+            native[i] = (mask, resize_map(score_map, size)[0].numpy())
     labels = np.array([s.label for s in samples])
     metrics: dict[str, float] = {}
     threshold = detector.calibration.image_threshold if detector.calibration else None
     groups = {"": np.ones(len(samples), dtype=bool)}
     for cls in sorted({s.defect_class for s in samples if s.label == 1}):
         groups[f"/{cls}"] = np.array([s.label == 0 or s.defect_class == cls for s in samples])
-    with_mask = sorted(maps)
+    pairs = native if pixel_metrics_at == "native" else small
+    with_mask = sorted(pairs)
     ranked = None
     if with_mask:
         # Popped: at native size the per-image arrays are hundreds of MB, freed as soon as
         # RankedPixels holds their concatenation.
-        ranked = RankedPixels([masks.pop(i) for i in with_mask], [maps.pop(i) for i in with_mask])
+        masks, maps = zip(*(pairs.pop(i) for i in with_mask), strict=True)
+        ranked = RankedPixels(masks, maps)
+        del masks, maps
     for suffix, pick in groups.items():
         metrics.update(_image_metrics(labels[pick], scores[pick], threshold, suffix))
         pixels = ranked.select(pick[with_mask]) if ranked is not None else None
         if pixels is not None and pixels.has_both:
             metrics[f"pixel_auroc{suffix}"] = pixels.auroc()
             metrics[f"pixel_aupro{suffix}"] = pixels.aupro(fpr_limit=fpr_limit)
-    return Evaluation(samples=samples, scores=scores, metrics=metrics)
+    return Evaluation(
+        samples=samples, scores=scores, metrics=metrics, pixel_metrics_at=pixel_metrics_at
+    )
 
 
 def _image_metrics(

@@ -43,6 +43,7 @@ def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
         assert 0.0 <= result["metrics"][name] <= 1.0, name
     run = MlflowClient(uri).get_run(result["run_id"])
     assert run.data.tags["model.name"] == model
+    assert run.data.params["evaluation.pixel_metrics_at"] == "native"
     assert "train/loss" in run.data.metrics and run.data.metrics["train_images_per_second"] > 0
     detector = load_detector(result["model_dir"])
     summary = score_folder(detector, tiny_mvtec / "test", tmp_path / "scored")

@@ -51,3 +51,20 @@ def test_pixel_metrics_can_be_left_out(thin_line):
 def test_an_unknown_place_for_pixel_metrics_names_the_config_key(thin_line):
     with pytest.raises(ConfigError, match="scoring.pixel_metrics_at"):
         evaluate(_detector(), thin_line, pixel_metrics_at="photo")
+
+
+def test_too_many_native_pixels_fall_back_to_the_models_size(tmp_path, caplog):
+    samples = [Sample(write_png(tmp_path / "good.png", np.full((40, 48), 0.5)), 0, "good")]
+    image, mask = np.full((40, 48), 0.5), np.zeros((40, 48))
+    image[10:22, 12:30], mask[10:22, 12:30] = 0.9, 1.0
+    path, mask_path = tmp_path / "spot.png", tmp_path / "spot_mask.png"
+    samples.append(Sample(write_png(path, image), 1, "spot", write_png(mask_path, mask)))
+    at_model = evaluate(_detector(), samples, pixel_metrics_at="model")
+    native = evaluate(_detector(), samples, pixel_metrics_at="native")
+    limited = evaluate(_detector(), samples, pixel_metrics_at="native", native_pixel_limit=3000)
+    assert native.pixel_metrics_at == "native" and at_model.pixel_metrics_at == "model"
+    assert native.metrics["pixel_aupro"] != at_model.metrics["pixel_aupro"]
+    # Two 40x48 photos are 3840 pixels: over the limit, so measured as at the model's size.
+    assert limited.pixel_metrics_at == "model"
+    assert limited.metrics == at_model.metrics
+    assert "more than 3000 pixels" in caplog.text
