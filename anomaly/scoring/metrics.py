@@ -73,8 +73,12 @@ def _descending_runs(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     so ties move together.
     """
     order = np.argsort(-scores, kind="mergesort")
-    ordered = scores[order]
-    return order, np.r_[np.nonzero(np.diff(ordered))[0], ordered.size - 1]
+    return order, _run_ends(scores[order])
+
+
+def _run_ends(ordered: np.ndarray) -> np.ndarray:
+    """The index of the last element of each run of equal values in sorted scores."""
+    return np.r_[np.nonzero(np.diff(ordered))[0], ordered.size - 1]
 
 
 def _cumulative_counts(labels: np.ndarray, scores: np.ndarray):
@@ -212,8 +216,7 @@ class RankedPixels:
     @functools.cached_property
     def _runs(self) -> tuple[np.ndarray, np.ndarray]:
         """The end of each run of equal scores and the defective pixels up to it."""
-        ordered = self._sorted
-        last = np.r_[np.nonzero(np.diff(ordered))[0], ordered.size - 1]
+        last = _run_ends(self._sorted)
         return last, np.cumsum(self._labels[self._order], dtype=np.int64)[last]
 
     def auroc(self) -> float:
