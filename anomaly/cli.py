@@ -1,4 +1,4 @@
-"""The ``anomaly`` command: ``train``, ``score`` and ``demo`` as Hydra applications.
+"""The ``anomaly`` command: ``train``, ``score``, ``evaluate``... as Hydra applications.
 
 Each command is a thin ``@hydra.main`` wrapper around a plain function in
 :mod:`anomaly.jobs`. The CLI owns the console: progress bars and result tables are printed
@@ -54,6 +54,8 @@ commands:
           e.g. anomaly train data.root=path/to/images model=cae trainer.max_epochs=30
   score   score every image in a folder with a trained model
           e.g. anomaly score model=outputs/train/<run>/model input=path/to/images output=results
+  evaluate  measure a trained model on a labelled test set (AUROC, AUPRO, F1 per class)
+          e.g. anomaly evaluate model=models:/part@champion data.root=path/to/images
   calibrate  re-fit a model's thresholds on defect-free images, without retraining
           e.g. anomaly calibrate model=outputs/train/<run>/model data.root=path/to/images
   train-and-promote  nightly retraining: train, evaluate, compare with the champion,
@@ -164,6 +166,11 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
             f"skipped:      {len(result['skipped'])} unreadable training image(s), listed in "
             f"{Path(result['output_dir']) / 'errors.csv'}"
         )
+    if result.get("skipped_test"):
+        console.print(
+            f"skipped:      {len(result['skipped_test'])} unreadable test image(s), listed in "
+            f"{Path(result['output_dir']) / 'evaluation' / 'errors.csv'}"
+        )
     console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}")
     return result
 
@@ -269,6 +276,32 @@ def _run_score_batch(cfg: DictConfig, console: Console) -> dict[str, Any]:
     return result
 
 
+def _run_evaluate(cfg: DictConfig, console: Console) -> dict[str, Any]:
+    from anomaly.jobs.evaluate import evaluate_model
+
+    result = _with_progress(console, evaluate_model, cfg)
+    title = (
+        f"{result['model']} on {result['n_images']} test images "
+        f"(pixel metrics at {result['pixel_metrics_at'] or '-'} size)"
+    )
+    if result["metrics"]:
+        console.print(_metrics_table(result["metrics"], title))
+    else:
+        console.print(f"{title}: no metric (the test set needs defect-free and defective images)")
+    if result["skipped"]:
+        console.print(
+            f"skipped:   {len(result['skipped'])} unreadable test image(s), listed in "
+            f"{Path(result['output_dir']) / 'errors.csv'}"
+        )
+    console.print(
+        f"results:   {result['output_dir']} (scores.csv, metrics.json, curves.png, "
+        "score_histogram.png, samples.png)"
+    )
+    console.print(f"run id:    {result['run_id']}")
+    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+    return result
+
+
 def _run_calibrate(cfg: DictConfig, console: Console) -> dict[str, Any]:
     from anomaly.jobs.calibrate import recalibrate
 
@@ -335,6 +368,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
     "score": ("score", _run_score),
     "score-batch": ("score_batch", _run_score_batch),
     "calibrate": ("calibrate", _run_calibrate),
+    "evaluate": ("evaluate", _run_evaluate),
     "train-and-promote": ("train_and_promote", _run_train_and_promote),
     "promote": ("promote", _run_promote),
     "bench": ("bench", _run_bench),
@@ -351,10 +385,10 @@ _FLAGS: dict[str, dict[str, str]] = {
 
 
 def _rewrite(command: str, overrides: list[str]) -> list[str]:
-    if command in ("score", "calibrate", "score-batch"):
-        # `model` is a config group of `train` (the architecture); for `score` and
-        # `calibrate` it names a trained model, stored as `model_uri` so Hydra does not look
-        # for a group option.
+    if command in ("score", "calibrate", "evaluate", "score-batch"):
+        # `model` is a config group of `train` (the architecture); for `score`, `evaluate`
+        # and `calibrate` it names a trained model, stored as `model_uri` so Hydra does not
+        # look for a group option.
         overrides = [f"model_uri={o[6:]}" if o.startswith("model=") else o for o in overrides]
     if command == "demo":
         overrides = ["experiment=demo", "hydra.job.name=demo", *overrides]
@@ -422,7 +456,11 @@ def _completion_code(result: Any, console: Console) -> int:
     if not isinstance(result, dict):
         return 0
     code = 0
-    skipped = result.get("n_errors") or len(result.get("skipped") or [])
+    skipped = (
+        result.get("n_errors")
+        or len(result.get("skipped") or [])
+        or len(result.get("skipped_test") or [])
+    )
     if skipped:
         code = EXIT_COMPLETED_WITH_SKIPS
     not_uploaded = result.get("not_uploaded") or []

@@ -7,6 +7,7 @@ complete: readers see either the old file, no file, or the whole new file.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
@@ -67,6 +68,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
     """Write ``payload`` as indented JSON (keys in insertion order) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_errors_csv(
+    path: str | os.PathLike[str], errors: list[tuple[str | os.PathLike[str], str]]
+) -> None:
+    """``errors.csv``: one ``path,reason`` row per file that was skipped, written atomically."""
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("path", "reason"))
+        writer.writerows((str(p), reason) for p, reason in errors)
 
 
 def remove_leftover_temporaries(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import inspect
 import logging
 import os
@@ -12,34 +11,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
-from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample, fingerprint
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, TrainingInterruptedError
-from anomaly.io import atomic_open, write_text_atomic
+from anomaly.io import write_errors_csv, write_text_atomic
 from anomaly.jobs.checks import check_config
-from anomaly.model_folder import save_model_folder
-from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
-from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.metrics import by_class
-from anomaly.scoring.score import (
-    Detector,
-    Evaluation,
-    calibrate,
-    check_pixel_metrics_at,
-    evaluate,
+from anomaly.jobs.evaluate import (
+    detector_sample_grid,
+    evaluation_options,
+    log_evaluation,
+    write_sample_grid,
 )
+from anomaly.jobs.evaluate import showcase as showcase_of
+from anomaly.model_folder import save_model_folder
+from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.score import Detector, calibrate, evaluate
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
     RunLogger,
@@ -86,18 +81,6 @@ def calibration_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """``image=`` and ``pixel=`` arguments of ``calibrate`` from ``scoring.calibration``."""
     c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
     return {"image": c["image"], "pixel": c["pixel"]}
-
-
-def evaluation_options(cfg: DictConfig) -> dict[str, Any]:
-    """``fpr_limit=`` and ``pixel_metrics_at=`` arguments of ``evaluate`` from ``scoring``.
-
-    Raises:
-        ConfigError: ``scoring.pixel_metrics_at`` is unknown.
-    """
-    return {
-        "fpr_limit": float(cfg.scoring.aupro_fpr_limit),
-        "pixel_metrics_at": check_pixel_metrics_at(cfg.scoring.pixel_metrics_at),
-    }
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -197,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Under DDP every process runs this function; only rank 0 talks to MLflow and writes.
     rank_zero = is_rank_zero()
     if datamodule.skipped and rank_zero:
-        _write_errors(output_dir / "errors.csv", datamodule.skipped)
+        write_errors_csv(output_dir / "errors.csv", datamodule.skipped)
     module = build_module(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
@@ -250,7 +233,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             splits.root,
         )
 
-        showcase = _showcase(splits.test) if splits.test else datamodule.val_samples[:4]
+        showcase = showcase_of(splits.test) if splits.test else datamodule.val_samples[:4]
         maps_only = Detector(module, preprocess, maps)
         callbacks = [
             EpochMetricsCallback(run),
@@ -328,22 +311,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
 
         metrics: dict[str, float] = {}
+        test_errors: list[tuple[Path, str]] = []
         eval_dir = output_dir / "evaluation"
         if splits.test:
             evaluation = evaluate(detector, splits.test, **evaluation_kwargs, **batch)
-            metrics = evaluation.metrics
-            # What was used, which differs from the config when the photos were too large.
-            run.params({"evaluation.pixel_metrics_at": evaluation.pixel_metrics_at})
-            table = _write_test_scores(eval_dir / "scores.csv", evaluation, detector)
-            run.artifact(eval_dir / "scores.csv", "evaluation")
-            run.metrics(metrics)
-            run.table(table, "evaluation/scores_table.json")
-            run.table(_per_class_table(metrics), "evaluation/metrics_per_class.json")
-            for name, figure in _evaluation_figures(evaluation, detector).items():
-                save_figure(figure, eval_dir / name)
-                run.artifact(eval_dir / name, "evaluation")
+            metrics, test_errors = evaluation.metrics, evaluation.errors
+            log_evaluation(run, evaluation, detector, eval_dir)
         grid = eval_dir / "samples.png"
-        _write_sample_grid(grid, detector, showcase)
+        write_sample_grid(grid, detector, showcase)
         run.artifact(grid, "evaluation")
         run.artifact(model_dir / "calibration.json")
         registered = _log_model(run, model_dir, t)
@@ -361,6 +336,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "registered": registered,
         "not_uploaded": list(run.failed),
         "skipped": [(str(p), reason) for p, reason in datamodule.skipped],
+        "skipped_test": [(str(p), reason) for p, reason in test_errors],
         **speed,
     }
 
@@ -396,14 +372,6 @@ def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(path)
 
 
-def _write_errors(path: Path, errors: list[tuple[Path, str]]) -> None:
-    """``errors.csv``: one ``path,reason`` row per skipped file."""
-    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("path", "reason"))
-        writer.writerows((str(p), reason) for p, reason in errors)
-
-
 def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> dict[str, str] | None:
     """Log the pyfunc model; register it and point ``candidate`` at the new version."""
     name = t.registered_model or None
@@ -416,80 +384,9 @@ def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> dict[str, str]
     return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}
 
 
-def _per_class_table(metrics: dict[str, float]) -> pd.DataFrame:
-    return pd.DataFrame([{"class": cls, **values} for cls, values in by_class(metrics).items()])
-
-
 def _grid_image(detector: Detector, samples: list[Sample]) -> Image.Image:
     """The sample grid as an image, without thresholds (during training there are none)."""
-    fig = _sample_grid(detector, samples, pixel_threshold=None)
+    fig = detector_sample_grid(detector, samples, pixel_threshold=None)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
-
-
-def _write_test_scores(path: Path, evaluation: Evaluation, detector: Detector) -> pd.DataFrame:
-    threshold = detector.calibration.image_threshold
-    table = pd.DataFrame(
-        {
-            "path": [str(s.path) for s in evaluation.samples],
-            "defect_class": [s.defect_class for s in evaluation.samples],
-            "label": [s.label for s in evaluation.samples],
-            "score": evaluation.scores,
-            "threshold": threshold,
-            "is_defective": (evaluation.scores > threshold).astype(int),
-        }
-    )
-    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        table.to_csv(handle, index=False, float_format="%.6g")
-    return table
-
-
-def _evaluation_figures(evaluation: Evaluation, detector: Detector) -> dict[str, Figure]:
-    labels = np.array([s.label for s in evaluation.samples])
-    ok = ~np.isnan(evaluation.scores)
-    if not {0, 1} <= set(labels[ok].tolist()):
-        return {}
-    threshold = detector.calibration.image_threshold
-    return {
-        "curves.png": curves_figure(labels[ok], evaluation.scores[ok], threshold=threshold),
-        "score_histogram.png": histogram_figure(
-            labels[ok], evaluation.scores[ok], threshold=threshold
-        ),
-    }
-
-
-def _showcase(samples: list[Sample], per_class: int = 1, n_good: int = 2) -> list[Sample]:
-    """A few test images for the sample grid: some defect-free, one of each defect class."""
-    chosen = [s for s in samples if s.label == 0][:n_good]
-    for cls in sorted({s.defect_class for s in samples if s.label == 1}):
-        chosen += [s for s in samples if s.defect_class == cls][:per_class]
-    return chosen[:8]
-
-
-def _sample_grid(
-    detector: Detector, samples: list[Sample], *, pixel_threshold: float | None
-) -> Figure:
-    dataset = ImageDataset(samples, detector.preprocess, with_masks=True, skip_errors=True)
-    batch = collate([dataset[i] for i in range(len(dataset))])
-    images = list(batch.get("image", []))
-    recons = detector.reconstruct(images) if images else []
-    maps = detector.anomaly_maps(images) if images else []
-    scores = detector.scores(maps) if maps else []
-    titles = [
-        f"{samples[i].defect_class or samples[i].path.name}\n{float(s):.3g}"
-        for i, s in zip(batch["index"], scores, strict=True)
-    ]
-    return sample_grid(
-        [im.numpy() for im in images],
-        [r.numpy() for r in recons],
-        [m[0].numpy() for m in maps],
-        pixel_threshold=pixel_threshold,
-        titles=titles,
-        true_masks=[m[0].numpy() > 0.5 for m in batch.get("mask", [])],
-    )
-
-
-def _write_sample_grid(path: Path, detector: Detector, samples: list[Sample]) -> None:
-    fig = _sample_grid(detector, samples, pixel_threshold=detector.calibration.pixel_threshold)
-    save_figure(fig, path)

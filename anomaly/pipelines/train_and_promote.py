@@ -242,7 +242,7 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
             model_dir = work / "model"
             log.info("resuming: %s version %s is registered, not yet gated", name, version)
         champion_metrics = (
-            _evaluate_champion(cfg, champion, splits.test, uri)
+            _evaluate_champion(cfg, champion, splits.test, uri, work / "evaluate-champion")
             if champion is not None and splits.test
             else None
         )
@@ -342,10 +342,13 @@ def _test_metrics(version: Version) -> dict[str, float]:
 
 
 def _evaluate_champion(
-    cfg: DictConfig, champion: Version, test: list[Any], uri: str
+    cfg: DictConfig, champion: Version, test: list[Any], uri: str, folder: Path
 ) -> dict[str, float]:
-    """Score the champion on the same test split the candidate was evaluated on."""
-    from anomaly.jobs.train import evaluation_options
+    """Score the champion on the same test split the candidate was evaluated on.
+
+    Its scores, curves and histogram go to ``folder`` and its run, as a training's do.
+    """
+    from anomaly.jobs.evaluate import evaluation_options, log_evaluation
 
     with start_run(
         uri=uri,
@@ -362,7 +365,7 @@ def _evaluate_champion(
             **evaluation_options(cfg),
         )
         run.params({"model": champion.uri, "n_test": len(test)})
-        run.metrics(evaluation.metrics)
+        log_evaluation(run, evaluation, detector, folder)
     log.info("champion version %s on this test split: %s", champion.version, evaluation.metrics)
     return dict(evaluation.metrics)
 

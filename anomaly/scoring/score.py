@@ -258,12 +258,15 @@ class Evaluation:
             class as ``<metric>/<class>`` (that class against the defect-free images).
         pixel_metrics_at: Where the pixel metrics were taken: ``native``, ``model`` (also
             when native size would have held too many pixels) or None.
+        errors: ``(path, reason)`` of each image that could not be read; its score is NaN
+            and the metrics are those of the other images.
     """
 
     samples: list[Sample]
     scores: np.ndarray
     metrics: dict[str, float] = field(default_factory=dict)
     pixel_metrics_at: str | None = None
+    errors: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def check_pixel_metrics_at(value: str | None) -> str | None:
@@ -289,11 +292,13 @@ def evaluate(
     fpr_limit: float = 0.3,
     pixel_metrics_at: str | None = "native",
     native_pixel_limit: int = NATIVE_PIXEL_LIMIT,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Score a labelled test split and compute the image and pixel metrics.
 
     Pixel metrics use the images whose masks exist. Metrics that need both classes are
-    left out when one is missing.
+    left out when one is missing. An unreadable image (or mask) is skipped with a warning
+    and listed in ``errors``; the metrics are those of the others.
 
     Args:
         detector: The calibrated (or not) model.
@@ -309,6 +314,7 @@ def evaluate(
         native_pixel_limit: Past this many pixels in all, native size falls back to the
             model's size with a warning: the metrics hold every pixel in memory, about
             50 bytes each while they sort.
+        progress: Called with ``(finished, total)`` image counts after each batch.
 
     Raises:
         ConfigError: ``pixel_metrics_at`` is none of these.
@@ -316,14 +322,29 @@ def evaluate(
     check_pixel_metrics_at(pixel_metrics_at)
     samples = list(samples)
     scores = np.full(len(samples), np.nan)
+    errors: list[tuple[Path, str]] = []
+    done = 0
     # Model-size pairs are kept even for native metrics (a few kB per image): they are the
     # fallback when the photos turn out too large.
     small: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     native: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     native_pixels = 0
     for batch, batch_maps in iterate_maps(
-        detector, samples, batch_size=batch_size, num_workers=num_workers, with_masks=True
+        detector,
+        samples,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        with_masks=True,
+        skip_errors=True,
     ):
+        for i, reason in batch["errors"]:
+            log.warning("skipped test image %s: %s", samples[i].path, reason)
+            errors.append((samples[i].path, reason))
+        done += len(batch.get("index", [])) + len(batch["errors"])
+        if progress is not None:
+            progress(done, len(samples))
+        if not batch_maps:
+            continue
         scores[batch["index"]] = detector.scores(batch_maps)
         if pixel_metrics_at is None:
             continue
@@ -373,7 +394,11 @@ def evaluate(
             metrics[f"pixel_auroc{suffix}"] = pixels.auroc()
             metrics[f"pixel_aupro{suffix}"] = pixels.aupro(fpr_limit=fpr_limit)
     return Evaluation(
-        samples=samples, scores=scores, metrics=metrics, pixel_metrics_at=pixel_metrics_at
+        samples=samples,
+        scores=scores,
+        metrics=metrics,
+        pixel_metrics_at=pixel_metrics_at,
+        errors=errors,
     )
 
 

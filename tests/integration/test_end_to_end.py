@@ -224,3 +224,62 @@ def test_calibrate_refits_without_retraining(trained, cli):
         cwd=work,
     )
     assert too_few.returncode == 2 and "far" in too_few.stdout
+
+
+def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli):
+    work, client = trained["work"], MlflowClient(trained["uri"])
+    common = (f"tracking.uri={trained['uri']}", "tracking.experiment=e2e")
+    result = cli(
+        "evaluate",
+        f"model={work / 'train' / 'model'}",
+        f"data.root={trained['root']}",
+        f"output={work / 'evaluated'}",
+        *common,
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    experiment = client.get_experiment_by_name("e2e")
+    (train_run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'evaluate'")
+    # The same model under the same protocol: the training's own numbers, to the last digit.
+    for name in ("image_auroc", "image_f1", "pixel_auroc", "pixel_aupro", "pixel_auroc/spot"):
+        assert run.data.metrics[name] == train_run.data.metrics[name], name
+    assert run.data.tags["model.id"] == train_run.info.run_id
+    assert run.data.params["evaluation.pixel_metrics_at"] == "native"
+    saved = json.loads((work / "evaluated" / "metrics.json").read_text())
+    assert saved["metrics"]["image_auroc"] == run.data.metrics["image_auroc"]
+    with open(work / "evaluated" / "scores.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    artifacts = list_artifacts(client, run.info.run_id)
+    for name in ("scores.csv", "curves.png", "score_histogram.png", "samples.png"):
+        assert artifacts.get(f"evaluation/{name}", 0) > 0, name
+
+    # One unreadable test photo: skipped and listed, the others measured, exit code 5.
+    root = work / "data-with-a-bad-photo"
+    shutil.copytree(trained["root"], root)
+    bad = sorted((root / "test" / "good").glob("*.png"))[0]
+    bad.write_bytes(b"not a png")
+    skipped = cli(
+        "evaluate",
+        f"model={work / 'train' / 'model'}",
+        f"data.root={root}",
+        f"output={work / 'evaluated-bad'}",
+        "scoring.pixel_metrics_at=model",
+        *common,
+        cwd=work,
+    )
+    assert skipped.returncode == 5, skipped.stdout + skipped.stderr
+    assert "1 unreadable test image" in skipped.stdout
+    assert str(bad) in (work / "evaluated-bad" / "errors.csv").read_text()
+    with open(work / "evaluated-bad" / "scores.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 5
+    assert json.loads((work / "evaluated-bad" / "metrics.json").read_text())["metrics"]
+
+    no_test = cli(
+        "evaluate",
+        f"model={work / 'train' / 'model'}",
+        f"data.root={root / 'train'}",
+        *common,
+        cwd=work,
+    )
+    assert no_test.returncode == 3 and "no labelled test images" in no_test.stdout

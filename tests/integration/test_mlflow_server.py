@@ -126,6 +126,28 @@ def test_scoring_run_is_tagged_with_the_model_version(trained):
     assert any(a.startswith("overlays_top_scores/") for a in artifacts)
 
 
+def test_evaluate_names_the_registered_version(trained, tmp_path):
+    from tests.integration.conftest import run_cli
+
+    result = run_cli(
+        "evaluate",
+        f"model=models:/{MODEL_NAME}@champion",
+        f"data.root={trained['root']}",
+        f"output={tmp_path / 'evaluated'}",
+        f"tracking.uri={trained['uri']}",
+        "tracking.experiment=server-e2e",
+        cwd=trained["work"],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(trained["uri"])
+    experiment = client.get_experiment_by_name("server-e2e")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'evaluate'")
+    assert run.data.tags["model.name"] == MODEL_NAME and run.data.tags["model.version"] == "1"
+    (train_run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
+    assert run.data.metrics["image_auroc"] == train_run.data.metrics["image_auroc"]
+    assert list_artifacts(client, run.info.run_id).get("evaluation/scores.csv", 0) > 0
+
+
 def test_pyfunc_in_a_fresh_process_matches_anomaly_score(trained, tmp_path):
     images = sorted(str(p) for p in (trained["root"] / "test").rglob("*.png"))
     script = f"""

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import make_tiny_mvtec
-from tests.integration.conftest import mlflow_server, run_cli
+from tests.integration.conftest import list_artifacts, mlflow_server, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,12 @@ def test_pipeline_promotes_holds_and_reruns_without_work(server, tmp_path):
     }
     assert set(children) == {"train-cae-l2", "evaluate-champion", "gate"}
     # The champion was scored now, on the same test split as the candidate.
-    assert "image_auroc" in children["evaluate-champion"].data.metrics
+    champion_run = children["evaluate-champion"]
+    assert "image_auroc" in champion_run.data.metrics
+    # Reviewers get the champion's scores and curves beside the candidate's.
+    artifacts = list_artifacts(client, champion_run.info.run_id)
+    assert artifacts.get("evaluation/scores.csv", 0) > 0
+    assert artifacts.get("evaluation/curves.png", 0) > 0
     metrics = second.data.metrics
     assert metrics["promoted"] == 0.0
     assert metrics["candidate/image_auroc"] <= metrics["champion/image_auroc"] + 0.01

@@ -34,6 +34,7 @@ def test_every_shipped_model_noise_and_loss_passes(model):
 def test_every_shipped_command_config_and_experiment_passes():
     check_config(_compose("score", ("model_uri=m", "input=i")))
     check_config(_compose("calibrate", ("model_uri=m", "data.root=r")))
+    check_config(_compose("evaluate", ("model_uri=m", "data.root=r")))
     check_config(_compose(overrides=("experiment=demo",)))
 
 

@@ -68,3 +68,23 @@ def test_too_many_native_pixels_fall_back_to_the_models_size(tmp_path, caplog):
     assert limited.pixel_metrics_at == "model"
     assert limited.metrics == at_model.metrics
     assert "more than 3000 pixels" in caplog.text
+
+
+def test_an_unreadable_test_image_is_skipped_and_the_others_measured(thin_line, tmp_path):
+    broken = Sample(tmp_path / "broken.png", 1, "crack", None)
+    broken.path.write_bytes(b"not an image")
+    calls = []
+    with_broken = evaluate(
+        _detector(),
+        [*thin_line[:3], broken, thin_line[3]],
+        batch_size=2,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    alone = evaluate(_detector(), thin_line)
+    assert with_broken.errors == [(broken.path, with_broken.errors[0][1])]
+    assert "broken.png" in str(with_broken.errors[0][0]) and with_broken.errors[0][1]
+    assert np.isnan(with_broken.scores[3]) and np.isnan(with_broken.scores).sum() == 1
+    assert with_broken.metrics == alone.metrics
+    assert alone.errors == []
+    # One call per batch, the last one with every image accounted for.
+    assert calls == [(2, 5), (4, 5), (5, 5)]
