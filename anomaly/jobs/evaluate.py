@@ -143,7 +143,7 @@ def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> dict
 
 def log_evaluation(
     run: RunLogger, evaluation: Evaluation, detector: Detector, folder: Path
-) -> pd.DataFrame:
+) -> None:
     """Write an evaluation's files to ``folder`` and log them with its metrics.
 
     ``scores.csv`` (one row per scored image, with the verdict at the calibrated
@@ -151,9 +151,6 @@ def log_evaluation(
     score histogram; the run gets the metrics, the parameter
     ``evaluation.pixel_metrics_at`` and the tables ``scores_table.json`` and
     ``metrics_per_class.json`` (comparable across runs in the MLflow UI).
-
-    Returns:
-        The scores table.
     """
     # What was used, which differs from the config when the photos were too large.
     run.params({"evaluation.pixel_metrics_at": evaluation.pixel_metrics_at})
@@ -169,7 +166,6 @@ def log_evaluation(
     for name, figure in _evaluation_figures(evaluation, detector).items():
         save_figure(figure, folder / name)
         run.artifact(folder / name, "evaluation")
-    return table
 
 
 def write_test_scores(path: Path, evaluation: Evaluation, detector: Detector) -> pd.DataFrame:
