@@ -41,8 +41,7 @@ from anomaly.errors import (
     TrackingError,
 )
 from anomaly.io import write_json_atomic
-from anomaly.scoring.metrics import by_class
-from anomaly.tracking.mlflow_logger import ui_command
+from anomaly.jobs.checks import check_config
 
 log = logging.getLogger("anomaly")
 
@@ -120,8 +119,17 @@ _METRIC_CAPTION = (
 )
 
 
+def _ui_command(uri: str) -> str:
+    """How to open the MLflow UI on a tracking store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --port 5000"
+
+
 def _metrics_table(metrics: dict[str, float], title: str) -> Table:
     """One row per defect class ("all" first), one column per metric."""
+    from anomaly.scoring.metrics import by_class
+
     shown = {
         cls: {m: v for m, v in values.items() if m in _METRIC_COLUMNS}
         for cls, values in by_class(metrics).items()
@@ -171,7 +179,7 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
             f"skipped:      {len(result['skipped_test'])} unreadable test image(s), listed in "
             f"{Path(result['output_dir']) / 'evaluation' / 'errors.csv'}"
         )
-    console.print(f"MLflow UI:    {ui_command(result['tracking_uri'])}")
+    console.print(f"MLflow UI:    {_ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -203,7 +211,7 @@ def _run_train_and_promote(cfg: DictConfig, console: Console) -> dict[str, Any]:
     alias = f"{result['name']}@{result['alias']}"
     console.print(f"{alias} -> version {result['champion_after'] or 'none'}")
     console.print(f"run id:    {result['run_id']} (child runs: train, evaluate-champion, gate)")
-    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+    console.print(f"MLflow UI: {_ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -228,7 +236,7 @@ def _run_score(cfg: DictConfig, console: Console) -> dict[str, Any]:
         "validation images); flag with p_value < alpha only for alpha above it"
     )
     console.print(f"run id:    {result['run_id']}")
-    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+    console.print(f"MLflow UI: {_ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -272,7 +280,7 @@ def _run_score_batch(cfg: DictConfig, console: Console) -> dict[str, Any]:
     console.print(f"log:      {result['log_file']}")
     if result["run_id"]:
         console.print(f"run id:   {result['run_id']}")
-        console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+        console.print(f"MLflow UI: {_ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -298,7 +306,7 @@ def _run_evaluate(cfg: DictConfig, console: Console) -> dict[str, Any]:
         "score_histogram.png, samples.png)"
     )
     console.print(f"run id:    {result['run_id']}")
-    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+    console.print(f"MLflow UI: {_ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -318,7 +326,7 @@ def _run_calibrate(cfg: DictConfig, console: Console) -> dict[str, Any]:
         if not name.startswith("calibration/"):
             console.print(f"{name}: {value:.4f}")
     console.print(f"written:   {result['path']}")
-    console.print(f"MLflow UI: {ui_command(result['tracking_uri'])}")
+    console.print(f"MLflow UI: {_ui_command(result['tracking_uri'])}")
     return result
 
 
@@ -359,7 +367,7 @@ def _run_demo(cfg: DictConfig, console: Console) -> dict[str, Any]:
     if trained["registered"]:
         reg = trained["registered"]
         console.print(f"registered:   {reg['name']} version {reg['version']} (alias candidate)")
-    console.print(f"MLflow UI:    {ui_command(trained['tracking_uri'])}")
+    console.print(f"MLflow UI:    {_ui_command(trained['tracking_uri'])}")
     return result
 
 
@@ -539,6 +547,9 @@ def run_command(command: str, overrides: list[str]) -> int:
         job_console = Console(soft_wrap=True)
         code, result = 0, None
         try:
+            # Before the runner imports its job (torch, Lightning, MLflow: seconds): a
+            # mistyped number fails at once.
+            check_config(cfg)
             result = runner(cfg, job_console)
             code = _completion_code(result, job_console)
         except AnomalyError as exc:
@@ -584,7 +595,7 @@ def run_command(command: str, overrides: list[str]) -> int:
             # Wider than a terminal if need be: a row cut in two is harder to read.
             wide = Console(width=max(console.width, 160), file=console.file, soft_wrap=True)
             wide.print(comparison_table(results, _swept_keys(overrides)))
-            console.print(f"MLflow UI: {ui_command(results[0]['tracking_uri'])}")
+            console.print(f"MLflow UI: {_ui_command(results[0]['tracking_uri'])}")
     return outcome["code"]
 
 

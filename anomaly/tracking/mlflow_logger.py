@@ -53,13 +53,6 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def ui_command(uri: str) -> str:
-    """How to open the MLflow UI on a tracking store."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --port 5000"
-
-
 def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast when an HTTP tracking server does not answer (before any training).
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -79,3 +81,20 @@ def test_plain_mappings_and_infinities():
     with pytest.raises(ConfigError, match="data.scale=inf is not a finite number"):
         check_config({"data": {"scale": math.inf}})
     check_config({"tracking": {"port": -1}, "hydra": {"x": -5}})  # not hyper-parameters
+
+
+def test_the_command_rejects_a_bad_number_before_loading_torch(tmp_path):
+    # The point of checking in the CLI: a typo costs a second, not the imports of a job.
+    probe = (
+        "import sys\n"
+        "from anomaly.cli import main\n"
+        "code = main(['train', 'data.root=/no/such', 'trainer.max_epochs=-1',\n"
+        f"             'output_dir={tmp_path / 'out'}'])\n"
+        "print('exit', code, 'torch' in sys.modules, 'lightning' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    out = result.stdout + result.stderr
+    assert "trainer.max_epochs=-1" in out, out
+    assert "exit 2 False False" in result.stdout, out

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from anomaly.cli import config_dir
 from anomaly.errors import ConfigError
 from anomaly.training.noise import (
     TEXTURES,
@@ -19,9 +19,7 @@ from anomaly.training.noise import (
     perlin_texture_with_mask,
 )
 
-# The source tree's conf/ (anomaly.cli.config_dir finds the same folder, but importing the
-# CLI takes seconds).
-CONF = Path(__file__).resolve().parents[3] / "conf"
+CONF = config_dir()
 
 
 @pytest.fixture(autouse=True)
