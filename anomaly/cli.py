@@ -196,6 +196,12 @@ def _run_train_and_promote(cfg: DictConfig, console: Console) -> dict[str, Any]:
     trained = result["train"]
     if trained and trained["metrics"]:
         console.print(_metrics_table(trained["metrics"], "candidate test-set metrics"))
+    if result["skipped_test"]:
+        console.print(
+            f"skipped:   {len(result['skipped_test'])} unreadable test image(s), left out of "
+            "both models' metrics, listed in "
+            f"{Path(trained['output_dir']) / 'evaluation' / 'errors.csv'}"
+        )
     d = result["decision"]
     table = Table(title=f"gate: {d['metric']}, margin {d['margin']}")
     for column in ("candidate", "champion", "decision"):

@@ -149,7 +149,8 @@ def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, An
         ``action`` (``dry_run``, ``up_to_date`` or ``done``), ``key``, ``plan`` (sentences),
         and when it ran: ``version``, ``decision`` (:class:`GateDecision` as a dict),
         ``champion_before``, ``champion_after``, ``run_id``, ``train`` (the training's
-        result), ``tracking_uri``.
+        result), ``tracking_uri``, ``not_uploaded``, ``skipped`` (unreadable training
+        images) and ``skipped_test`` (unreadable test images; the command exits 5).
 
     Raises:
         LockedError: Another run of the pipeline works on the same registered model.
@@ -281,6 +282,8 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
         "model_dir": str(model_dir),
         "not_uploaded": list(parent.failed) + list((trained or {}).get("not_uploaded", [])),
         "skipped": (trained or {}).get("skipped", []),
+        # The champion is evaluated on the same test split: the same images are skipped.
+        "skipped_test": (trained or {}).get("skipped_test", []),
     }
 
 

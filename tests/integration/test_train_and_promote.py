@@ -182,3 +182,24 @@ def test_sweep_jobs_run_in_parallel_workers_and_are_still_compared(server, tmp_p
     # The jobs ran in joblib's worker processes; the table is built from their summaries.
     table = result.stdout[result.stdout.index("sweep: 2 trainings") :]
     assert all(run.info.run_id in table for run in runs)
+
+
+def test_an_unreadable_test_image_is_left_out_and_the_run_exits_5(server, tmp_path):
+    root = make_tiny_mvtec(tmp_path / "data")
+    broken = root / "test" / "spot" / "000.png"
+    broken.write_bytes(broken.read_bytes()[:300])
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_cli(
+        "train-and-promote", f"data.root={root}", f"tracking.uri={server}",
+        "tracking.experiment=skips", "tracking.registered_model=part-skips", *TINY,
+        "model=cae", cwd=work,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    # A scheduler must notice, yet the gate still decided on the readable images.
+    assert result.returncode == 5, out
+    assert "promoted" in result.stdout and "1 unreadable test image(s)" in result.stdout, out
+    errors = next(work.glob("**/evaluation/errors.csv"))
+    assert "000.png" in errors.read_text()
+    champion = MlflowClient(server).get_model_version_by_alias("part-skips", "champion")
+    assert champion.tags["gate.decision"] == "promoted"
