@@ -126,6 +126,12 @@ def _ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri} --port 5000"
 
 
+def _test_skips(skipped: list[tuple[str, str]]) -> str:
+    """How many test files an evaluation could not use, in words."""
+    # An unreadable image is left out of every metric, a bad mask only of the pixel ones.
+    return f"{len(skipped)} unreadable test image(s) or mask(s)"
+
+
 def _metrics_table(metrics: dict[str, float], title: str) -> Table:
     """One row per defect class ("all" first), one column per metric."""
     from anomaly.scoring.metrics import by_class
@@ -176,7 +182,7 @@ def _run_train(cfg: DictConfig, console: Console) -> dict[str, Any]:
         )
     if result.get("skipped_test"):
         console.print(
-            f"skipped:      {len(result['skipped_test'])} unreadable test image(s), listed in "
+            f"skipped:      {_test_skips(result['skipped_test'])}, listed in "
             f"{Path(result['output_dir']) / 'evaluation' / 'errors.csv'}"
         )
     console.print(f"MLflow UI:    {_ui_command(result['tracking_uri'])}")
@@ -198,8 +204,7 @@ def _run_train_and_promote(cfg: DictConfig, console: Console) -> dict[str, Any]:
         console.print(_metrics_table(trained["metrics"], "candidate test-set metrics"))
     if result["skipped_test"]:
         console.print(
-            f"skipped:   {len(result['skipped_test'])} unreadable test image(s), left out of "
-            "both models' metrics, listed in "
+            f"skipped:   {_test_skips(result['skipped_test'])} (for both models), listed in "
             f"{Path(trained['output_dir']) / 'evaluation' / 'errors.csv'}"
         )
     d = result["decision"]
@@ -304,7 +309,7 @@ def _run_evaluate(cfg: DictConfig, console: Console) -> dict[str, Any]:
         console.print(f"{title}: no metric (the test set needs defect-free and defective images)")
     if result["skipped"]:
         console.print(
-            f"skipped:   {len(result['skipped'])} unreadable test image(s), listed in "
+            f"skipped:   {_test_skips(result['skipped'])}, listed in "
             f"{Path(result['output_dir']) / 'errors.csv'}"
         )
     console.print(

@@ -86,7 +86,8 @@ class ImageDataset(Dataset):
     Each item is a dict with ``index``, ``image`` ``(C, h, w)`` float32 in [0, 1] (the
     model input size in resize mode, the scaled image in tile mode), ``label``,
     ``original_size`` ``(H, W)``; with masks also ``mask`` ``(1, h, w)`` in {0, 1} and
-    ``has_mask`` (False for a defective image whose mask file is missing); with
+    ``has_mask`` (False for a defective image whose mask file is missing or unusable,
+    ``mask_error`` then saying why when it is unusable); with
     ``keep_original`` also ``original``, the decoded ``(H, W, C)`` uint8 image. An
     unreadable file gives ``{"index": i, "error": reason}`` instead when ``skip_errors`` is
     set, so one bad file never stops a batch.
@@ -136,7 +137,9 @@ class ImageDataset(Dataset):
             }
             if self.with_masks:
                 size = tuple(item["image"].shape[-2:])
-                item["mask"], item["has_mask"] = _mask(sample, array.shape[:2], size)
+                item["mask"], item["has_mask"], item["mask_error"] = _mask(
+                    sample, array.shape[:2], size
+                )
         except ImageReadError as exc:
             if not self.skip_errors:
                 raise
@@ -148,19 +151,25 @@ class ImageDataset(Dataset):
 
 def _mask(
     sample: Sample, shape: tuple[int, ...], size: tuple[int, ...]
-) -> tuple[torch.Tensor, bool]:
+) -> tuple[torch.Tensor, bool, str]:
+    """The mask at the model's size, whether pixel metrics may use it, and why not."""
     if sample.mask_path is None:
         # A defect-free image has an empty mask; a defective one without a mask file is
         # marked so that pixel metrics leave it out instead of counting it as all-good.
-        return torch.zeros(1, *size), sample.label != 1
-    mask = read_mask(sample.mask_path)
+        return torch.zeros(1, *size), sample.label != 1, ""
+    # A bad mask costs only the pixel metrics: the image's label comes from its folder,
+    # so its score still counts.
+    try:
+        mask = read_mask(sample.mask_path)
+    except ImageReadError as exc:
+        return torch.zeros(1, *size), False, exc.reason
     if mask.shape != tuple(shape):
-        raise ImageReadError(
-            sample.mask_path,
+        reason = (
             f"mask is {mask.shape[1]}x{mask.shape[0]} pixels but its image "
-            f"{sample.path.name} is {shape[1]}x{shape[0]}; masks must match their image",
+            f"{sample.path.name} is {shape[1]}x{shape[0]}; masks must match their image"
         )
-    return resize_mask(torch.from_numpy(mask)[None], size), True
+        return torch.zeros(1, *size), False, reason
+    return resize_mask(torch.from_numpy(mask)[None], size), True, ""
 
 
 class PatchDataset(Dataset):
@@ -267,8 +276,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         ``index`` (list), ``image`` (an ``(N, C, h, w)`` tensor when all images have one
         size, else a list of ``(C, h, w)`` tensors; absent when every item failed),
         ``label`` ``(N,)``, ``original_size`` (list), optional ``mask`` (like ``image``),
-        ``has_mask`` and ``original`` (list), ``errors``: a list of ``(index, reason)``, and
-        ``notes``: ``(index, note)`` of images that were converted to the model's mode.
+        ``has_mask`` and ``original`` (list), ``errors``: a list of ``(index, reason)``,
+        ``notes``: ``(index, note)`` of images that were converted to the model's mode, and
+        ``mask_errors``: ``(index, reason)`` of readable images whose mask is unusable (their
+        ``has_mask`` is False).
     """
     good = [it for it in items if "error" not in it]
     batch: dict[str, Any] = {
@@ -276,6 +287,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "index": [it["index"] for it in good],
         "original_size": [it.get("original_size") for it in good],
         "notes": [(it["index"], it["note"]) for it in good if it.get("note")],
+        "mask_errors": [(it["index"], it["mask_error"]) for it in good if it.get("mask_error")],
     }
     if good:
         batch["image"] = _stack([it["image"] for it in good])

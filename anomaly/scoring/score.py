@@ -258,8 +258,9 @@ class Evaluation:
             class as ``<metric>/<class>`` (that class against the defect-free images).
         pixel_metrics_at: Where the pixel metrics were taken: ``native``, ``model`` (also
             when native size would have held too many pixels) or None.
-        errors: ``(path, reason)`` of each image that could not be read; its score is NaN
-            and the metrics are those of the other images.
+        errors: ``(path, reason)`` of each image that could not be read (its score is NaN
+            and the metrics are those of the other images) and of each unusable mask (its
+            image counts in the image metrics only).
     """
 
     samples: list[Sample]
@@ -297,8 +298,10 @@ def evaluate(
     """Score a labelled test split and compute the image and pixel metrics.
 
     Pixel metrics use the images whose masks exist. Metrics that need both classes are
-    left out when one is missing. An unreadable image (or mask) is skipped with a warning
-    and listed in ``errors``; the metrics are those of the others.
+    left out when one is missing. An unreadable image is skipped with a warning and listed
+    in ``errors``; the metrics are those of the others. An unreadable mask, or one of
+    another size than its image, is listed too, but only the pixel metrics leave its image
+    out: the image's label comes from its folder.
 
     Args:
         detector: The calibrated (or not) model.
@@ -340,7 +343,14 @@ def evaluate(
         for i, reason in batch["errors"]:
             log.warning("skipped test image %s: %s", samples[i].path, reason)
             errors.append((samples[i].path, reason))
-        done += len(batch.get("index", [])) + len(batch["errors"])
+        for i, reason in batch["mask_errors"]:
+            log.warning(
+                "mask %s left out of the pixel metrics (its image still counts): %s",
+                samples[i].mask_path,
+                reason,
+            )
+            errors.append((samples[i].mask_path, f"{reason} (image metrics only)"))
+        done += len(batch["index"]) + len(batch["errors"])
         if progress is not None:
             progress(done, len(samples))
         if not batch_maps:

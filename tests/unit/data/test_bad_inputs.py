@@ -162,7 +162,10 @@ def _mask_item(tmp_path, mask: np.ndarray | None, *, image_size: int = 16):
 
 def test_mask_whose_size_differs_from_its_image(tmp_path):
     batch = _mask_item(tmp_path, np.zeros((8, 12), np.uint8))
-    ((_, reason),) = batch["errors"]
+    # The image is still scored; only its pixels are left out.
+    assert not batch["errors"] and batch["index"] == [0]
+    assert batch["has_mask"].tolist() == [False]
+    ((_, reason),) = batch["mask_errors"]
     assert "mask is 12x8 pixels but its image 001.png is 16x16" in reason
 
 

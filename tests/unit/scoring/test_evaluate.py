@@ -88,3 +88,25 @@ def test_an_unreadable_test_image_is_skipped_and_the_others_measured(thin_line, 
     assert alone.errors == []
     # One call per batch, the last one with every image accounted for.
     assert calls == [(2, 5), (4, 5), (5, 5)]
+
+
+@pytest.mark.parametrize("problem", ["size", "unreadable"])
+def test_a_bad_mask_costs_its_image_only_the_pixel_metrics(thin_line, tmp_path, problem):
+    image = np.full((32, 32), 0.5)
+    image[8:20, 8:20] = 1.0
+    mask_path = tmp_path / "spot_mask.png"
+    if problem == "size":
+        write_png(mask_path, np.ones((16, 16)))
+    else:
+        mask_path.write_bytes(b"not a mask")
+    spot = Sample(write_png(tmp_path / "spot.png", image), 1, "spot", mask_path)
+    with_spot = evaluate(_detector(), [*thin_line, spot], pixel_metrics_at="native")
+    without = evaluate(_detector(), thin_line, pixel_metrics_at="native")
+    # Scored, and counted as a defect in the image metrics of its class...
+    assert not np.isnan(with_spot.scores[-1])
+    assert with_spot.metrics["image_auroc/spot"] == 1.0
+    # ...while its pixels, with no trustworthy mask, are not measured.
+    assert with_spot.metrics["pixel_auroc"] == without.metrics["pixel_auroc"]
+    assert "pixel_auroc/spot" not in with_spot.metrics
+    ((path, reason),) = with_spot.errors
+    assert path == mask_path and reason.endswith("(image metrics only)")
