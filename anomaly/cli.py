@@ -25,7 +25,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markdown import Markdown
@@ -395,6 +395,19 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
 }
 
 
+# Commands whose data.root must be a folder: checked before their job is imported. (The
+# demo creates its data; bench names its data set in its own key.)
+_READS_DATA_ROOT = frozenset({"train", "train-and-promote", "calibrate", "evaluate"})
+
+
+def _check_data_root(cfg: DictConfig) -> None:
+    from anomaly.data.folder import check_data_root
+
+    root = OmegaConf.select(cfg, "data.root", throw_on_missing=False)
+    if root is not None:  # unset (???) is the job's to report, with what to set
+        check_data_root(str(root))
+
+
 # Command-line flags that stand for a config override, per command.
 _FLAGS: dict[str, dict[str, str]] = {
     "bench": {"--quick": "quick=true"},
@@ -561,6 +574,8 @@ def run_command(command: str, overrides: list[str]) -> int:
             # Before the runner imports its job (torch, Lightning, MLflow: seconds): a
             # mistyped number fails at once.
             check_config(cfg)
+            if command in _READS_DATA_ROOT:
+                _check_data_root(cfg)
             result = runner(cfg, job_console)
             code = _completion_code(result, job_console)
         except AnomalyError as exc:

@@ -102,6 +102,21 @@ def find_mask(
     return None
 
 
+def check_data_root(root: str | os.PathLike[str]) -> Path:
+    """``data.root`` as a path, once it is known to be a folder.
+
+    Raises:
+        ConfigError: ``root`` does not exist or is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(
+            f"data.root={root} does not exist or is not a folder; point data.root at a folder "
+            "of defect-free images or an MVTec-style tree (train/good, test/<class>)"
+        )
+    return root
+
+
 def scan_dataset(root: str | os.PathLike[str], *, mask_suffix: str = "_mask") -> DatasetSplits:
     """Scan a data root: MVTec layout when it has ``train/``, else a plain folder.
 
@@ -117,12 +132,7 @@ def scan_dataset(root: str | os.PathLike[str], *, mask_suffix: str = "_mask") ->
         ConfigError: ``root`` does not exist.
         DataError: ``root`` holds no training images.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(
-            f"data.root={root} does not exist or is not a folder; point data.root at a folder "
-            "of defect-free images or an MVTec-style tree (train/good, test/<class>)"
-        )
+    root = check_data_root(root)
     train_dir = root / "train" / GOOD
     if not train_dir.is_dir():
         train_dir = root / "train" if (root / "train").is_dir() else root

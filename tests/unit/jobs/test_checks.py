@@ -83,18 +83,29 @@ def test_plain_mappings_and_infinities():
     check_config({"tracking": {"port": -1}, "hydra": {"x": -5}})  # not hyper-parameters
 
 
-def test_the_command_rejects_a_bad_number_before_loading_torch(tmp_path):
+@pytest.mark.parametrize(
+    ("command", "overrides", "expected"),
+    [
+        ("train", ["data.root=.", "trainer.max_epochs=-1"], "trainer.max_epochs=-1 is out"),
+        ("train", ["data.root=/no/such"], "data.root=/no/such does not exist"),
+        ("evaluate", ["model_uri=m", "data.root=/no/such"], "data.root=/no/such does not exist"),
+    ],
+)
+def test_the_command_rejects_bad_settings_before_loading_torch(
+    tmp_path, command, overrides, expected
+):
     # The point of checking in the CLI: a typo costs a second, not the imports of a job.
+    output = "output" if command == "evaluate" else "output_dir"
+    args = [command, *overrides, f"{output}={tmp_path / 'out'}"]
     probe = (
         "import sys\n"
         "from anomaly.cli import main\n"
-        "code = main(['train', 'data.root=/no/such', 'trainer.max_epochs=-1',\n"
-        f"             'output_dir={tmp_path / 'out'}'])\n"
+        f"code = main({args!r})\n"
         "print('exit', code, 'torch' in sys.modules, 'lightning' in sys.modules)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     out = result.stdout + result.stderr
-    assert "trainer.max_epochs=-1" in out, out
+    assert expected in out, out
     assert "exit 2 False False" in result.stdout, out
