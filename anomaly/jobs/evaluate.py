@@ -31,7 +31,7 @@ from anomaly.scoring.score import (
     evaluate,
 )
 from anomaly.tracking.mlflow_logger import RunLogger, base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import load_model, model_version_tags
+from anomaly.tracking.model import load_model, model_run_tags
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,8 @@ def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> dict
     uri = resolve_tracking_uri(cfg.tracking.uri)
     detector = load_model(model, tracking_uri=uri)
     output_dir = Path(str(cfg.output)).resolve()
-    tags = (
-        base_tags(kind="evaluate")
-        | {"model.uri": model, "model.id": detector.model_id}
-        | model_version_tags(model, tracking_uri=uri)
+    tags = base_tags(kind="evaluate") | model_run_tags(
+        str(model), model_id=detector.model_id, tracking_uri=uri
     )
     with start_run(
         uri=uri,

@@ -15,7 +15,7 @@ from anomaly.jobs.checks import check_config
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.score import OutputSettings, Progress, score_folder
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import load_model, model_version_tags
+from anomaly.tracking.model import load_model, model_run_tags
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,8 @@ def run_scoring(
     uri = resolve_tracking_uri(tracking_uri)
     output_dir = Path(output_dir).resolve()
     detector = load_model(model, tracking_uri=uri)
-    tags = (
-        base_tags(kind="score")
-        | {"model.uri": str(model), "model.id": detector.model_id}
-        | model_version_tags(model, tracking_uri=uri)
+    tags = base_tags(kind="score") | model_run_tags(
+        str(model), model_id=detector.model_id, tracking_uri=uri
     )
     with start_run(
         uri=uri, experiment=experiment, run_name="score", tags=tags, required=required

@@ -154,6 +154,19 @@ def model_version_tags(model: str, *, tracking_uri: str) -> dict[str, str]:
     }
 
 
+def model_run_tags(model: str, *, model_id: str, tracking_uri: str) -> dict[str, str]:
+    """Tags that tie a run to the model it used: URI, model id, registry version or run.
+
+    Args:
+        model: The URI or folder the run loaded.
+        model_id: The loaded model's id (:attr:`Detector.model_id`).
+        tracking_uri: The store that resolves ``models:/`` URIs.
+    """
+    return {"model.uri": str(model), "model.id": model_id} | model_version_tags(
+        str(model), tracking_uri=tracking_uri
+    )
+
+
 def predict_images(
     detector: Any, model_input: Any, *, regions: RegionSettings | None = None
 ) -> pd.DataFrame:
