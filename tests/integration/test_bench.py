@@ -72,4 +72,5 @@ def test_an_entry_budget_beats_the_common_one_but_not_quick_mode(tmp_path, quick
     if not quick:
         assert cfg.trainer.max_epochs == recipe.trainer.max_epochs
     assert cfg.model.ensemble.members == recipe.model.ensemble.members
+    assert cfg.data.normalize == recipe.data.normalize == "mean_std"
     assert cfg.model.name == "draem"
