@@ -397,15 +397,21 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
 
 # Commands whose data.root must be a folder: checked before their job is imported. (The
 # demo creates its data; bench names its data set in its own key.)
-_READS_DATA_ROOT = frozenset({"train", "train-and-promote", "calibrate", "evaluate"})
+_DATA_ROOT_KEY = {
+    "train": "data.root",
+    "train-and-promote": "data.root",
+    "calibrate": "data.root",
+    "evaluate": "data.root",
+    "bench": "data_root",
+}
 
 
-def _check_data_root(cfg: DictConfig) -> None:
+def _check_data_root(cfg: DictConfig, key: str) -> None:
     from anomaly.data.folder import check_data_root
 
-    root = OmegaConf.select(cfg, "data.root", throw_on_missing=False)
+    root = OmegaConf.select(cfg, key, throw_on_missing=False)
     if root is not None:  # unset (???) is the job's to report, with what to set
-        check_data_root(str(root))
+        check_data_root(str(root), key=key)
 
 
 # Command-line flags that stand for a config override, per command.
@@ -574,8 +580,8 @@ def run_command(command: str, overrides: list[str]) -> int:
             # Before the runner imports its job (torch, Lightning, MLflow: seconds): a
             # mistyped number fails at once.
             check_config(cfg)
-            if command in _READS_DATA_ROOT:
-                _check_data_root(cfg)
+            if command in _DATA_ROOT_KEY:
+                _check_data_root(cfg, _DATA_ROOT_KEY[command])
             result = runner(cfg, job_console)
             code = _completion_code(result, job_console)
         except AnomalyError as exc:

@@ -102,8 +102,12 @@ def find_mask(
     return None
 
 
-def check_data_root(root: str | os.PathLike[str]) -> Path:
-    """``data.root`` as a path, once it is known to be a folder.
+def check_data_root(root: str | os.PathLike[str], *, key: str = "data.root") -> Path:
+    """A data root as a path, once it is known to be a folder.
+
+    Args:
+        root: The data root.
+        key: The config key it came from, named in the error.
 
     Raises:
         ConfigError: ``root`` does not exist or is not a folder.
@@ -111,7 +115,7 @@ def check_data_root(root: str | os.PathLike[str]) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(
-            f"data.root={root} does not exist or is not a folder; point data.root at a folder "
+            f"{key}={root} does not exist or is not a folder; point {key} at a folder "
             "of defect-free images or an MVTec-style tree (train/good, test/<class>)"
         )
     return root

@@ -21,7 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from anomaly.data.folder import scan_dataset
+from anomaly.data.folder import check_data_root, scan_dataset
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError
 from anomaly.io import write_json_atomic, write_text_atomic
@@ -108,7 +108,7 @@ def run_bench(cfg: DictConfig, *, conf_dir: Path) -> dict[str, Any]:
     Returns:
         The results (also written to ``<output>/results.json`` and ``results.md``).
     """
-    root = Path(cfg.data_root)
+    root = check_data_root(cfg.data_root, key="data_root")
     splits = scan_dataset(root)
     if not splits.test:
         raise DataError(f"{root} has no test/ split: the benchmark needs labelled test images")

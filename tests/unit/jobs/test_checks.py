@@ -89,13 +89,14 @@ def test_plain_mappings_and_infinities():
         ("train", ["data.root=.", "trainer.max_epochs=-1"], "trainer.max_epochs=-1 is out"),
         ("train", ["data.root=/no/such"], "data.root=/no/such does not exist"),
         ("evaluate", ["model_uri=m", "data.root=/no/such"], "data.root=/no/such does not exist"),
+        ("bench", ["data_root=/no/such"], "data_root=/no/such does not exist"),
     ],
 )
 def test_the_command_rejects_bad_settings_before_loading_torch(
     tmp_path, command, overrides, expected
 ):
     # The point of checking in the CLI: a typo costs a second, not the imports of a job.
-    output = "output" if command == "evaluate" else "output_dir"
+    output = "output" if command in ("evaluate", "bench") else "output_dir"
     args = [command, *overrides, f"{output}={tmp_path / 'out'}"]
     probe = (
         "import sys\n"
