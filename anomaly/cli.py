@@ -395,8 +395,8 @@ _COMMANDS: dict[str, tuple[str, Callable[[DictConfig, Console], dict[str, Any]]]
 }
 
 
-# Commands whose data.root must be a folder: checked before their job is imported. (The
-# demo creates its data; bench names its data set in its own key.)
+# Commands whose data root must be a folder, and the key that names it: checked before
+# their job is imported. (The demo creates its data.)
 _DATA_ROOT_KEY = {
     "train": "data.root",
     "train-and-promote": "data.root",
