@@ -126,9 +126,19 @@ def standardize(image: torch.Tensor) -> torch.Tensor:
     Statistics are over all pixels and channels, so colour balance is kept; a flat image
     only gets its mean moved. Values are clipped to ``[0, 1]``.
     """
-    std = image.std() if image.numel() > 1 else image.new_tensor(0.0)
-    scale = _TARGET_STD / std if std > 1e-6 else 1.0
-    return ((image - image.mean()) * scale + _TARGET_MEAN).clamp_(0.0, 1.0)
+    return standardize_batch(image.unsqueeze(0)).squeeze(0)
+
+
+def standardize_batch(images: torch.Tensor) -> torch.Tensor:
+    """:func:`standardize` applied to each image of an ``(N, C, H, W)`` batch on its own."""
+    flat = images.flatten(1)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    if flat.shape[1] > 1:
+        std = flat.std(dim=1).view(-1, 1, 1, 1)
+    else:
+        std = torch.zeros_like(mean)
+    scale = torch.where(std > 1e-6, _TARGET_STD / std.clamp_min(1e-6), torch.ones_like(std))
+    return ((images - mean) * scale + _TARGET_MEAN).clamp_(0.0, 1.0)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

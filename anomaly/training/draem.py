@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from anomaly.data.transforms import NORMALIZE, standardize_batch
 from anomaly.errors import ConfigError
 from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.ssim import gaussian_filter
@@ -104,6 +105,11 @@ class DraemModule(pl.LightningModule):
         segmenter_prior: Probability the untrained segmenter gives every pixel (its last
             bias set to the logit of it, as RetinaNet's); None keeps PyTorch's
             initialisation (one half).
+        input_normalize: ``none``, or ``mean_std``: each image this model sees (in
+            training, before the synthetic anomaly, and in scoring) is brought to a fixed
+            mean and spread first, as ``data.normalize`` does for every model. Set on one
+            member of an ensemble, it lets that member see normalised photos and the
+            others plain ones.
 
     Raises:
         ConfigError: A value out of range (names the ``model.module.*`` key).
@@ -122,6 +128,7 @@ class DraemModule(pl.LightningModule):
         recon_map_weight: float = 0.0,
         recon_map_sigma: float = 8.0,
         segmenter_prior: float | None = None,
+        input_normalize: str = "none",
     ) -> None:
         super().__init__()
         check_lr_schedule(lr_schedule)
@@ -139,6 +146,11 @@ class DraemModule(pl.LightningModule):
             raise ConfigError(
                 f"model.module.segmenter_prior must be in (0, 1) or null, got {segmenter_prior!r}"
             )
+        if input_normalize not in NORMALIZE:
+            raise ConfigError(
+                f"model.module.input_normalize={input_normalize!r} is unknown; choose one of "
+                f"{NORMALIZE}"
+            )
         self.save_hyperparameters()
         self.reconstructive = instantiate(reconstructive, _convert_="all")
         channels = 2 * int(self.reconstructive.channels)
@@ -150,13 +162,22 @@ class DraemModule(pl.LightningModule):
         # Fail at construction, not at the first training step, on a bad perlin setting.
         perlin_texture_with_mask(torch.zeros(1, 1, 16, 16), **self.perlin)
 
+    def _prepared(self, x: torch.Tensor) -> torch.Tensor:
+        # .get: checkpoints written before the setting existed saw plain images.
+        if self.hparams.get("input_normalize", "none") == "mean_std":
+            return standardize_batch(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The reconstruction of ``x`` (for pictures; the map comes from :meth:`anomaly_map`)."""
-        return self.reconstructive(x)
+        """The reconstruction of ``x`` (for pictures; the map comes from :meth:`anomaly_map`).
+
+        With ``input_normalize`` it is the reconstruction of the normalised image.
+        """
+        return self.reconstructive(self._prepared(x))
 
     def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         """The reconstruction, for the pictures of the scoring stage."""
-        return [(1.0, self.reconstructive(x))]
+        return [(1.0, self.forward(x))]
 
     def segment(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """Anomaly logits ``(N, 1, H, W)`` of inputs and their reconstructions."""
@@ -168,6 +189,7 @@ class DraemModule(pl.LightningModule):
         The segmenter's probability (``[0, 1]``), plus ``recon_map_weight`` times the
         blurred reconstruction error (``[0, 1 + recon_map_weight]`` then).
         """
+        x = self._prepared(x)
         recon = self.reconstructive(x)
         probability = torch.sigmoid(self.segment(x, recon))
         weight = float(self.hparams.recon_map_weight)
@@ -189,6 +211,7 @@ class DraemModule(pl.LightningModule):
             ``reconstruction_loss`` and ``segmentation_loss`` (scalars); the training
             minimises their sum.
         """
+        x = self._prepared(x)
         pasted, mask = perlin_texture_with_mask(x, **self.perlin)
         chosen = (torch.rand(x.shape[0], device=x.device) < self.hparams.anomaly_p).view(
             -1, 1, 1, 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.data.transforms import Preprocess, standardize
+from anomaly.data.transforms import Preprocess, standardize, standardize_batch
 from anomaly.errors import ConfigError
 
 
@@ -35,3 +35,17 @@ def test_setting_is_stored_and_checked():
     assert Preprocess.create(image_size=32, channels=1).normalize == "none"
     with pytest.raises(ConfigError, match="data.normalize"):
         Preprocess.create(image_size=32, channels=1, normalize="clahe")
+
+
+def test_a_batch_is_standardised_image_by_image():
+    torch.manual_seed(0)
+    batch = torch.rand(3, 2, 8, 6) * torch.tensor([0.2, 1.0, 3.0]).view(3, 1, 1, 1)
+    batch[2] = 0.7  # a flat image in the batch keeps only its mean moved
+    out = standardize_batch(batch)
+    for image, got in zip(batch, out, strict=True):
+        # Reference by hand: unbiased spread over all pixels and channels of that image.
+        values = image.double().flatten()
+        std = values.std()
+        expected = (values - values.mean()) * (0.15 / std if std > 1e-6 else 1.0) + 0.5
+        torch.testing.assert_close(got.flatten().double(), expected.clamp(0, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[0], standardize(batch[0]))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch.utils.data import DataLoader
 
-from anomaly.data.transforms import Preprocess
+from anomaly.data.transforms import Preprocess, standardize
 from anomaly.errors import ConfigError
 from anomaly.models.unet import UNet
 from anomaly.scoring.gms import msgms_map
@@ -82,7 +82,8 @@ def test_segmenter_learns_to_find_pasted_anomalies_and_is_the_map():
      ({"lr_schedule": "step"}, "lr_schedule"), ({"perlin": {"threshold": 3.0}}, "threshold"),
      ({"recon_map_weight": -0.1}, "recon_map_weight"),
      ({"recon_map_sigma": float("nan")}, "recon_map_sigma"),
-     ({"segmenter_prior": 1.0}, "segmenter_prior"), ({"segmenter_prior": 0.0}, "segmenter_prior")],
+     ({"segmenter_prior": 1.0}, "segmenter_prior"), ({"segmenter_prior": 0.0}, "segmenter_prior"),
+     ({"input_normalize": "clahe"}, "input_normalize")],
 )  # fmt: skip
 def test_bad_settings_are_named(kwargs, key):
     with pytest.raises(ConfigError, match=key):
@@ -150,3 +151,28 @@ def test_segmenter_prior_needs_a_one_channel_convolution_at_the_end():
     wide = dict(DISC, out_channels=2)
     with pytest.raises(ConfigError, match="segmenter_prior"):
         DraemModule(RECON, wide, segmenter_prior=0.01)
+
+
+def test_input_normalize_makes_the_map_blind_to_exposure_and_trains_on_normalised_images():
+    torch.manual_seed(0)
+    plain = DraemModule(RECON, DISC).eval()
+    normalised = DraemModule(RECON, DISC, input_normalize="mean_std").eval()
+    normalised.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 32, 32) * 0.4 + 0.3
+    brighter = x * 1.5 + 0.05  # the same surface under another exposure
+    with torch.no_grad():
+        same = normalised.anomaly_map(x)
+        torch.testing.assert_close(normalised.anomaly_map(brighter), same, atol=1e-5, rtol=0)
+        # It is the plain model's map of each image standardised on its own.
+        reference = torch.stack([standardize(image) for image in x])
+        torch.testing.assert_close(same, plain.anomaly_map(reference), atol=1e-6, rtol=0)
+        # Without it the (untrained, so barely reacting) map moves ten times the tolerance.
+        assert (plain.anomaly_map(brighter) - plain.anomaly_map(x)).abs().max() > 1e-4
+        torch.testing.assert_close(normalised(brighter), plain(reference), atol=1e-5, rtol=0)
+    # Training: the reconstruction target is the normalised image, whatever the exposure.
+    torch.manual_seed(1)
+    dark = normalised.training_losses(x * 0.5)
+    torch.manual_seed(1)
+    bright = normalised.training_losses(x * 0.5 + 0.4)
+    for key in dark:
+        assert float(dark[key]) == pytest.approx(float(bright[key]), abs=1e-5)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from anomaly.data.transforms import Preprocess
+from anomaly.data.transforms import Preprocess, standardize_batch
 from anomaly.errors import ConfigError
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import auroc
@@ -75,6 +75,24 @@ def test_overrides_give_each_member_its_own_settings(tmp_path):
     loaded = EnsembleModule.load_from_checkpoint(ckpt)
     assert [m.perlin["shapes"] for m in loaded.members] == [["perlin"], ["perlin", "region"]]
     assert [m.hparams.segmenter_prior for m in loaded.members] == [0.01, 0.5]
+
+
+def test_members_can_see_the_photos_normalised_or_plain():
+    torch.manual_seed(0)
+    member = dict(DRAEM, input_normalize="none")  # as conf/model/draem.yaml has it
+    ensemble = EnsembleModule(member, members=2, overrides=[{"input_normalize": "mean_std"}, {}])
+    ensemble.eval()
+    x = torch.rand(2, 1, 32, 32) * 0.3 + 0.2
+    with torch.no_grad():
+        first, second = ensemble.members
+        expected = (first.anomaly_map(x) + second.anomaly_map(x)) / 2
+        torch.testing.assert_close(ensemble.anomaly_map(x), expected)
+        # The first member sees each image standardised, the second the image as it is.
+        second_copy = DraemModule(**{k: v for k, v in DRAEM.items() if k != "_target_"})
+        second_copy.load_state_dict(first.state_dict())
+        torch.testing.assert_close(first.anomaly_map(x), second_copy.eval().anomaly_map(
+            standardize_batch(x)))  # fmt: skip
+    assert [m.hparams.input_normalize for m in ensemble.members] == ["mean_std", "none"]
 
 
 def test_merge_settings_keeps_the_base_and_names_unknown_keys():
