@@ -205,7 +205,7 @@ def _run_train_and_promote(cfg: DictConfig, console: Console) -> dict[str, Any]:
     if result["skipped_test"]:
         console.print(
             f"skipped:   {_test_skips(result['skipped_test'])} (for both models), listed in "
-            f"{Path(trained['output_dir']) / 'evaluation' / 'errors.csv'}"
+            f"{result['test_errors_csv']}"
         )
     d = result["decision"]
     table = Table(title=f"gate: {d['metric']}, margin {d['margin']}")

@@ -80,6 +80,15 @@ def write_errors_csv(
         writer.writerows((str(p), reason) for p, reason in errors)
 
 
+def read_errors_csv(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The ``(path, reason)`` rows of an ``errors.csv``; none when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [(row["path"], row["reason"]) for row in csv.DictReader(handle)]
+
+
 def remove_leftover_temporaries(
     folder: str | os.PathLike[str], *, untouched_for_s: float | None = None
 ) -> None:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.folder import fingerprint, scan_dataset
 from anomaly.errors import ConfigError
+from anomaly.io import read_errors_csv
 from anomaly.jobs.checks import check_config
 from anomaly.pipelines.lock import locked
 from anomaly.scoring.score import evaluate
@@ -150,7 +151,9 @@ def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, An
         and when it ran: ``version``, ``decision`` (:class:`GateDecision` as a dict),
         ``champion_before``, ``champion_after``, ``run_id``, ``train`` (the training's
         result), ``tracking_uri``, ``not_uploaded``, ``skipped`` (unreadable training
-        images) and ``skipped_test`` (unreadable test images; the command exits 5).
+        images), ``skipped_test`` (unreadable test images; the command exits 5) and
+        ``test_errors_csv`` (where those are listed). A run resumed at the gate reports
+        what the attempt that trained the version could not read.
 
     Raises:
         LockedError: Another run of the pipeline works on the same registered model.
@@ -224,6 +227,7 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
             }
         )
         trained: dict[str, Any] | None = None
+        test_errors_csv = work / "evaluation" / "errors.csv"
         if existing is None:
             trained = _train_step(cfg, work)
             reg = trained["registered"]
@@ -236,11 +240,17 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
             tag_version(uri, name, version, {KEY_TAG: key})
             candidate_metrics = dict(trained["metrics"])
             model_dir = Path(trained["model_dir"])
+            skipped = list(trained.get("skipped", []))
+            skipped_test = list(trained.get("skipped_test", []))
         else:
             # Registered by a run that died before its gate: straight to the gate.
             version = existing.version
             candidate_metrics = _test_metrics(existing)
             model_dir = work / "model"
+            # The attempt that registered it evaluated it and listed what it could not read;
+            # without this a resumed run would exit 0 where that one would have exited 5.
+            skipped = read_errors_csv(work / "errors.csv")
+            skipped_test = read_errors_csv(test_errors_csv)
             log.info("resuming: %s version %s is registered, not yet gated", name, version)
         champion_metrics = (
             _evaluate_champion(cfg, champion, splits.test, uri, work / "evaluate-champion")
@@ -281,9 +291,10 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
         "train": trained,
         "model_dir": str(model_dir),
         "not_uploaded": list(parent.failed) + list((trained or {}).get("not_uploaded", [])),
-        "skipped": (trained or {}).get("skipped", []),
+        "skipped": skipped,
         # The champion is evaluated on the same test split: the same images are skipped.
-        "skipped_test": (trained or {}).get("skipped_test", []),
+        "skipped_test": skipped_test,
+        "test_errors_csv": str(test_errors_csv),
     }
 
 

@@ -201,5 +201,22 @@ def test_an_unreadable_test_image_is_left_out_and_the_run_exits_5(server, tmp_pa
     assert "promoted" in result.stdout and "1 unreadable test image(s)" in result.stdout, out
     errors = next(work.glob("**/evaluation/errors.csv"))
     assert "000.png" in errors.read_text()
-    champion = MlflowClient(server).get_model_version_by_alias("part-skips", "champion")
+    client = MlflowClient(server)
+    champion = client.get_model_version_by_alias("part-skips", "champion")
     assert champion.tags["gate.decision"] == "promoted"
+
+    # An attempt that died after registering, before its gate: the rerun goes straight to
+    # the gate, and still tells the scheduler about the image the evaluation left out.
+    client.delete_model_version_tag("part-skips", champion.version, "gate.decision")
+    client.delete_registered_model_alias("part-skips", "champion")
+    resumed = run_cli(
+        "train-and-promote", f"data.root={root}", f"tracking.uri={server}",
+        "tracking.experiment=skips", "tracking.registered_model=part-skips", *TINY,
+        "model=cae", cwd=work,
+    )  # fmt: skip
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 5, out
+    assert "resuming" in out and "1 unreadable test image(s)" in resumed.stdout, out
+    assert str(errors) in resumed.stdout.replace("\n", ""), out
+    again = client.get_model_version_by_alias("part-skips", "champion")
+    assert again.version == champion.version and again.tags["gate.decision"] == "promoted"
