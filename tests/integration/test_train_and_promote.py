@@ -190,11 +190,9 @@ def test_an_unreadable_test_image_is_left_out_and_the_run_exits_5(server, tmp_pa
     broken.write_bytes(broken.read_bytes()[:300])
     work = tmp_path / "work"
     work.mkdir()
-    result = run_cli(
-        "train-and-promote", f"data.root={root}", f"tracking.uri={server}",
-        "tracking.experiment=skips", "tracking.registered_model=part-skips", *TINY,
-        "model=cae", cwd=work,
-    )  # fmt: skip
+    args = (f"data.root={root}", f"tracking.uri={server}", "tracking.experiment=skips",
+            "tracking.registered_model=part-skips", *TINY, "model=cae")  # fmt: skip
+    result = run_cli("train-and-promote", *args, cwd=work)
     out = result.stdout + result.stderr
     # A scheduler must notice, yet the gate still decided on the readable images.
     assert result.returncode == 5, out
@@ -209,11 +207,7 @@ def test_an_unreadable_test_image_is_left_out_and_the_run_exits_5(server, tmp_pa
     # the gate, and still tells the scheduler about the image the evaluation left out.
     client.delete_model_version_tag("part-skips", champion.version, "gate.decision")
     client.delete_registered_model_alias("part-skips", "champion")
-    resumed = run_cli(
-        "train-and-promote", f"data.root={root}", f"tracking.uri={server}",
-        "tracking.experiment=skips", "tracking.registered_model=part-skips", *TINY,
-        "model=cae", cwd=work,
-    )  # fmt: skip
+    resumed = run_cli("train-and-promote", *args, cwd=work)
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 5, out
     assert "resuming" in out and "1 unreadable test image(s)" in resumed.stdout, out
