@@ -18,6 +18,12 @@ NORMALIZE = ("none", "mean_std")
 _TARGET_MEAN, _TARGET_STD = 0.5, 0.15
 
 
+def check_normalize(value: str, key: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` when ``value`` is not in :data:`NORMALIZE`."""
+    if value not in NORMALIZE:
+        raise ConfigError(f"{key}={value!r} is unknown; choose one of {NORMALIZE}")
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -86,8 +92,7 @@ class Preprocess:
                 f"data.tile_stride {stride} is larger than the window {size}: parts of the "
                 "image would never be inspected"
             )
-        if normalize not in NORMALIZE:
-            raise ConfigError(f"data.normalize={normalize!r} is unknown; choose one of {NORMALIZE}")
+        check_normalize(normalize, "data.normalize")
         return cls(size, int(channels), bool(tile), float(scale), stride, normalize)
 
     @property

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from anomaly.data.transforms import NORMALIZE, standardize_batch
+from anomaly.data.transforms import check_normalize, standardize_batch
 from anomaly.errors import ConfigError
 from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.ssim import gaussian_filter
@@ -146,11 +146,7 @@ class DraemModule(pl.LightningModule):
             raise ConfigError(
                 f"model.module.segmenter_prior must be in (0, 1) or null, got {segmenter_prior!r}"
             )
-        if input_normalize not in NORMALIZE:
-            raise ConfigError(
-                f"model.module.input_normalize={input_normalize!r} is unknown; choose one of "
-                f"{NORMALIZE}"
-            )
+        check_normalize(input_normalize, "model.module.input_normalize")
         self.save_hyperparameters()
         self.reconstructive = instantiate(reconstructive, _convert_="all")
         channels = 2 * int(self.reconstructive.channels)
