@@ -6,6 +6,7 @@
       model.ckpt        Lightning checkpoint (weights + plain hyper-parameters)
       model.json        module class, preprocessing, map settings, provenance
       calibration.json  thresholds fitted on defect-free validation images (editable)
+      features.npz      Gaussian over the training images' features (feature score; optional)
       config.yaml       the resolved training config
 
 It is written locally before anything is uploaded, so a failed upload never loses a
@@ -29,6 +30,7 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.io import write_json_atomic, write_text_atomic
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
+from anomaly.scoring.features import FEATURES_FILE, FeatureGaussian
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.score import Detector
 
@@ -48,8 +50,12 @@ def save_model_folder(
     config_yaml: str,
     model_name: str,
     model_id: str,
+    features: FeatureGaussian | None = None,
 ) -> Path:
     """Write a complete model folder (checkpoint first, metadata last).
+
+    ``features``: the feature score's Gaussian (``features.npz``); without it a stale file
+    from an earlier run into the same folder is removed.
 
     Returns:
         The folder.
@@ -59,6 +65,10 @@ def save_model_folder(
     tmp = folder / f".{CHECKPOINT_FILE}.tmp"
     trainer.save_checkpoint(tmp, weights_only=True)
     os.replace(tmp, folder / CHECKPOINT_FILE)
+    if features is not None:
+        features.save(folder / FEATURES_FILE)
+    else:
+        (folder / FEATURES_FILE).unlink(missing_ok=True)
     calibration.save(folder / CALIBRATION_FILE)
     write_text_atomic(folder / CONFIG_FILE, config_yaml)
     meta = {
@@ -142,10 +152,20 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
             "model.json of the same training together"
         ) from exc
     calibration = Calibration.load(folder / CALIBRATION_FILE) if calibrated else None
+    features_path = folder / FEATURES_FILE
+    features = FeatureGaussian.load(features_path) if features_path.is_file() else None
+    if calibration is not None and calibration.fusion and features is None:
+        raise ModelFolderError(
+            f"{folder / CALIBRATION_FILE} combines the map with a feature score but "
+            f"{features_path} is missing; restore it from the model's MLflow run, or re-fit "
+            "the thresholds on the map alone with `anomaly calibrate "
+            "scoring.feature_score.enabled=false`"
+        )
     return Detector(
         model=module,
         preprocess=preprocess,
         maps=maps,
         calibration=calibration,
+        features=features,
         model_id=str(meta.get("model_id", "")),
     )

@@ -41,6 +41,15 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
             "calibration.json in place, so give the folder (download an MLflow model first)"
         )
     detector = load_detector(folder, calibrated=False)
+    enabled = OmegaConf.select(cfg, "scoring.feature_score.enabled", default="auto")
+    if enabled is False:
+        # The Gaussian stays in the folder, unused: calibration.json decides.
+        detector.features = None
+    elif enabled is True and detector.features is None:
+        raise ConfigError(
+            f"scoring.feature_score.enabled=true, but {folder} has no features.npz (it is "
+            "fitted by `anomaly train`); set it to auto or false"
+        )
     previous = _previous_thresholds(folder)
     trained = OmegaConf.load(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
 

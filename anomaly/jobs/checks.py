@@ -80,6 +80,7 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("*sigma", _non_negative, "0 or more"),
     ("*smoothing_sigma", _non_negative, "0 or more model pixels"),
     ("scoring.topk", _at_least_one, "a positive number of pixels"),
+    ("scoring.feature_score.map_weight", _non_negative, "0 or more (0: the feature score alone)"),
     ("scoring.aupro_fpr_limit", lambda v: 0 < v <= 1, "a false-positive rate in (0, 1]"),
     ("scoring.*radius", _non_negative, "0 or more pixels"),
     ("scoring.min_region_area", _non_negative, "0 or more pixels"),

@@ -222,7 +222,7 @@ def detector_sample_grid(
     images = list(batch.get("image", []))
     recons = detector.reconstruct(images) if images else []
     maps = detector.anomaly_maps(images) if images else []
-    scores = detector.scores(maps) if maps else []
+    scores = detector.scores(maps, distances=detector.feature_distances(images)) if maps else []
     titles = [
         f"{samples[i].defect_class or samples[i].path.name}\n{float(s):.3g}"
         for i, s in zip(batch["index"], scores, strict=True)

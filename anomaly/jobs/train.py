@@ -33,8 +33,9 @@ from anomaly.jobs.evaluate import (
 )
 from anomaly.jobs.evaluate import showcase as showcase_of
 from anomaly.model_folder import save_model_folder
+from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.score import Detector, calibrate, evaluate
+from anomaly.scoring.score import Detector, calibrate, evaluate, fit_features, gives_features
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
     RunLogger,
@@ -77,10 +78,38 @@ def preprocess_settings(data: DictConfig) -> Preprocess:
     )
 
 
-def calibration_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """``image=`` and ``pixel=`` arguments of ``calibrate`` from ``scoring.calibration``."""
+def calibration_specs(cfg: DictConfig) -> dict[str, Any]:
+    """``image=``, ``pixel=`` and ``map_weight=`` arguments of ``calibrate``.
+
+    From ``scoring.calibration`` and ``scoring.feature_score``.
+    """
     c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
-    return {"image": c["image"], "pixel": c["pixel"]}
+    weight = OmegaConf.select(cfg, "scoring.feature_score.map_weight", default=DEFAULT_MAP_WEIGHT)
+    return {"image": c["image"], "pixel": c["pixel"], "map_weight": float(weight)}
+
+
+FEATURE_SCORE_CHOICES = ("auto", True, False)
+
+
+def use_feature_score(cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess) -> bool:
+    """Whether ``scoring.feature_score.enabled`` asks for the feature score of ``model``.
+
+    Raises:
+        ConfigError: An unknown value, or ``true`` for a model that gives no features.
+    """
+    enabled = OmegaConf.select(cfg, "scoring.feature_score.enabled", default="auto")
+    if enabled not in FEATURE_SCORE_CHOICES:
+        raise ConfigError(
+            f"scoring.feature_score.enabled={enabled!r} is unknown; choose auto, true or false"
+        )
+    supported = gives_features(model, preprocess)
+    if enabled is True and not supported:
+        raise ConfigError(
+            f"scoring.feature_score.enabled=true, but {type(model).__name__}"
+            f"{' in tile mode' if preprocess.tile else ''} gives no image features "
+            "(draem and its ensembles in resize mode do); set it to auto or false"
+        )
+    return enabled is not False and supported
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -182,6 +211,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if datamodule.skipped and rank_zero:
         write_errors_csv(output_dir / "errors.csv", datamodule.skipped)
     module = build_module(cfg)
+    # Checked now, not after the training.
+    feature_score = use_feature_score(cfg, module, preprocess)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
         "model.name": str(cfg.model.name),
@@ -280,6 +311,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "batch_size": int(cfg.scoring.batch_size),
             "num_workers": int(cfg.scoring.num_workers),
         }
+        if feature_score:
+            fit_features(detector, datamodule.train_samples, **batch)
+            log.info(
+                "feature score: Gaussian over %d features of %d training images (shrinkage %.3f)",
+                detector.features.mean.size,
+                detector.features.n_images,
+                detector.features.shrinkage,
+            )
         try:
             calibrate(
                 detector,
@@ -302,6 +341,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             config_yaml=config_yaml,
             model_name=str(cfg.model.name),
             model_id=run_id,
+            features=detector.features,
         )
         run.metrics(
             {

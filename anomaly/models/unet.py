@@ -75,8 +75,7 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(widths[0], out_channels or channels, 1)
         self.pool = nn.MaxPool2d(2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, C, H, W)`` inputs (H and W divisible by ``2 ** depth``) to the output."""
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         factor = 2**self.depth
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
@@ -88,6 +87,19 @@ class UNet(nn.Module):
         for i, block in enumerate(self.down):
             h = block(h if i == 0 else self.pool(h))
             skips.append(h)
+        return skips
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck: the deepest level of the encoder.
+
+        ``(N, C, H, W)`` inputs give ``(N, base * 2**depth, H / 2**depth, W / 2**depth)``.
+        """
+        return self._encode(x)[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, C, H, W)`` inputs (H and W divisible by ``2 ** depth``) to the output."""
+        skips = self._encode(x)
+        h = skips[-1]
         for i in reversed(range(self.depth)):
             up = self.up[i](h)
             h = self.merge[i](torch.cat([up, skips[i]], dim=1) if self.skip else up)

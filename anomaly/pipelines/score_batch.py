@@ -565,6 +565,7 @@ def _score_items(
                 image_threshold=t_image,
                 pixel_threshold=t_pixel,
                 regions=regions,
+                distances=batch.get("distances"),
             )
             writes = []
             for j, (i, verdict) in enumerate(zip(batch["index"], results, strict=True)):

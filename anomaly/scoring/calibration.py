@@ -18,6 +18,7 @@ import numpy as np
 
 from anomaly.errors import ModelFolderError
 from anomaly.io import write_json_atomic
+from anomaly.scoring.features import ScoreFusion
 
 SCHEMA_VERSION = 1
 CALIBRATION_FILE = "calibration.json"
@@ -39,6 +40,9 @@ class Calibration:
         fingerprint: Fingerprint of the validation files.
         model_id: Identifier of the model the thresholds belong to.
         validation_scores: Sorted image scores of the validation images.
+        fusion: How map and feature scores combine into the image score
+            (:class:`~anomaly.scoring.features.ScoreFusion` as a dict); empty when the image
+            score is the map's alone.
         schema_version: Version of this file's layout.
     """
 
@@ -50,6 +54,7 @@ class Calibration:
     fingerprint: str = ""
     model_id: str = ""
     validation_scores: list[float] = field(default_factory=list)
+    fusion: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -100,6 +105,8 @@ class Calibration:
                 f"{path}: validation_scores must be a list of numbers; restore it or re-fit "
                 "it with `anomaly calibrate`"
             )
+        if raw.get("fusion"):
+            ScoreFusion.from_dict(raw["fusion"], str(path))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -217,6 +224,7 @@ def fit_calibration(
     model_id: str = "",
     seed: int = 0,
     pixel_threshold: float | None = None,
+    fusion: ScoreFusion | None = None,
 ) -> Calibration:
     """Fit image and pixel thresholds on defect-free validation images.
 
@@ -231,6 +239,8 @@ def fit_calibration(
         seed: Seed of the pixel subsample.
         pixel_threshold: Already fitted from these values with ``fit_pixel_threshold``
             (the ``area`` image score needs it first); fitted here when None.
+        fusion: How ``image_scores`` were combined from map and feature scores, when
+            they were.
 
     Returns:
         The calibration, with the sorted validation scores for p-values.
@@ -249,6 +259,7 @@ def fit_calibration(
         fingerprint=fingerprint,
         model_id=model_id,
         validation_scores=sorted(float(v) for v in scores),
+        fusion=fusion.to_dict() if fusion is not None else {},
     )
 
 

@@ -36,6 +36,7 @@ from anomaly.scoring.calibration import (
     fit_pixel_threshold,
     p_values,
 )
+from anomaly.scoring.features import DEFAULT_MAP_WEIGHT, FeatureGaussian, ScoreFusion
 from anomaly.scoring.figures import heatmap_png, overlay_png, png_bytes
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
 from anomaly.scoring.metrics import RankedPixels, auroc, average_precision, best_f1, f1_at
@@ -65,6 +66,14 @@ NATIVE_PIXEL_LIMIT = 100_000_000
 _PIXELS_PER_IMAGE = 200_000
 
 
+def gives_features(model: nn.Module, preprocess: Preprocess) -> bool:
+    """Whether ``model`` gives image features for the feature score under ``preprocess``.
+
+    A window of tile mode is not an image, so tile mode never does.
+    """
+    return hasattr(model, "image_features") and not preprocess.tile
+
+
 @dataclass
 class Detector:
     """A trained model with everything needed to turn images into verdicts.
@@ -75,6 +84,9 @@ class Detector:
         maps: How errors become maps and scores.
         calibration: Thresholds (None before calibration).
         model_id: Identifier written into every result row.
+        features: Gaussian over the training images' features, for the image-level
+            feature score (None: the image score is the map's alone). It counts once the
+            calibration holds the fusion of both scores.
     """
 
     model: nn.Module
@@ -82,6 +94,7 @@ class Detector:
     maps: MapSettings
     calibration: Calibration | None = None
     model_id: str = ""
+    features: FeatureGaussian | None = None
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -135,15 +148,74 @@ class Detector:
         """The first reconstruction of each image (stitched from windows in tile mode)."""
         return self._per_image(images, lambda windows: self._reconstructions(windows)[0][1])
 
+    def supports_features(self) -> bool:
+        """Whether the model gives image features (DRAEM and its ensembles, resize mode)."""
+        return gives_features(self.model, self.preprocess)
+
+    @torch.inference_mode()
+    def image_features(self, images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+        """Pooled features ``(N, D)`` of ``(N, C, h, w)`` model inputs.
+
+        Raises:
+            ConfigError: The model gives none, or works in tiles (a window is not an image).
+        """
+        if not self.supports_features():
+            raise ConfigError(
+                f"{type(self.model).__name__} in {'tile' if self.preprocess.tile else 'resize'}"
+                " mode gives no image features; set scoring.feature_score.enabled=false"
+            )
+        batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+        return self.model.image_features(batch).double().numpy()
+
+    def feature_distances(self, images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray | None:
+        """Feature scores ``(N,)`` of model inputs; None without a feature model.
+
+        Squared Mahalanobis distances to the training images' Gaussian.
+        """
+        if self.features is None or len(images) == 0:
+            return None
+        return self.features.distances(self.image_features(images))
+
+    @property
+    def fusion(self) -> ScoreFusion | None:
+        """How image scores combine map and features; None when they are the map's."""
+        if self.features is None or self.calibration is None or not self.calibration.fusion:
+            return None
+        return ScoreFusion.from_dict(self.calibration.fusion, "calibration")
+
     def scores(
-        self, maps: Sequence[torch.Tensor], *, pixel_threshold: float | None = None
+        self,
+        maps: Sequence[torch.Tensor],
+        *,
+        pixel_threshold: float | None = None,
+        distances: np.ndarray | None = None,
     ) -> np.ndarray:
         """Image scores ``(N,)`` of ``(1, h, w)`` maps.
 
         Args:
             maps: The maps.
             pixel_threshold: For the ``area`` score; the calibrated one when None.
+            distances: The images' feature scores (:meth:`feature_distances`), needed when
+                the calibration fuses them with the map's.
+
+        Raises:
+            ValueError: The calibration fuses feature scores and ``distances`` is None.
         """
+        map_scores = self.map_scores(maps, pixel_threshold=pixel_threshold)
+        fusion = self.fusion
+        if fusion is None:
+            return map_scores
+        if distances is None:
+            raise ValueError(
+                "this detector's image score includes the feature score; pass "
+                "distances=detector.feature_distances(images)"
+            )
+        return fusion(map_scores, distances)
+
+    def map_scores(
+        self, maps: Sequence[torch.Tensor], *, pixel_threshold: float | None = None
+    ) -> np.ndarray:
+        """Image scores ``(N,)`` from the maps alone (``scoring.score``)."""
         pixel = pixel_threshold
         if pixel is None and self.calibration is not None:
             pixel = self.calibration.pixel_threshold
@@ -172,6 +244,8 @@ def iterate_maps(
 ) -> Iterator[tuple[dict[str, Any], list[torch.Tensor]]]:
     """Stream ``(batch, maps)`` over samples; decoding happens in loader workers.
 
+    With a feature model, ``batch["distances"]`` holds the images' feature scores.
+
     Batches whose every file failed yield no maps, so callers still see their ``errors``.
     With ``timings``, seconds spent waiting for decoded images (``decode``) and computing
     maps (``model``) are added to it.
@@ -192,6 +266,8 @@ def iterate_maps(
         if batch is None:
             return
         maps = detector.anomaly_maps(batch["image"]) if "image" in batch else []
+        if maps and detector.features is not None:
+            batch["distances"] = detector.feature_distances(batch["image"])
         if timings is not None:
             timings["decode"] = timings.get("decode", 0.0) + decoded - started
             timings["model"] = timings.get("model", 0.0) + time.perf_counter() - decoded
@@ -208,20 +284,27 @@ def calibrate(
     batch_size: int = 32,
     num_workers: int = 0,
     seed: int = 0,
+    map_weight: float = DEFAULT_MAP_WEIGHT,
 ) -> Calibration:
     """Fit thresholds on defect-free validation images and attach them to the detector.
 
     The pixel threshold is fitted first, since the ``area`` image score depends on it.
+    With a feature model (``detector.features``) the image score becomes the fusion of
+    feature and map scores, standardised on these images (``map_weight``: the map's
+    share), and the image threshold is fitted on that.
 
     Raises:
         DataError: No validation image could be read.
     """
     maps: list[torch.Tensor] = []
     pixels: list[np.ndarray] = []
+    distances: list[np.ndarray] = []
     rng = np.random.default_rng(seed)
-    for _, batch_maps in iterate_maps(
+    for batch, batch_maps in iterate_maps(
         detector, samples, batch_size=batch_size, num_workers=num_workers
     ):
+        if "distances" in batch:
+            distances.append(batch["distances"])
         for m in batch_maps:
             values = m.numpy().ravel()
             if values.size > _PIXELS_PER_IMAGE:
@@ -233,8 +316,14 @@ def calibrate(
     values = np.concatenate(pixels)
     # The pixel threshold first: the "area" image score counts pixels above it.
     t_pixel = fit_pixel_threshold(values, pixel, seed=seed)
+    image_scores_ = detector.map_scores(maps, pixel_threshold=t_pixel)
+    fusion = None
+    if detector.features is not None:
+        feature_scores = np.concatenate(distances)
+        fusion = ScoreFusion.fit(image_scores_, feature_scores, map_weight=map_weight)
+        image_scores_ = fusion(image_scores_, feature_scores)
     detector.calibration = fit_calibration(
-        detector.scores(maps, pixel_threshold=t_pixel),
+        image_scores_,
         values,
         image=image,
         pixel=pixel,
@@ -242,8 +331,53 @@ def calibrate(
         model_id=detector.model_id,
         seed=seed,
         pixel_threshold=t_pixel,
+        fusion=fusion,
     )
     return detector.calibration
+
+
+def fit_features(
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+) -> FeatureGaussian:
+    """Fit the feature score's Gaussian on defect-free (training) images and attach it.
+
+    The detector's calibration is dropped: its image threshold belongs to another score,
+    so :func:`calibrate` must follow.
+
+    Raises:
+        ConfigError: The model gives no image features.
+        DataError: Fewer than two images could be read.
+    """
+    if not detector.supports_features():
+        detector.image_features(torch.zeros(0))  # raises the explanatory ConfigError
+    dataset = ImageDataset(samples, detector.preprocess, skip_errors=True)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    features: list[np.ndarray] = []
+    done = 0
+    for batch in loader:
+        for i, reason in batch["errors"]:
+            log.warning(
+                "skipped training image %s for the feature score: %s", samples[i].path, reason
+            )
+        if "image" in batch:
+            features.append(detector.image_features(batch["image"]))
+        done += len(batch["index"]) + len(batch["errors"])
+        if progress is not None:
+            progress(done, len(samples))
+    n = sum(len(f) for f in features)
+    if n < 2:
+        raise DataError(
+            f"the feature score needs at least two readable training images, got {n}; add "
+            "images or set scoring.feature_score.enabled=false"
+        )
+    detector.features = FeatureGaussian.fit(np.concatenate(features))
+    detector.calibration = None
+    return detector.features
 
 
 @dataclass
@@ -355,7 +489,7 @@ def evaluate(
             progress(done, len(samples))
         if not batch_maps:
             continue
-        scores[batch["index"]] = detector.scores(batch_maps)
+        scores[batch["index"]] = detector.scores(batch_maps, distances=batch.get("distances"))
         if pixel_metrics_at is None:
             continue
         for j, i in enumerate(batch["index"]):
@@ -473,15 +607,17 @@ def analyse(
     image_threshold: float,
     pixel_threshold: float,
     regions: RegionSettings,
+    distances: np.ndarray | None = None,
 ) -> list[ImageResult]:
     """Scores, p-values, verdicts and cleaned defect regions of a batch of maps.
 
     The one place where maps become verdicts: ``anomaly score`` and the MLflow pyfunc
-    model both call it, so they agree on every image.
+    model both call it, so they agree on every image. ``distances``: the images' feature
+    scores, when the detector fuses them (:meth:`Detector.feature_distances`).
     """
     if not maps:
         return []
-    scores = detector.scores(maps, pixel_threshold=pixel_threshold)
+    scores = detector.scores(maps, pixel_threshold=pixel_threshold, distances=distances)
     reference = detector.calibration.validation_scores if detector.calibration else []
     pvals = p_values(scores, reference) if reference else np.full(len(scores), np.nan)
     results = []
@@ -731,6 +867,7 @@ def score_folder(
                     image_threshold=t_image,
                     pixel_threshold=t_pixel,
                     regions=regions,
+                    distances=batch.get("distances"),
                 )
                 timings["postprocess"] += time.perf_counter() - t0
                 # The previous batch's pictures were written while this one was decoded

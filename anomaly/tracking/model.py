@@ -217,6 +217,7 @@ def predict_images(
             image_threshold=cal.image_threshold,
             pixel_threshold=cal.pixel_threshold,
             regions=regions or RegionSettings(),
+            distances=detector.feature_distances(inputs),
         )
         for k, result in zip(positions, results, strict=True):
             rows[k] = {

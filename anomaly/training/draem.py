@@ -30,6 +30,7 @@ from hydra.utils import instantiate
 
 from anomaly.data.transforms import check_normalize, standardize_batch
 from anomaly.errors import ConfigError
+from anomaly.scoring.features import pool_features
 from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.ssim import gaussian_filter
 from anomaly.training.autoencoder import check_lr_schedule, configure_optimizer
@@ -174,6 +175,23 @@ class DraemModule(pl.LightningModule):
     def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         """The reconstruction, for the pictures of the scoring stage."""
         return [(1.0, self.forward(x))]
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled bottleneck features of the reconstructive network, ``(N, D)``.
+
+        For the image-level feature score (:mod:`anomaly.scoring.features`).
+
+        Raises:
+            ConfigError: The reconstructive network has no ``encode`` (only the U-Net's).
+        """
+        encode = getattr(self.reconstructive, "encode", None)
+        if encode is None:
+            raise ConfigError(
+                f"the feature score needs a reconstructive network with encode(); "
+                f"{type(self.reconstructive).__name__} has none: set "
+                "scoring.feature_score.enabled=false"
+            )
+        return pool_features(encode(self._prepared(x)))
 
     def segment(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """Anomaly logits ``(N, 1, H, W)`` of inputs and their reconstructions."""

@@ -175,6 +175,16 @@ class EnsembleModule(pl.LightningModule):
         ]
         return torch.stack(maps).mean(dim=0)
 
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' image features side by side, ``(N, D_1 + D_2 + ...)``.
+
+        One Gaussian over all of them sees how the members' views vary together.
+        """
+        return torch.cat(
+            [m.image_features(xi) for m, xi in zip(self.members, self._inputs(x), strict=True)],
+            dim=1,
+        )
+
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         per_member = [
             m.training_losses(xi)

@@ -226,6 +226,31 @@ def test_calibrate_refits_without_retraining(trained, cli):
     assert too_few.returncode == 2 and "far" in too_few.stdout
 
 
+def test_calibrate_sets_or_drops_the_feature_score(trained, cli):
+    from anomaly.model_folder import load_detector
+
+    work = trained["work"]
+    model = work / "feature-score-model"
+    shutil.copytree(work / "train" / "model", model)
+    assert Calibration.load(model / "calibration.json").fusion["map_weight"] == 0.5
+    common = [f"model={model}", f"data.root={trained['root']}", f"tracking.uri={trained['uri']}"]
+    weighted = cli("calibrate", *common, "scoring.feature_score.map_weight=2", cwd=work)
+    assert weighted.returncode == 0, weighted.stdout + weighted.stderr
+    assert Calibration.load(model / "calibration.json").fusion["map_weight"] == 2.0
+
+    off = cli("calibrate", *common, "scoring.feature_score.enabled=false", cwd=work)
+    assert off.returncode == 0, off.stdout + off.stderr
+    cal = Calibration.load(model / "calibration.json")
+    assert cal.fusion == {} and (model / "features.npz").is_file()
+    # The Gaussian stays in the folder unused: the scores are the maps' again.
+    detector = load_detector(model)
+    assert detector.fusion is None
+
+    (model / "features.npz").unlink()
+    required = cli("calibrate", *common, "scoring.feature_score.enabled=true", cwd=work)
+    assert required.returncode == 2 and "has no features.npz" in required.stdout
+
+
 def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli):
     work, client = trained["work"], MlflowClient(trained["uri"])
     common = (f"tracking.uri={trained['uri']}", "tracking.experiment=e2e")

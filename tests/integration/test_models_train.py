@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from anomaly.errors import ConfigError
+from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.train import train
 from anomaly.model_folder import load_detector
 from anomaly.scoring.score import score_folder
@@ -73,6 +73,36 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
     assert shapes == [["perlin"], ["perlin", "region"]]
     summary = score_folder(detector, tiny_mvtec / "test", tmp_path / "scored")
     assert summary.n_scored == 6 and summary.n_errors == 0
+    # The feature score (on by default for draem): a Gaussian over both members' pooled
+    # bottlenecks (256 channels x mean, max, spread each), fused at calibration.
+    model_dir = Path(result["model_dir"])
+    assert detector.features.mean.shape == (1536,) and detector.features.n_images == 9
+    assert set(detector.calibration.fusion) >= {"map_weight", "feature_std", "map_std"}
+    (model_dir / "features.npz").unlink()
+    with pytest.raises(ModelFolderError, match=r"features\.npz is missing.*anomaly calibrate"):
+        load_detector(model_dir)
+
+
+def test_without_the_feature_score_the_model_folder_has_no_gaussian(tiny_mvtec, tmp_path):
+    result, _ = _train(tiny_mvtec, tmp_path, "scoring.feature_score.enabled=false")
+    detector = load_detector(result["model_dir"])
+    assert detector.features is None and detector.calibration.fusion == {}
+    assert not (Path(result["model_dir"]) / "features.npz").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=cae", "scoring.feature_score.enabled=true"], "AutoencoderModule gives no image"),
+        (["scoring.feature_score.enabled=maybe"], "enabled='maybe' is unknown"),
+    ],
+)
+def test_a_feature_score_that_cannot_be_had_fails_before_training(
+    tiny_mvtec, tmp_path, overrides, message
+):
+    with pytest.raises(ConfigError, match=message):
+        _train(tiny_mvtec, tmp_path, *overrides)
+    assert not (tmp_path / "out" / "model").exists()
 
 
 def test_an_unknown_flip_fails_before_a_run_is_opened(tiny_mvtec, tmp_path):

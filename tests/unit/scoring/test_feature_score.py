@@ -1,0 +1,159 @@
+"""The feature score inside the detector: fitted on training images, fused at calibration,
+used the same way by evaluation and by scoring a folder."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.data.folder import Sample
+from anomaly.data.transforms import Preprocess
+from anomaly.errors import ConfigError, DataError
+from anomaly.models.unet import UNet
+from anomaly.scoring.features import ScoreFusion, pool_features
+from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.score import (
+    Detector,
+    calibrate,
+    evaluate,
+    fit_features,
+    iterate_maps,
+    score_folder,
+)
+from anomaly.training.draem import DraemModule
+from anomaly.training.ensemble import EnsembleModule
+from tests.conftest import stripes, write_png
+
+MEMBER = {
+    "reconstructive": {"_target_": "anomaly.models.unet.UNet", "channels": 1, "base": 4,
+                       "depth": 2, "skip": False},
+    "discriminative": {"_target_": "anomaly.models.unet.UNet", "out_channels": 1, "base": 4,
+                       "depth": 2, "sigmoid": False},
+    "segmenter_prior": 0.01,
+}  # fmt: skip
+
+
+def _detector() -> Detector:
+    torch.manual_seed(0)
+    return Detector(
+        DraemModule(**MEMBER), Preprocess.create(image_size=32, channels=1), MapSettings()
+    )
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Stripes for training, validation and test; noise images as the test's defects."""
+    rng = np.random.default_rng(0)
+    train = [write_png(tmp_path / "train" / f"{i}.png", stripes(32, rng)) for i in range(24)]
+    val = [write_png(tmp_path / "val" / f"{i}.png", stripes(32, rng)) for i in range(8)]
+    good = [write_png(tmp_path / "test" / f"good{i}.png", stripes(32, rng)) for i in range(4)]
+    bad = [
+        write_png(tmp_path / "test" / f"noise{i}.png", rng.uniform(0, 1, (32, 32)))
+        for i in range(4)
+    ]
+    return {
+        "train": [Sample(p, 0, "good") for p in train],
+        "val": [Sample(p, 0, "good") for p in val],
+        "test": [Sample(p, 0, "good") for p in good] + [Sample(p, 1, "noise") for p in bad],
+        "test_dir": tmp_path / "test",
+    }
+
+
+def test_unet_encode_is_the_deepest_level():
+    net = UNet(channels=1, base=4, depth=2, skip=False)
+    h = net.encode(torch.rand(2, 1, 16, 24))
+    assert h.shape == (2, 16, 4, 6)
+
+
+def test_draem_and_ensemble_features_are_the_pooled_bottlenecks():
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 32, 32)
+    member = DraemModule(**MEMBER).eval()
+    with torch.no_grad():
+        expected = pool_features(member.reconstructive.encode(x))
+        torch.testing.assert_close(member.image_features(x), expected)
+    ensemble = EnsembleModule({"_target_": "anomaly.training.draem.DraemModule"} | MEMBER,
+                              members=2, scales=[1.0, 0.5]).eval()  # fmt: skip
+    with torch.no_grad():
+        got = ensemble.image_features(x)
+        half = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", antialias=True)
+        first = ensemble.members[0].image_features(x)
+        second = ensemble.members[1].image_features(half)
+    # 16 bottleneck channels x (mean, max, spread) per member, side by side.
+    assert got.shape == (3, 96)
+    torch.testing.assert_close(got, torch.cat([first, second], dim=1))
+
+
+def test_far_images_get_high_feature_scores_and_the_fused_score_is_used_everywhere(data, tmp_path):
+    detector = _detector()
+    gaussian = fit_features(detector, data["train"], batch_size=8)
+    assert detector.features is gaussian and gaussian.n_images == 24
+    calibration = calibrate(detector, data["val"], batch_size=8, map_weight=0.5)
+    fusion = ScoreFusion.from_dict(calibration.fusion, "calibration")
+    assert fusion.map_weight == 0.5
+    # The validation images' fused scores are standardised: they average to 0.
+    assert np.mean(calibration.validation_scores) == pytest.approx(0.0, abs=1e-9)
+
+    evaluation = evaluate(detector, data["test"], batch_size=8, pixel_metrics_at=None)
+    maps, distances = [], []
+    for batch, batch_maps in iterate_maps(detector, data["test"], batch_size=8):
+        maps += batch_maps
+        distances.append(batch["distances"])
+    distances = np.concatenate(distances)
+    # Noise is far from the stripes' features, farther than any held-out stripe image.
+    assert distances[4:].min() > distances[:4].max()
+    expected = fusion(detector.map_scores(maps), distances)
+    np.testing.assert_allclose(evaluation.scores, expected, rtol=1e-6)
+    assert evaluation.metrics["image_auroc"] == 1.0
+    with pytest.raises(ValueError, match="distances=detector.feature_distances"):
+        detector.scores(maps)
+
+    # `anomaly score` gives each image the same score and verdict as the evaluation.
+    score_folder(detector, data["test_dir"], tmp_path / "scored", batch_size=3)
+    with open(tmp_path / "scored" / "scores.csv", newline="") as handle:
+        rows = {r["path"]: float(r["score"]) for r in csv.DictReader(handle)}
+    for sample, score in zip(data["test"], evaluation.scores, strict=True):
+        assert rows[sample.path.name] == pytest.approx(score, rel=1e-5)
+
+
+def test_without_the_fusion_in_the_calibration_the_score_is_the_maps(data):
+    detector = _detector()
+    calibrate(detector, data["val"], batch_size=8)
+    assert detector.calibration.fusion == {}
+    fit_features(detector, data["train"], batch_size=8)
+    # Fitting the Gaussian drops the thresholds of the old score: calibrate must follow.
+    assert detector.calibration is None
+    calibrate(detector, data["val"], batch_size=8)
+    detector.calibration.fusion = {}
+    maps = detector.anomaly_maps(torch.rand(2, 1, 32, 32))
+    np.testing.assert_allclose(detector.scores(maps), detector.map_scores(maps))
+
+
+def test_fitting_skips_unreadable_images_and_needs_two(data, tmp_path, caplog):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    detector = _detector()
+    fit_features(detector, [*data["train"][:3], Sample(broken, 0, "good")])
+    assert detector.features.n_images == 3
+    assert "broken.png" in caplog.text
+    with pytest.raises(DataError, match="at least two readable training images, got 1"):
+        fit_features(_detector(), [data["train"][0], Sample(broken, 0, "good")])
+
+
+def test_models_without_features_are_refused_with_the_key():
+    class Flat(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    detector = Detector(Flat(), Preprocess.create(image_size=16, channels=1), MapSettings())
+    assert not detector.supports_features() and detector.feature_distances([]) is None
+    with pytest.raises(ConfigError, match="scoring.feature_score.enabled=false"):
+        fit_features(detector, [])
+    tiled = Detector(
+        DraemModule(**MEMBER), Preprocess.create(image_size=16, channels=1, tile=True),
+        MapSettings(),
+    )  # fmt: skip
+    assert not tiled.supports_features()
