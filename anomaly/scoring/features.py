@@ -28,6 +28,7 @@ import torch
 from scipy.linalg import pinvh
 
 from anomaly.errors import ModelFolderError
+from anomaly.io import atomic_open
 
 FEATURES_FILE = "features.npz"
 # The map's weight in the fused image score (scoring.feature_score.map_weight).
@@ -137,9 +138,7 @@ class FeatureGaussian:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as ``.npz`` (float32 precision: half the size, distances to ~1e-6)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.savez(
                 f,
                 mean=self.mean.astype(np.float64),
@@ -147,7 +146,6 @@ class FeatureGaussian:
                 shrinkage=np.float64(self.shrinkage),
                 n_images=np.int64(self.n_images),
             )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FeatureGaussian:
