@@ -12,10 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.checks import check_config
-from anomaly.jobs.train import calibration_specs
+from anomaly.jobs.train import calibration_specs, use_feature_score
 from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.calibration import CALIBRATION_FILE
-from anomaly.scoring.score import calibrate, evaluate
+from anomaly.scoring.features import FEATURES_FILE
+from anomaly.scoring.score import calibrate, evaluate, fit_features
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,10 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
 
     The validation split is carved from ``data.root``'s defect-free training images with
     the training's seed and fraction unless overridden, so on the training data the same
-    images are used. When the root has a labelled test split, the false-alarm rate on its
-    defect-free images and the image F1 at the new threshold are reported too.
+    images are used. A model without ``features.npz`` gets one, fitted on the training
+    part of that split, unless ``scoring.feature_score.enabled=false`` (which leaves
+    the image score to the map). When the root has a labelled test split, the false-alarm
+    rate on its defect-free images and the image F1 at the new threshold are reported too.
 
     Returns:
         ``calibration`` (the new one), ``previous`` (thresholds before, or None),
@@ -41,15 +44,6 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
             "calibration.json in place, so give the folder (download an MLflow model first)"
         )
     detector = load_detector(folder, calibrated=False)
-    enabled = OmegaConf.select(cfg, "scoring.feature_score.enabled", default="auto")
-    if enabled is False:
-        # The Gaussian stays in the folder, unused: calibration.json decides.
-        detector.features = None
-    elif enabled is True and detector.features is None:
-        raise ConfigError(
-            f"scoring.feature_score.enabled=true, but {folder} has no features.npz (it is "
-            "fitted by `anomaly train`); set it to auto or false"
-        )
     previous = _previous_thresholds(folder)
     trained = OmegaConf.load(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
 
@@ -62,8 +56,17 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
     seed = int(setting(cfg.seed, "seed", 0))
     suffix = str(setting(cfg.data.mask_suffix, "data.mask_suffix", "_mask"))
     splits = scan_dataset(cfg.data.root, mask_suffix=suffix)
-    _, validation = split_validation(splits.train, fraction=fraction, seed=seed)
+    training, validation = split_validation(splits.train, fraction=fraction, seed=seed)
     batch = {"batch_size": int(cfg.scoring.batch_size), "num_workers": int(cfg.scoring.num_workers)}
+    fitted = False
+    if not use_feature_score(cfg, detector.model, detector.preprocess):
+        # A Gaussian in the folder stays there, unused: calibration.json decides.
+        detector.features = None
+    elif detector.features is None:
+        # A model trained before the feature score (or with it off) gets it here, from
+        # the training part of the same split.
+        fit_features(detector, training, **batch)
+        fitted = True
     try:
         calibration = calibrate(
             detector,
@@ -88,6 +91,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
             metrics["test_false_alarm_rate"] = float(np.mean(flagged))
         if "image_f1" in evaluation.metrics:
             metrics["image_f1"] = evaluation.metrics["image_f1"]
+    if fitted:
+        detector.features.save(folder / FEATURES_FILE)
     calibration.save(folder / CALIBRATION_FILE)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="calibrate") | {"model.id": detector.model_id}
@@ -109,6 +114,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         )
         run.metrics(metrics)
         run.artifact(folder / CALIBRATION_FILE)
+        if fitted:
+            run.artifact(folder / FEATURES_FILE)
     log.info(
         "wrote %s: image threshold %.6g, pixel threshold %.6g",
         folder / CALIBRATION_FILE,
