@@ -11,6 +11,16 @@ import pytest
 import pytorch_lightning as pl
 from PIL import Image
 
+# A DRAEM member small enough for unit tests (a model.module config of conf/model/draem.yaml).
+TINY_DRAEM = {
+    "_target_": "anomaly.training.draem.DraemModule",
+    "reconstructive": {"_target_": "anomaly.models.unet.UNet", "channels": 1, "base": 4,
+                       "depth": 2, "skip": False},
+    "discriminative": {"_target_": "anomaly.models.unet.UNet", "out_channels": 1, "base": 4,
+                       "depth": 2, "sigmoid": False},
+    "segmenter_prior": 0.01,
+}  # fmt: skip
+
 
 def write_png(path: Path, array: np.ndarray) -> Path:
     """Write a float [0, 1] or uint8 array as an 8-bit PNG."""

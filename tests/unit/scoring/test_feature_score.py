@@ -25,15 +25,9 @@ from anomaly.scoring.score import (
 )
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule
-from tests.conftest import stripes, write_png
+from tests.conftest import TINY_DRAEM, stripes, write_png
 
-MEMBER = {
-    "reconstructive": {"_target_": "anomaly.models.unet.UNet", "channels": 1, "base": 4,
-                       "depth": 2, "skip": False},
-    "discriminative": {"_target_": "anomaly.models.unet.UNet", "out_channels": 1, "base": 4,
-                       "depth": 2, "sigmoid": False},
-    "segmenter_prior": 0.01,
-}  # fmt: skip
+MEMBER = {k: v for k, v in TINY_DRAEM.items() if k != "_target_"}
 
 
 def _detector() -> Detector:
@@ -75,8 +69,7 @@ def test_draem_and_ensemble_features_are_the_pooled_bottlenecks():
     with torch.no_grad():
         expected = pool_features(member.reconstructive.encode(x))
         torch.testing.assert_close(member.image_features(x), expected)
-    ensemble = EnsembleModule({"_target_": "anomaly.training.draem.DraemModule"} | MEMBER,
-                              members=2, scales=[1.0, 0.5]).eval()  # fmt: skip
+    ensemble = EnsembleModule(TINY_DRAEM, members=2, scales=[1.0, 0.5]).eval()
     with torch.no_grad():
         got = ensemble.image_features(x)
         half = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", antialias=True)

@@ -16,16 +16,9 @@ from anomaly.scoring.score import Detector
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule, member_size, merge_settings
 from anomaly.training.noise import perlin_texture_with_mask
-from tests.conftest import make_trainer
+from tests.conftest import TINY_DRAEM, make_trainer
 
-DRAEM = {
-    "_target_": "anomaly.training.draem.DraemModule",
-    "reconstructive": {"_target_": "anomaly.models.unet.UNet", "channels": 1, "base": 4,
-                       "depth": 2, "skip": False},
-    "discriminative": {"_target_": "anomaly.models.unet.UNet", "out_channels": 1, "base": 4,
-                       "depth": 2, "sigmoid": False},
-    "segmenter_prior": 0.01,
-}  # fmt: skip
+DRAEM = TINY_DRAEM
 
 
 def test_member_sizes_are_scaled_and_rounded_to_multiples_of_16():
