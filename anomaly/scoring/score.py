@@ -164,8 +164,14 @@ class Detector:
                 f"{type(self.model).__name__} in {'tile' if self.preprocess.tile else 'resize'}"
                 " mode gives no image features; set scoring.feature_score.enabled=false"
             )
-        batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
-        return self.model.image_features(batch).double().numpy()
+        # One image at a time: float32 convolutions round differently in batches of
+        # different sizes (~1e-7), and the Mahalanobis distance magnifies that about a
+        # thousandfold. Alone, an image gets the same feature score in any batch, so a
+        # resumed or distributed run scores it as the first run did.
+        features = [self.model.image_features(image[None]) for image in images]
+        if not features:
+            return np.zeros((0, 0))
+        return torch.cat(features).double().numpy()
 
     def feature_distances(self, images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray | None:
         """Feature scores ``(N,)`` of model inputs; None without a feature model.

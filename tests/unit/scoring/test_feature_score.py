@@ -112,6 +112,17 @@ def test_far_images_get_high_feature_scores_and_the_fused_score_is_used_everywhe
         assert rows[sample.path.name] == pytest.approx(score, rel=1e-5)
 
 
+def test_an_images_feature_score_does_not_depend_on_its_batch(data):
+    detector = _detector()
+    fit_features(detector, data["train"], batch_size=8)
+    x = torch.rand(5, 1, 32, 32)
+    together = detector.feature_distances(x)
+    alone = np.concatenate([detector.feature_distances(x[i : i + 1]) for i in range(5)])
+    # Exactly: the distance magnifies rounding differences of the features.
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_array_equal(detector.feature_distances(x[2:]), together[2:])
+
+
 def test_without_the_fusion_in_the_calibration_the_score_is_the_maps(data):
     detector = _detector()
     calibrate(detector, data["val"], batch_size=8)
