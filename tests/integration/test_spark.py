@@ -55,7 +55,13 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
     assert broken[["score", "is_defective", "n_regions", "defect_area_px"]].isna().all()
     good = got[got["error"] == ""]
     assert sorted(good.index) == sorted(want.index) and len(good) == 6
-    pd.testing.assert_series_equal(good["score"], want["score"], check_exact=False, rtol=1e-5)
+    # Spark's Python workers run torch on one thread, `anomaly score` on two: float32
+    # convolutions round differently (~1e-7), and the feature score's Mahalanobis distance
+    # magnifies that, so the scores agree to 1e-4 of their range, the verdicts exactly.
+    scale = float(want["score"].abs().max())
+    pd.testing.assert_series_equal(
+        good["score"], want["score"], check_exact=False, rtol=1e-5, atol=1e-4 * scale
+    )
     assert (good["is_defective"] == want["is_defective"].astype(bool)).all()
     assert (good["p_value"] - want["p_value"]).abs().max() < 1e-9
     assert (good["n_regions"] == want.loc[good.index, "n_regions"]).all()
