@@ -157,9 +157,9 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
     if calibration is not None and calibration.fusion and features is None:
         raise ModelFolderError(
             f"{folder / CALIBRATION_FILE} combines the map with a feature score but "
-            f"{features_path} is missing; restore it from the model's MLflow run, or re-fit "
-            "the thresholds on the map alone with `anomaly calibrate "
-            "scoring.feature_score.enabled=false`"
+            f"{features_path} is missing; restore it from the model's MLflow run, fit a new "
+            "one with `anomaly calibrate`, or re-fit the thresholds on the map alone with "
+            "`anomaly calibrate scoring.feature_score.enabled=false`"
         )
     return Detector(
         model=module,

@@ -152,9 +152,8 @@ class Detector:
         """Whether the model gives image features (DRAEM and its ensembles, resize mode)."""
         return gives_features(self.model, self.preprocess)
 
-    @torch.inference_mode()
-    def image_features(self, images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
-        """Pooled features ``(N, D)`` of ``(N, C, h, w)`` model inputs.
+    def check_features(self) -> None:
+        """Raise unless the model gives image features.
 
         Raises:
             ConfigError: The model gives none, or works in tiles (a window is not an image).
@@ -164,6 +163,15 @@ class Detector:
                 f"{type(self.model).__name__} in {'tile' if self.preprocess.tile else 'resize'}"
                 " mode gives no image features; set scoring.feature_score.enabled=false"
             )
+
+    @torch.inference_mode()
+    def image_features(self, images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+        """Pooled features ``(N, D)`` of ``(N, C, h, w)`` model inputs.
+
+        Raises:
+            ConfigError: The model gives none, or works in tiles (a window is not an image).
+        """
+        self.check_features()
         # One image at a time: float32 convolutions round differently in batches of
         # different sizes (~1e-7), and the Mahalanobis distance magnifies that about a
         # thousandfold. Alone, an image gets the same feature score in any batch, so a
@@ -359,8 +367,7 @@ def fit_features(
         ConfigError: The model gives no image features.
         DataError: Fewer than two images could be read.
     """
-    if not detector.supports_features():
-        detector.image_features(torch.zeros(0))  # raises the explanatory ConfigError
+    detector.check_features()
     dataset = ImageDataset(samples, detector.preprocess, skip_errors=True)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     features: list[np.ndarray] = []
