@@ -7,6 +7,7 @@
       model.json        module class, preprocessing, map settings, provenance
       calibration.json  thresholds fitted on defect-free validation images (editable)
       features.npz      Gaussian over the training images' features (feature score; optional)
+      patches.npz       memory of the training images' bottleneck positions (patch map; optional)
       config.yaml       the resolved training config
 
 It is written locally before anything is uploaded, so a failed upload never loses a
@@ -32,6 +33,7 @@ from anomaly.io import write_json_atomic, write_text_atomic
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
 from anomaly.scoring.features import FEATURES_FILE, FeatureGaussian
 from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.patches import PATCHES_FILE, PatchMemory
 from anomaly.scoring.score import Detector
 
 CHECKPOINT_FILE = "model.ckpt"
@@ -51,11 +53,13 @@ def save_model_folder(
     model_name: str,
     model_id: str,
     features: FeatureGaussian | None = None,
+    patches: PatchMemory | None = None,
 ) -> Path:
     """Write a complete model folder (checkpoint first, metadata last).
 
-    ``features``: the feature score's Gaussian (``features.npz``); without it a stale file
-    from an earlier run into the same folder is removed.
+    ``features``: the feature score's Gaussian (``features.npz``); ``patches``: the patch
+    map's memory (``patches.npz``). Without one, a stale file from an earlier run into
+    the same folder is removed.
 
     Returns:
         The folder.
@@ -65,10 +69,11 @@ def save_model_folder(
     tmp = folder / f".{CHECKPOINT_FILE}.tmp"
     trainer.save_checkpoint(tmp, weights_only=True)
     os.replace(tmp, folder / CHECKPOINT_FILE)
-    if features is not None:
-        features.save(folder / FEATURES_FILE)
-    else:
-        (folder / FEATURES_FILE).unlink(missing_ok=True)
+    for part, name in ((features, FEATURES_FILE), (patches, PATCHES_FILE)):
+        if part is not None:
+            part.save(folder / name)
+        else:
+            (folder / name).unlink(missing_ok=True)
     calibration.save(folder / CALIBRATION_FILE)
     write_text_atomic(folder / CONFIG_FILE, config_yaml)
     meta = {
@@ -161,11 +166,32 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
             "one with `anomaly calibrate`, or re-fit the thresholds on the map alone with "
             "`anomaly calibrate scoring.feature_score.enabled=false`"
         )
-    return Detector(
+    patches_path = folder / PATCHES_FILE
+    patches = PatchMemory.load(patches_path) if patches_path.is_file() else None
+    if calibration is not None and calibration.patch_scale > 0 and patches is None:
+        raise ModelFolderError(
+            f"{folder / CALIBRATION_FILE} adds a patch map (patch_scale "
+            f"{calibration.patch_scale:g}) but {patches_path} is missing; restore it from the "
+            "model's MLflow run, fit a new one with `anomaly calibrate`, or re-fit the "
+            "thresholds on the model's map alone with `anomaly calibrate "
+            "scoring.patch_map.enabled=false`"
+        )
+    detector = Detector(
         model=module,
         preprocess=preprocess,
         maps=maps,
         calibration=calibration,
         features=features,
+        patches=patches,
         model_id=str(meta.get("model_id", "")),
     )
+    if patches is not None and detector.supports_patches():
+        # A memory of another network's features fails here, not on the first image.
+        try:
+            detector.patch_maps(torch.zeros(1, preprocess.channels, *preprocess.image_size))
+        except ValueError as exc:
+            raise ModelFolderError(
+                f"{patches_path} does not fit {ckpt} ({exc}); keep the files of one training "
+                "together, or delete it and fit a new one with `anomaly calibrate`"
+            ) from exc
+    return detector

@@ -43,6 +43,9 @@ class Calibration:
         fusion: How map and feature scores combine into the image score
             (:class:`~anomaly.scoring.features.ScoreFusion` as a dict); empty when the image
             score is the map's alone.
+        patch_scale: Weight of the patch map added to the model's map
+            (:mod:`anomaly.scoring.patches`); 0 when the map is the model's alone. Every
+            threshold here was fitted on the map with it.
         schema_version: Version of this file's layout.
     """
 
@@ -55,6 +58,7 @@ class Calibration:
     model_id: str = ""
     validation_scores: list[float] = field(default_factory=list)
     fusion: dict[str, float] = field(default_factory=dict)
+    patch_scale: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -107,6 +111,17 @@ class Calibration:
             )
         if raw.get("fusion"):
             ScoreFusion.from_dict(raw["fusion"], str(path))
+        scale = raw.get("patch_scale", 0.0)
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not math.isfinite(scale)
+            or scale < 0
+        ):
+            raise ModelFolderError(
+                f"{path}: patch_scale must be a finite number >= 0 (0: no patch map), got "
+                f"{scale!r}; fix it or re-fit it with `anomaly calibrate`"
+            )
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -225,6 +240,7 @@ def fit_calibration(
     seed: int = 0,
     pixel_threshold: float | None = None,
     fusion: ScoreFusion | None = None,
+    patch_scale: float = 0.0,
 ) -> Calibration:
     """Fit image and pixel thresholds on defect-free validation images.
 
@@ -241,6 +257,7 @@ def fit_calibration(
             (the ``area`` image score needs it first); fitted here when None.
         fusion: How ``image_scores`` were combined from map and feature scores, when
             they were.
+        patch_scale: The patch map's weight in the maps these were fitted on.
 
     Returns:
         The calibration, with the sorted validation scores for p-values.
@@ -260,6 +277,7 @@ def fit_calibration(
         model_id=model_id,
         validation_scores=sorted(float(v) for v in scores),
         fusion=fusion.to_dict() if fusion is not None else {},
+        patch_scale=float(patch_scale),
     )
 
 

@@ -40,6 +40,13 @@ from anomaly.scoring.features import DEFAULT_MAP_WEIGHT, FeatureGaussian, ScoreF
 from anomaly.scoring.figures import heatmap_png, overlay_png, png_bytes
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
 from anomaly.scoring.metrics import RankedPixels, auroc, average_precision, best_f1, f1_at
+from anomaly.scoring.patches import (
+    DEFAULT_CORESET,
+    DEFAULT_MAX_PATCHES,
+    DEFAULT_WEIGHT,
+    PatchMemory,
+    patch_scale,
+)
 from anomaly.scoring.regions import REGION_COLUMNS, RegionSettings, defect_regions, region_table
 from anomaly.scoring.tiling import tiled_map
 
@@ -74,6 +81,14 @@ def gives_features(model: nn.Module, preprocess: Preprocess) -> bool:
     return hasattr(model, "image_features") and not preprocess.tile
 
 
+def gives_patches(model: nn.Module, preprocess: Preprocess) -> bool:
+    """Whether ``model`` gives feature maps for the patch map under ``preprocess``.
+
+    Tile mode never does: a memory of whole-image positions does not describe windows.
+    """
+    return hasattr(model, "patch_features") and not preprocess.tile
+
+
 @dataclass
 class Detector:
     """A trained model with everything needed to turn images into verdicts.
@@ -87,6 +102,9 @@ class Detector:
         features: Gaussian over the training images' features, for the image-level
             feature score (None: the image score is the map's alone). It counts once the
             calibration holds the fusion of both scores.
+        patches: Memory of the training images' bottleneck positions, for the patch map
+            (None: the map is the model's alone). It counts once the calibration holds
+            its ``patch_scale``.
     """
 
     model: nn.Module
@@ -95,6 +113,7 @@ class Detector:
     calibration: Calibration | None = None
     model_id: str = ""
     features: FeatureGaussian | None = None
+    patches: PatchMemory | None = None
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -137,11 +156,70 @@ class Detector:
                 working scale (tile mode: inspected in overlapping windows, stitched, then
                 smoothed, so window borders leave no seams).
         """
-        raw = self._per_image(images, self._raw)
+        maps = self._smoothed(self._per_image(images, self._raw))
+        scale = self.patch_scale
+        if not scale:
+            return maps
+        # Smoothing is linear, so the parts may be smoothed apart (calibration needs them).
+        return [m + scale * p for m, p in zip(maps, self.patch_maps(images), strict=True)]
+
+    def _smoothed(self, raw: list[torch.Tensor]) -> list[torch.Tensor]:
         if all(m.shape == raw[0].shape for m in raw):
             # One smoothing call for the batch (the usual resize-mode case).
             return list(smooth(torch.stack(raw), self.maps).unbind(0))
         return [smooth(m[None], self.maps)[0] for m in raw]
+
+    @property
+    def patch_scale(self) -> float:
+        """Weight of the patch map in :meth:`anomaly_maps`; 0 when it does not count."""
+        if self.patches is None or self.calibration is None:
+            return 0.0
+        return float(self.calibration.patch_scale)
+
+    def supports_patches(self) -> bool:
+        """Whether the model gives feature maps for the patch map (DRAEM, resize mode)."""
+        return gives_patches(self.model, self.preprocess)
+
+    def check_patches(self) -> None:
+        """Raise unless the model gives feature maps for the patch map.
+
+        Raises:
+            ConfigError: The model gives none, or works in tiles.
+        """
+        if not self.supports_patches():
+            raise ConfigError(
+                f"{type(self.model).__name__} in {'tile' if self.preprocess.tile else 'resize'}"
+                " mode gives no feature maps for the patch map; set "
+                "scoring.patch_map.enabled=false"
+            )
+
+    @torch.inference_mode()
+    def patch_features(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Feature maps ``(N, D, h, w)`` of ``(N, C, H, W)`` model inputs.
+
+        Raises:
+            ConfigError: The model gives none (see :meth:`check_patches`).
+        """
+        self.check_patches()
+        batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+        return self.model.patch_features(batch)
+
+    @torch.inference_mode()
+    def patch_maps(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Smoothed patch maps (distance to the training memory), one ``(1, H, W)`` each.
+
+        Unweighted: :meth:`anomaly_maps` adds them times :attr:`patch_scale`.
+
+        Raises:
+            ValueError: The detector has no patch memory.
+        """
+        if self.patches is None:
+            raise ValueError("this detector has no patch memory; fit one with fit_patches")
+        if len(images) == 0:
+            return []
+        size = tuple(images[0].shape[-2:])
+        raw = self.patches.patch_map(self.patch_features(images), size)
+        return self._smoothed(list(raw.unbind(0)))
 
     @torch.inference_mode()
     def reconstruct(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -299,9 +377,13 @@ def calibrate(
     num_workers: int = 0,
     seed: int = 0,
     map_weight: float = DEFAULT_MAP_WEIGHT,
+    patch_weight: float = DEFAULT_WEIGHT,
 ) -> Calibration:
     """Fit thresholds on defect-free validation images and attach them to the detector.
 
+    With a patch memory (``detector.patches``) the map becomes the model's map plus the
+    patch map, their scales matched on these images (``patch_weight``: the patch map's
+    share; ``patch_scale`` in the calibration), and everything below is fitted on that.
     The pixel threshold is fitted first, since the ``area`` image score depends on it.
     With a feature model (``detector.features``) the image score becomes the fusion of
     feature and map scores, standardised on these images (``map_weight``: the map's
@@ -310,8 +392,12 @@ def calibrate(
     Raises:
         DataError: No validation image could be read.
     """
+    # The maps below must be the model's own: an earlier calibration's patch scale
+    # would count the patch map twice.
+    detector.calibration = None
     maps: list[torch.Tensor] = []
-    pixels: list[np.ndarray] = []
+    patch_maps: list[torch.Tensor] = []
+    picks: list[np.ndarray | None] = []
     distances: list[np.ndarray] = []
     rng = np.random.default_rng(seed)
     for batch, batch_maps in iterate_maps(
@@ -319,15 +405,28 @@ def calibrate(
     ):
         if "distances" in batch:
             distances.append(batch["distances"])
+        if batch_maps and detector.patches is not None:
+            patch_maps.extend(detector.patch_maps(batch["image"]))
         for m in batch_maps:
-            values = m.numpy().ravel()
-            if values.size > _PIXELS_PER_IMAGE:
-                values = rng.choice(values, _PIXELS_PER_IMAGE, replace=False)
-            pixels.append(values)
+            size = m.numel()
+            picks.append(
+                rng.choice(size, _PIXELS_PER_IMAGE, replace=False)
+                if size > _PIXELS_PER_IMAGE
+                else None
+            )
             maps.append(m)
     if not maps:
         raise DataError("no validation image could be read; calibration is impossible")
-    values = np.concatenate(pixels)
+
+    def sampled(images: list[torch.Tensor]) -> np.ndarray:
+        flat = [m.numpy().ravel() for m in images]
+        return np.concatenate([v if p is None else v[p] for v, p in zip(flat, picks, strict=True)])
+
+    scale = 0.0
+    if detector.patches is not None:
+        scale = patch_scale(sampled(maps), sampled(patch_maps), weight=patch_weight)
+        maps = [m + scale * p for m, p in zip(maps, patch_maps, strict=True)]
+    values = sampled(maps)
     # The pixel threshold first: the "area" image score counts pixels above it.
     t_pixel = fit_pixel_threshold(values, pixel, seed=seed)
     image_scores_ = detector.map_scores(maps, pixel_threshold=t_pixel)
@@ -346,6 +445,7 @@ def calibrate(
         seed=seed,
         pixel_threshold=t_pixel,
         fusion=fusion,
+        patch_scale=scale,
     )
     return detector.calibration
 
@@ -391,6 +491,70 @@ def fit_features(
     detector.features = FeatureGaussian.fit(np.concatenate(features))
     detector.calibration = None
     return detector.features
+
+
+def fit_patches(
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    coreset: float = DEFAULT_CORESET,
+    max_patches: int = DEFAULT_MAX_PATCHES,
+    seed: int = 0,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+) -> PatchMemory:
+    """Fit the patch map's memory on defect-free (training) images and attach it.
+
+    The detector's calibration is dropped: its thresholds belong to another map, so
+    :func:`calibrate` must follow (it fits the patch map's scale).
+
+    Args:
+        detector: A detector whose model gives feature maps (:meth:`Detector.check_patches`).
+        samples: Defect-free training images; unreadable ones are skipped with a warning.
+        coreset: Share of all their bottleneck positions kept in the memory.
+        max_patches: The most positions kept.
+        seed: Seed of the coreset's random projection.
+        batch_size: Images per forward pass.
+        num_workers: Loader workers.
+        progress: Called with ``(images done, total)``.
+
+    Raises:
+        ConfigError: The model gives no feature maps.
+        DataError: Fewer than two images could be read.
+    """
+    detector.check_patches()
+    dataset = ImageDataset(samples, detector.preprocess, skip_errors=True)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    chunks: list[torch.Tensor] = []
+    done = 0
+    for batch in loader:
+        for i, reason in batch["errors"]:
+            log.warning("skipped training image %s for the patch map: %s", samples[i].path, reason)
+        if "image" in batch:
+            chunks.append(detector.patch_features(batch["image"]))
+        done += len(batch["index"]) + len(batch["errors"])
+        if progress is not None:
+            progress(done, len(samples))
+    n = sum(len(c) for c in chunks)
+    if n < 2:
+        raise DataError(
+            f"the patch map needs at least two readable training images, got {n}; add "
+            "images or set scoring.patch_map.enabled=false"
+        )
+    started = time.perf_counter()
+    detector.patches = PatchMemory.fit(
+        torch.cat(chunks), coreset=coreset, max_patches=max_patches, seed=seed
+    )
+    log.info(
+        "patch map: %d of %d bottleneck positions of %d training images kept (%.0f s)",
+        detector.patches.bank.shape[0],
+        detector.patches.n_positions,
+        detector.patches.n_images,
+        time.perf_counter() - started,
+    )
+    detector.calibration = None
+    return detector.patches
 
 
 @dataclass

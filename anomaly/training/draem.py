@@ -184,14 +184,27 @@ class DraemModule(pl.LightningModule):
         Raises:
             ConfigError: The reconstructive network has no ``encode`` (only the U-Net's).
         """
+        return pool_features(self._encode(x, "scoring.feature_score.enabled"))
+
+    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstructive network's bottleneck, ``(N, D, h, w)``, for the patch map.
+
+        Every position describes the texture of one part of the image
+        (:mod:`anomaly.scoring.patches`).
+
+        Raises:
+            ConfigError: The reconstructive network has no ``encode`` (only the U-Net's).
+        """
+        return self._encode(x, "scoring.patch_map.enabled")
+
+    def _encode(self, x: torch.Tensor, key: str) -> torch.Tensor:
         encode = getattr(self.reconstructive, "encode", None)
         if encode is None:
             raise ConfigError(
-                f"the feature score needs a reconstructive network with encode(); "
-                f"{type(self.reconstructive).__name__} has none: set "
-                "scoring.feature_score.enabled=false"
+                f"this needs a reconstructive network with encode(); "
+                f"{type(self.reconstructive).__name__} has none: set {key}=false"
             )
-        return pool_features(encode(self._prepared(x)))
+        return encode(self._prepared(x))
 
     def segment(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """Anomaly logits ``(N, 1, H, W)`` of inputs and their reconstructions."""

@@ -185,6 +185,20 @@ class EnsembleModule(pl.LightningModule):
             dim=1,
         )
 
+    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' bottlenecks side by side, ``(N, D_1 + D_2 + ..., h, w)``.
+
+        A member at another resolution has its bottleneck resized to the first member's
+        grid, so each position describes the same part of the image in every member.
+        """
+        maps = [m.patch_features(xi) for m, xi in zip(self.members, self._inputs(x), strict=True)]
+        grid = tuple(maps[0].shape[-2:])
+        return torch.cat(
+            [h if tuple(h.shape[-2:]) == grid else F.interpolate(h, size=grid, mode="bilinear")
+             for h in maps],
+            dim=1,
+        )  # fmt: skip
+
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         per_member = [
             m.training_losses(xi)
