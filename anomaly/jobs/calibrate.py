@@ -12,11 +12,17 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.checks import check_config
-from anomaly.jobs.train import calibration_specs, use_feature_score
+from anomaly.jobs.train import (
+    calibration_specs,
+    patch_settings,
+    use_feature_score,
+    use_patch_map,
+)
 from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.features import FEATURES_FILE
-from anomaly.scoring.score import calibrate, evaluate, fit_features
+from anomaly.scoring.patches import PATCHES_FILE
+from anomaly.scoring.score import calibrate, evaluate, fit_features, fit_patches
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,9 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
     the training's seed and fraction unless overridden, so on the training data the same
     images are used. A model without ``features.npz`` gets one, fitted on the training
     part of that split, unless ``scoring.feature_score.enabled=false`` (which leaves
-    the image score to the map). When the root has a labelled test split, the false-alarm
+    the image score to the map); likewise a model without ``patches.npz`` gets the patch
+    map's memory unless ``scoring.patch_map.enabled=false`` (which leaves the map to the
+    model). When the root has a labelled test split, the false-alarm
     rate on its defect-free images and the image F1 at the new threshold are reported too.
 
     Returns:
@@ -67,6 +75,14 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         # the training part of the same split.
         fit_features(detector, training, **batch)
         fitted = True
+    fitted_patches = False
+    if not use_patch_map(cfg, detector.model, detector.preprocess):
+        # As for the features: the file may stay, calibration.json's patch_scale of 0
+        # says it is not used.
+        detector.patches = None
+    elif detector.patches is None:
+        fit_patches(detector, training, **patch_settings(cfg), **batch)
+        fitted_patches = True
     try:
         calibration = calibrate(
             detector,
@@ -93,6 +109,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
             metrics["image_f1"] = evaluation.metrics["image_f1"]
     if fitted:
         detector.features.save(folder / FEATURES_FILE)
+    if fitted_patches:
+        detector.patches.save(folder / PATCHES_FILE)
     calibration.save(folder / CALIBRATION_FILE)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="calibrate") | {"model.id": detector.model_id}
@@ -116,6 +134,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         run.artifact(folder / CALIBRATION_FILE)
         if fitted:
             run.artifact(folder / FEATURES_FILE)
+        if fitted_patches:
+            run.artifact(folder / PATCHES_FILE)
     log.info(
         "wrote %s: image threshold %.6g, pixel threshold %.6g",
         folder / CALIBRATION_FILE,

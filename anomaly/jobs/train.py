@@ -35,7 +35,17 @@ from anomaly.jobs.evaluate import showcase as showcase_of
 from anomaly.model_folder import save_model_folder
 from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.score import Detector, calibrate, evaluate, fit_features, gives_features
+from anomaly.scoring.patches import DEFAULT_CORESET, DEFAULT_MAX_PATCHES, check_patch_settings
+from anomaly.scoring.patches import DEFAULT_WEIGHT as DEFAULT_PATCH_WEIGHT
+from anomaly.scoring.score import (
+    Detector,
+    calibrate,
+    evaluate,
+    fit_features,
+    fit_patches,
+    gives_features,
+    gives_patches,
+)
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
     RunLogger,
@@ -79,16 +89,35 @@ def preprocess_settings(data: DictConfig) -> Preprocess:
 
 
 def calibration_specs(cfg: DictConfig) -> dict[str, Any]:
-    """``image=``, ``pixel=`` and ``map_weight=`` arguments of ``calibrate``.
+    """``image=``, ``pixel=``, ``map_weight=`` and ``patch_weight=`` arguments of ``calibrate``.
 
-    From ``scoring.calibration`` and ``scoring.feature_score``.
+    From ``scoring.calibration``, ``scoring.feature_score`` and ``scoring.patch_map``.
     """
     c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
     weight = OmegaConf.select(cfg, "scoring.feature_score.map_weight", default=DEFAULT_MAP_WEIGHT)
-    return {"image": c["image"], "pixel": c["pixel"], "map_weight": float(weight)}
+    patch = OmegaConf.select(cfg, "scoring.patch_map.weight", default=DEFAULT_PATCH_WEIGHT)
+    return {
+        "image": c["image"],
+        "pixel": c["pixel"],
+        "map_weight": float(weight),
+        "patch_weight": float(patch),
+    }
 
 
 FEATURE_SCORE_CHOICES = ("auto", True, False)
+
+
+def _enabled(cfg: DictConfig, key: str, supported: bool, model: torch.nn.Module, what: str) -> bool:
+    """Whether ``<key>.enabled`` (auto, true or false) asks for a part ``model`` may lack."""
+    enabled = OmegaConf.select(cfg, f"{key}.enabled", default="auto")
+    if enabled not in FEATURE_SCORE_CHOICES:
+        raise ConfigError(f"{key}.enabled={enabled!r} is unknown; choose auto, true or false")
+    if enabled is True and not supported:
+        raise ConfigError(
+            f"{key}.enabled=true, but {type(model).__name__} gives no {what} in this mode "
+            "(draem and its ensembles in resize mode do); set it to auto or false"
+        )
+    return enabled is not False and supported
 
 
 def use_feature_score(cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess) -> bool:
@@ -97,19 +126,33 @@ def use_feature_score(cfg: DictConfig, model: torch.nn.Module, preprocess: Prepr
     Raises:
         ConfigError: An unknown value, or ``true`` for a model that gives no features.
     """
-    enabled = OmegaConf.select(cfg, "scoring.feature_score.enabled", default="auto")
-    if enabled not in FEATURE_SCORE_CHOICES:
-        raise ConfigError(
-            f"scoring.feature_score.enabled={enabled!r} is unknown; choose auto, true or false"
-        )
     supported = gives_features(model, preprocess)
-    if enabled is True and not supported:
-        raise ConfigError(
-            f"scoring.feature_score.enabled=true, but {type(model).__name__}"
-            f"{' in tile mode' if preprocess.tile else ''} gives no image features "
-            "(draem and its ensembles in resize mode do); set it to auto or false"
-        )
-    return enabled is not False and supported
+    return _enabled(cfg, "scoring.feature_score", supported, model, "image features")
+
+
+def use_patch_map(cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess) -> bool:
+    """Whether ``scoring.patch_map.enabled`` asks for the patch map of ``model``.
+
+    Raises:
+        ConfigError: An unknown value or setting, or ``true`` for a model that gives no
+            feature maps.
+    """
+    use = _enabled(
+        cfg, "scoring.patch_map", gives_patches(model, preprocess), model, "feature maps"
+    )
+    if use:
+        check_patch_settings(weight=calibration_specs(cfg)["patch_weight"], **patch_settings(cfg))
+    return use
+
+
+def patch_settings(cfg: DictConfig) -> dict[str, Any]:
+    """``coreset=`` and ``max_patches=`` arguments of ``fit_patches`` (``scoring.patch_map``)."""
+    return {
+        "coreset": OmegaConf.select(cfg, "scoring.patch_map.coreset", default=DEFAULT_CORESET),
+        "max_patches": OmegaConf.select(
+            cfg, "scoring.patch_map.max_patches", default=DEFAULT_MAX_PATCHES
+        ),
+    }
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -213,6 +256,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     # Checked now, not after the training.
     feature_score = use_feature_score(cfg, module, preprocess)
+    patch_map = use_patch_map(cfg, module, preprocess)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
         "model.name": str(cfg.model.name),
@@ -319,6 +363,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 detector.features.n_images,
                 detector.features.shrinkage,
             )
+        if patch_map:
+            fit_patches(detector, datamodule.train_samples, **patch_settings(cfg), **batch)
         try:
             calibrate(
                 detector,
@@ -342,6 +388,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             model_name=str(cfg.model.name),
             model_id=run_id,
             features=detector.features,
+            patches=detector.patches,
         )
         run.metrics(
             {

@@ -255,6 +255,31 @@ def test_calibrate_sets_or_drops_the_feature_score(trained, cli):
     assert detector.features.n_images == 9 and detector.fusion is not None
 
 
+def test_calibrate_sets_or_drops_the_patch_map(trained, cli):
+    from anomaly.model_folder import load_detector
+
+    work = trained["work"]
+    model = work / "patch-map-model"
+    shutil.copytree(work / "train" / "model", model)
+    trained_scale = Calibration.load(model / "calibration.json").patch_scale
+    assert trained_scale > 0
+    common = [f"model={model}", f"data.root={trained['root']}", f"tracking.uri={trained['uri']}"]
+    off = cli("calibrate", *common, "scoring.patch_map.enabled=false", cwd=work)
+    assert off.returncode == 0, off.stdout + off.stderr
+    # The memory stays in the folder unused: the maps are the model's again.
+    assert Calibration.load(model / "calibration.json").patch_scale == 0
+    assert (model / "patches.npz").is_file() and load_detector(model).patch_scale == 0
+
+    # A model folder without the memory (trained before it existed) gets one fitted on
+    # the training part of the split, and the weight scales the patch map.
+    (model / "patches.npz").unlink()
+    again = cli("calibrate", *common, "scoring.patch_map.weight=1.0", cwd=work)
+    assert again.returncode == 0, again.stdout + again.stderr
+    detector = load_detector(model)
+    assert detector.patches.n_images == 9
+    assert detector.patch_scale == pytest.approx(2 * trained_scale, rel=1e-3)
+
+
 def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli):
     work, client = trained["work"], MlflowClient(trained["uri"])
     common = (f"tracking.uri={trained['uri']}", "tracking.experiment=e2e")

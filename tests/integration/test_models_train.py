@@ -78,16 +78,27 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
     model_dir = Path(result["model_dir"])
     assert detector.features.mean.shape == (1536,) and detector.features.n_images == 9
     assert set(detector.calibration.fusion) >= {"map_weight", "feature_std", "map_std"}
+    # The patch map (on by default for draem): both members' bottlenecks side by side
+    # (the second's 1x1 resized to the first's 2x2 grid), a quarter of 9 x 4 positions.
+    assert detector.patches.bank.shape == (9, 512) and detector.patches.n_images == 9
+    assert detector.calibration.patch_scale > 0
     (model_dir / "features.npz").unlink()
     with pytest.raises(ModelFolderError, match=r"features\.npz is missing.*anomaly calibrate"):
         load_detector(model_dir)
 
 
 def test_without_the_feature_score_the_model_folder_has_no_gaussian(tiny_mvtec, tmp_path):
-    result, _ = _train(tiny_mvtec, tmp_path, "scoring.feature_score.enabled=false")
+    result, _ = _train(
+        tiny_mvtec,
+        tmp_path,
+        "scoring.feature_score.enabled=false",
+        "scoring.patch_map.enabled=false",
+    )
     detector = load_detector(result["model_dir"])
     assert detector.features is None and detector.calibration.fusion == {}
+    assert detector.patches is None and detector.calibration.patch_scale == 0
     assert not (Path(result["model_dir"]) / "features.npz").exists()
+    assert not (Path(result["model_dir"]) / "patches.npz").exists()
 
 
 @pytest.mark.parametrize(
@@ -95,6 +106,8 @@ def test_without_the_feature_score_the_model_folder_has_no_gaussian(tiny_mvtec, 
     [
         (["model=cae", "scoring.feature_score.enabled=true"], "AutoencoderModule gives no image"),
         (["scoring.feature_score.enabled=maybe"], "enabled='maybe' is unknown"),
+        (["model=cae", "scoring.patch_map.enabled=true"], "AutoencoderModule gives no feature"),
+        (["scoring.patch_map.coreset=2"], r"scoring\.patch_map\.coreset"),
     ],
 )
 def test_a_feature_score_that_cannot_be_had_fails_before_training(
