@@ -5,11 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 from PIL import Image
+
+if TYPE_CHECKING:
+    from anomaly.scoring.score import Detector
 
 # A DRAEM member small enough for unit tests (a model.module config of conf/model/draem.yaml).
 TINY_DRAEM = {
@@ -51,6 +55,49 @@ def stripes(size: int, rng: np.random.Generator) -> np.ndarray:
     rows = 0.5 + 0.3 * np.sin(np.arange(size) / 3.0 + phase)
     image = np.repeat(rows[:, None], size, axis=1)
     return np.clip(image + rng.normal(0, 0.02, (size, size)), 0, 1)
+
+
+def stripes_and_noise(root: Path, *, train: int, val: int, test: int) -> dict:
+    """32x32 stripes for training and validation; ``test`` stripes and ``test`` noise
+    images (class 'noise', the defects) in ``root/test``.
+
+    Returns:
+        ``train``, ``val`` and ``test`` lists of samples, and ``test_dir``.
+    """
+    from anomaly.data.folder import Sample
+
+    rng = np.random.default_rng(0)
+    stripe = {
+        part: [write_png(root / part / f"{i}.png", stripes(32, rng)) for i in range(n)]
+        for part, n in (("train", train), ("val", val))
+    }
+    good = [write_png(root / "test" / f"good{i}.png", stripes(32, rng)) for i in range(test)]
+    bad = [
+        write_png(root / "test" / f"noise{i}.png", rng.uniform(0, 1, (32, 32))) for i in range(test)
+    ]
+    return {
+        "train": [Sample(p, 0, "good") for p in stripe["train"]],
+        "val": [Sample(p, 0, "good") for p in stripe["val"]],
+        "test": [Sample(p, 0, "good") for p in good] + [Sample(p, 1, "noise") for p in bad],
+        "test_dir": root / "test",
+    }
+
+
+def tiny_draem_detector() -> Detector:
+    """A freshly initialised (seed 0) tiny DRAEM detector for 32x32 grey images."""
+    # Imported here so that conftest, loaded by every test, stays light.
+    import torch
+
+    from anomaly.data.transforms import Preprocess
+    from anomaly.scoring.maps import MapSettings
+    from anomaly.scoring.score import Detector
+    from anomaly.training.draem import DraemModule
+
+    torch.manual_seed(0)
+    member = {k: v for k, v in TINY_DRAEM.items() if k != "_target_"}
+    return Detector(
+        DraemModule(**member), Preprocess.create(image_size=32, channels=1), MapSettings()
+    )
 
 
 def make_tiny_mvtec(root: Path, *, test_size: int = 32, n_train: int = 12, n_test: int = 3) -> Path:

@@ -468,26 +468,16 @@ def fit_features(
         DataError: Fewer than two images could be read.
     """
     detector.check_features()
-    dataset = ImageDataset(samples, detector.preprocess, skip_errors=True)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    features: list[np.ndarray] = []
-    done = 0
-    for batch in loader:
-        for i, reason in batch["errors"]:
-            log.warning(
-                "skipped training image %s for the feature score: %s", samples[i].path, reason
-            )
-        if "image" in batch:
-            features.append(detector.image_features(batch["image"]))
-        done += len(batch["index"]) + len(batch["errors"])
-        if progress is not None:
-            progress(done, len(samples))
-    n = sum(len(f) for f in features)
-    if n < 2:
-        raise DataError(
-            f"the feature score needs at least two readable training images, got {n}; add "
-            "images or set scoring.feature_score.enabled=false"
-        )
+    features = _training_features(
+        samples,
+        detector.preprocess,
+        detector.image_features,
+        purpose="feature score",
+        key="scoring.feature_score",
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
     detector.features = FeatureGaussian.fit(np.concatenate(features))
     detector.calibration = None
     return detector.features
@@ -524,24 +514,16 @@ def fit_patches(
         DataError: Fewer than two images could be read.
     """
     detector.check_patches()
-    dataset = ImageDataset(samples, detector.preprocess, skip_errors=True)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    chunks: list[torch.Tensor] = []
-    done = 0
-    for batch in loader:
-        for i, reason in batch["errors"]:
-            log.warning("skipped training image %s for the patch map: %s", samples[i].path, reason)
-        if "image" in batch:
-            chunks.append(detector.patch_features(batch["image"]))
-        done += len(batch["index"]) + len(batch["errors"])
-        if progress is not None:
-            progress(done, len(samples))
-    n = sum(len(c) for c in chunks)
-    if n < 2:
-        raise DataError(
-            f"the patch map needs at least two readable training images, got {n}; add "
-            "images or set scoring.patch_map.enabled=false"
-        )
+    chunks = _training_features(
+        samples,
+        detector.preprocess,
+        detector.patch_features,
+        purpose="patch map",
+        key="scoring.patch_map",
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
     started = time.perf_counter()
     detector.patches = PatchMemory.fit(
         torch.cat(chunks), coreset=coreset, max_patches=max_patches, seed=seed
@@ -555,6 +537,47 @@ def fit_patches(
     )
     detector.calibration = None
     return detector.patches
+
+
+def _training_features(
+    samples: Sequence[Sample],
+    preprocess: Preprocess,
+    extract: Callable[[torch.Tensor], Any],
+    *,
+    purpose: str,
+    key: str,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress | None,
+) -> list[Any]:
+    """``extract`` of every readable training image, batch by batch.
+
+    Unreadable images are skipped with a warning that names them and ``purpose``.
+
+    Raises:
+        DataError: Fewer than two images could be read (the message names ``key``).
+    """
+    dataset = ImageDataset(samples, preprocess, skip_errors=True)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    chunks: list[Any] = []
+    done = read = 0
+    for batch in loader:
+        for i, reason in batch["errors"]:
+            log.warning(
+                "skipped training image %s for the %s: %s", samples[i].path, purpose, reason
+            )
+        if "image" in batch:
+            chunks.append(extract(batch["image"]))
+            read += len(batch["index"])
+        done += len(batch["index"]) + len(batch["errors"])
+        if progress is not None:
+            progress(done, len(samples))
+    if read < 2:
+        raise DataError(
+            f"the {purpose} needs at least two readable training images, got {read}; add "
+            f"images or set {key}.enabled=false"
+        )
+    return chunks
 
 
 @dataclass

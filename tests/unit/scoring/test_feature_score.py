@@ -25,35 +25,18 @@ from anomaly.scoring.score import (
 )
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule
-from tests.conftest import TINY_DRAEM, stripes, write_png
+from tests.conftest import TINY_DRAEM, stripes_and_noise, tiny_draem_detector
 
 MEMBER = {k: v for k, v in TINY_DRAEM.items() if k != "_target_"}
 
 
-def _detector() -> Detector:
-    torch.manual_seed(0)
-    return Detector(
-        DraemModule(**MEMBER), Preprocess.create(image_size=32, channels=1), MapSettings()
-    )
+_detector = tiny_draem_detector
 
 
 @pytest.fixture
 def data(tmp_path):
     """Stripes for training, validation and test; noise images as the test's defects."""
-    rng = np.random.default_rng(0)
-    train = [write_png(tmp_path / "train" / f"{i}.png", stripes(32, rng)) for i in range(24)]
-    val = [write_png(tmp_path / "val" / f"{i}.png", stripes(32, rng)) for i in range(8)]
-    good = [write_png(tmp_path / "test" / f"good{i}.png", stripes(32, rng)) for i in range(4)]
-    bad = [
-        write_png(tmp_path / "test" / f"noise{i}.png", rng.uniform(0, 1, (32, 32)))
-        for i in range(4)
-    ]
-    return {
-        "train": [Sample(p, 0, "good") for p in train],
-        "val": [Sample(p, 0, "good") for p in val],
-        "test": [Sample(p, 0, "good") for p in good] + [Sample(p, 1, "noise") for p in bad],
-        "test_dir": tmp_path / "test",
-    }
+    return stripes_and_noise(tmp_path, train=24, val=8, test=4)
 
 
 def test_unet_encode_is_the_deepest_level():

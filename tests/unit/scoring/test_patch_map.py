@@ -20,33 +20,18 @@ from anomaly.scoring.patches import PATCHES_FILE, PatchMemory, patch_scale
 from anomaly.scoring.score import Detector, calibrate, evaluate, fit_patches, iterate_maps
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule
-from tests.conftest import TINY_DRAEM, stripes, write_png
+from tests.conftest import TINY_DRAEM, stripes_and_noise, tiny_draem_detector
 
 MEMBER = {k: v for k, v in TINY_DRAEM.items() if k != "_target_"}
 
 
-def _detector() -> Detector:
-    torch.manual_seed(0)
-    return Detector(
-        DraemModule(**MEMBER), Preprocess.create(image_size=32, channels=1), MapSettings()
-    )
+_detector = tiny_draem_detector
 
 
 @pytest.fixture
 def data(tmp_path):
     """Stripes for training and validation; stripes and noise images for the test."""
-    rng = np.random.default_rng(0)
-    train = [write_png(tmp_path / "train" / f"{i}.png", stripes(32, rng)) for i in range(16)]
-    val = [write_png(tmp_path / "val" / f"{i}.png", stripes(32, rng)) for i in range(6)]
-    good = [write_png(tmp_path / "test" / f"g{i}.png", stripes(32, rng)) for i in range(3)]
-    bad = [
-        write_png(tmp_path / "test" / f"n{i}.png", rng.uniform(0, 1, (32, 32))) for i in range(3)
-    ]
-    return {
-        "train": [Sample(p, 0, "good") for p in train],
-        "val": [Sample(p, 0, "good") for p in val],
-        "test": [Sample(p, 0, "good") for p in good] + [Sample(p, 1, "noise") for p in bad],
-    }
+    return stripes_and_noise(tmp_path, train=16, val=6, test=3)
 
 
 def _maps(detector, samples):
