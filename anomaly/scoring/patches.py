@@ -136,8 +136,8 @@ class PatchMemory:
     n_positions: int = 0
 
     def __post_init__(self) -> None:
-        self._bank = torch.from_numpy(np.ascontiguousarray(self.bank, dtype=np.float32))
-        self._bank_sq = (self._bank.double() ** 2).sum(1)
+        self._bank = torch.from_numpy(np.ascontiguousarray(self.bank, dtype=np.float64))
+        self._bank_sq = (self._bank**2).sum(1)
 
     @property
     def dim(self) -> int:
@@ -181,9 +181,10 @@ class PatchMemory:
     def distances(self, feature_maps: torch.Tensor) -> torch.Tensor:
         """Distance of each position to its nearest memory row, ``(N, h, w)`` float32.
 
-        The nearest row is found with float32 products, and its distance is then
-        measured directly in float64: the expanded ``|a|^2 - 2ab + |b|^2`` loses the
-        small distances that matter most to cancellation.
+        The nearest row is searched in float64 and its distance then measured
+        directly: in float32 the expanded ``|a|^2 - 2ab + |b|^2`` loses small distances
+        to cancellation, so near-ties were broken by rounding and an image's map changed
+        with the batch or thread count it was scored in (as fast as float32 here).
 
         Raises:
             ValueError: Features of another length than the memory's.
@@ -194,13 +195,13 @@ class PatchMemory:
                 f"of {self.dim} features"
             )
         n, _, h, w = feature_maps.shape
-        rows = positions(feature_maps.float())
+        rows = positions(feature_maps.double())
         out = torch.empty(rows.shape[0], dtype=torch.float64)
         for start in range(0, rows.shape[0], _CHUNK):
             q = rows[start : start + _CHUNK]
             # |q|^2 is the same for every memory row, so it does not change the argmin.
-            nearest = (self._bank_sq[None].float() - 2.0 * q @ self._bank.T).argmin(dim=1)
-            diff = q.double() - self._bank[nearest].double()
+            nearest = (self._bank_sq[None] - 2.0 * q @ self._bank.T).argmin(dim=1)
+            diff = q - self._bank[nearest]
             out[start : start + q.shape[0]] = diff.pow(2).sum(1).sqrt()
         return out.view(n, h, w).float()
 
@@ -214,7 +215,7 @@ class PatchMemory:
         with atomic_open(path, "wb") as f:
             np.savez(
                 f,
-                bank=self._bank.numpy(),
+                bank=self._bank.numpy().astype(np.float32),
                 n_images=np.int64(self.n_images),
                 n_positions=np.int64(self.n_positions),
             )

@@ -201,8 +201,10 @@ class Detector:
             ConfigError: The model gives none (see :meth:`check_patches`).
         """
         self.check_patches()
-        batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
-        return self.model.patch_features(batch)
+        # One image at a time, as for image_features: a nearest-neighbour distance that is
+        # small beside the features' size magnifies the ~1e-7 rounding of batched float32
+        # convolutions, and a resumed or distributed run must map an image as the first.
+        return torch.cat([self.model.patch_features(image[None]) for image in images])
 
     @torch.inference_mode()
     def patch_maps(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -89,6 +89,20 @@ def test_a_calibration_without_patch_scale_leaves_the_map_to_the_model(data):
     assert not all(torch.equal(a, b) for a, b in zip(with_patches, plain, strict=True))
 
 
+def test_an_images_patch_map_does_not_depend_on_its_batch(data):
+    detector = _detector()
+    fit_patches(detector, data["train"], batch_size=4)
+    # Defect-free images lie close to the memory: small distances beside the features'
+    # size, where float32 rounding of batched products used to pick another neighbour.
+    _, x = _maps(detector, [*data["val"], *data["test"]])
+    together = torch.stack(detector.patch_maps(x))
+    alone = torch.stack([detector.patch_maps(x[i : i + 1])[0] for i in range(len(x))])
+    torch.testing.assert_close(together, alone, rtol=0, atol=0)
+    torch.testing.assert_close(
+        torch.stack(detector.patch_maps(x[3:])), together[3:], rtol=0, atol=0
+    )
+
+
 def test_fitting_skips_unreadable_images_and_needs_two(data, tmp_path, caplog):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
