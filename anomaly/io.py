@@ -13,9 +13,13 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
+
+from anomaly.errors import ModelFolderError
 
 _SUFFIX = ".tmp"
 #: What :func:`atomic_open` names its temporary files: ``.<name>.`` plus ``mkstemp``'s
@@ -113,3 +117,28 @@ def remove_leftover_temporaries(
         with contextlib.suppress(FileNotFoundError):
             if cutoff is None or leftover.stat().st_mtime < cutoff:
                 leftover.unlink()
+
+
+def read_npz(
+    path: str | os.PathLike[str],
+    readers: Mapping[str, Callable[[np.ndarray], Any]],
+    *,
+    fix: str,
+) -> dict[str, Any]:
+    """The arrays of a model folder's ``.npz`` file, each passed through its reader.
+
+    Args:
+        path: The file.
+        readers: For each array it must hold, what turns it into the value returned
+            (``int``, ``float``, or a cast to a dtype).
+        fix: What the error tells the user to do.
+
+    Raises:
+        ModelFolderError: Unreadable, an array missing, or one its reader refuses (names
+            the file and ``fix``).
+    """
+    try:
+        with np.load(path) as data:
+            return {key: read(data[key]) for key, read in readers.items()}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise ModelFolderError(f"{path} cannot be read ({exc}); {fix}") from exc

@@ -28,7 +28,7 @@ import torch
 from scipy.linalg import pinvh
 
 from anomaly.errors import ModelFolderError
-from anomaly.io import atomic_open
+from anomaly.io import atomic_open, read_npz
 
 FEATURES_FILE = "features.npz"
 # The map's weight in the fused image score (scoring.feature_score.map_weight).
@@ -77,6 +77,10 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
     shrunk = (1.0 - shrinkage) * cov
     shrunk.flat[:: p + 1] += shrinkage * mu
     return shrunk, shrinkage
+
+
+def _float64(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float64)
 
 
 @dataclass
@@ -155,18 +159,19 @@ class FeatureGaussian:
             ModelFolderError: Unreadable, or arrays missing or of mismatched shapes.
         """
         path = Path(path)
-        try:
-            with np.load(path) as data:
-                mean = np.asarray(data["mean"], dtype=np.float64)
+        data = read_npz(
+            path,
+            {
+                "mean": _float64,
                 # float64 once here, not on every scored batch (a 1536x1536 copy).
-                precision = np.asarray(data["precision"], dtype=np.float64)
-                shrinkage = float(data["shrinkage"])
-                n_images = int(data["n_images"])
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ModelFolderError(
-                f"{path} cannot be read ({exc}); restore it from the model's MLflow run "
-                "or retrain the model"
-            ) from exc
+                "precision": _float64,
+                "shrinkage": float,
+                "n_images": int,
+            },
+            fix="restore it from the model's MLflow run or retrain the model",
+        )
+        mean, precision = data["mean"], data["precision"]
+        shrinkage, n_images = data["shrinkage"], data["n_images"]
         if mean.ndim != 1 or precision.shape != (mean.size, mean.size):
             raise ModelFolderError(
                 f"{path}: precision of shape {precision.shape} does not match a mean of "

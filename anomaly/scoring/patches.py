@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.errors import ConfigError, ModelFolderError
-from anomaly.io import atomic_open
+from anomaly.io import atomic_open, read_npz
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ PATCHES_FILE = "patches.npz"
 DEFAULT_WEIGHT = 0.5
 DEFAULT_CORESET = 0.25
 DEFAULT_MAX_PATCHES = 20_000
-# Rows of queries compared with the memory at once: bounds the distance matrix to
-# about 40 MB for a memory of 20 000 patches.
+# Rows of queries compared with the memory at once: bounds the float64 distance matrix
+# to about 80 MB for a memory of 20 000 patches.
 _CHUNK = 512
 
 
@@ -65,6 +65,10 @@ def check_patch_settings(*, weight: float, coreset: float, max_patches: int) -> 
         raise ConfigError(
             f"scoring.patch_map.max_patches must be an integer >= 1, got {max_patches!r}"
         )
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float32)
 
 
 def positions(feature_maps: torch.Tensor) -> torch.Tensor:
@@ -215,7 +219,7 @@ class PatchMemory:
         with atomic_open(path, "wb") as f:
             np.savez(
                 f,
-                bank=self._bank.numpy().astype(np.float32),
+                bank=np.asarray(self.bank, dtype=np.float32),
                 n_images=np.int64(self.n_images),
                 n_positions=np.int64(self.n_positions),
             )
@@ -229,22 +233,19 @@ class PatchMemory:
                 non-empty finite ``(M, D)`` matrix.
         """
         path = Path(path)
-        try:
-            with np.load(path) as data:
-                bank = np.asarray(data["bank"], dtype=np.float32)
-                n_images = int(data["n_images"])
-                n_positions = int(data["n_positions"])
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ModelFolderError(
-                f"{path} cannot be read ({exc}); restore it from the model's MLflow run or "
-                "fit a new one with `anomaly calibrate` after deleting it"
-            ) from exc
+        data = read_npz(
+            path,
+            {"bank": _float32, "n_images": int, "n_positions": int},
+            fix="restore it from the model's MLflow run or fit a new one with "
+            "`anomaly calibrate` after deleting it",
+        )
+        bank = data["bank"]
         if bank.ndim != 2 or bank.shape[0] == 0 or not np.isfinite(bank).all():
             raise ModelFolderError(
                 f"{path}: bank of shape {bank.shape} is not a finite (patches, features) "
                 "matrix; restore it from the model's MLflow run or retrain"
             )
-        return cls(bank=bank, n_images=n_images, n_positions=n_positions)
+        return cls(bank=bank, n_images=data["n_images"], n_positions=data["n_positions"])
 
 
 def patch_scale(map_values: np.ndarray, patch_values: np.ndarray, *, weight: float) -> float:
