@@ -14,7 +14,7 @@ from PIL import Image
 
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.score import SCORES_COLUMNS
-from tests.integration.conftest import list_artifacts
+from tests.integration.conftest import list_artifacts, spawn_cli
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,15 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from tests.conftest import make_tiny_mvtec
-    from tests.integration.conftest import run_cli
 
     work = tmp_path_factory.mktemp("e2e")
     # Test images are 48x48, larger than the 32x32 model input: masks must come back at 48.
     root = make_tiny_mvtec(work / "data", test_size=48)
     uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
     (work / "store").mkdir()
-    result = run_cli(
+    # The subprocess smoke test of `anomaly train` (exit 0); the other commands of this file
+    # run in-process, through the same main(argv), except one smoke test each.
+    result = spawn_cli(
         "train",
         f"data.root={root}",
         "data.image_size=32",
@@ -124,7 +125,8 @@ def test_score_writes_results_and_its_own_run(trained, cli, source):
         else f"runs:/{train_run.info.run_id}/model"
     )
     out = work / f"scored-{source}"
-    _score(trained, cli, model, out)
+    # Scoring a folder is the subprocess smoke test of `anomaly score`.
+    _score(trained, spawn_cli if source == "folder" else cli, model, out)
 
     with open(out / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -171,7 +173,10 @@ def test_editing_the_threshold_changes_verdicts_without_retraining(trained, cli)
 
 def test_user_errors_get_one_line_and_an_exit_code(trained, cli):
     work = trained["work"]
-    missing = cli("train", f"data.root={work / 'nope'}", f"tracking.uri={trained['uri']}", cwd=work)
+    # A real process: the smoke test of the configuration-error family (exit 2).
+    missing = spawn_cli(
+        "train", f"data.root={work / 'nope'}", f"tracking.uri={trained['uri']}", cwd=work
+    )
     # A data.root that does not exist is a configuration mistake (issue 9): exit 2.
     assert missing.returncode == 2
     assert "data.root" in missing.stdout and "Traceback" not in missing.stdout + missing.stderr
@@ -195,7 +200,7 @@ def test_calibrate_refits_without_retraining(trained, cli):
     shutil.copytree(work / "train" / "model", model)
     (model / "calibration.json").write_text("{ broken by a hand edit")
     weights = (model / "model.ckpt").read_bytes()
-    result = cli(
+    result = spawn_cli(  # the subprocess smoke test of `anomaly calibrate`
         "calibrate",
         f"model={model}",
         f"data.root={trained['root']}",
@@ -313,7 +318,7 @@ def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli
     shutil.copytree(trained["root"], root)
     bad = sorted((root / "test" / "good").glob("*.png"))[0]
     bad.write_bytes(b"not a png")
-    skipped = cli(
+    skipped = spawn_cli(  # the subprocess smoke test of `anomaly evaluate` and of exit 5
         "evaluate",
         f"model={work / 'train' / 'model'}",
         f"data.root={root}",
@@ -329,7 +334,7 @@ def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli
         assert len(list(csv.DictReader(handle))) == 5
     assert json.loads((work / "evaluated-bad" / "metrics.json").read_text())["metrics"]
 
-    no_test = cli(
+    no_test = spawn_cli(  # the subprocess smoke test of the input-data family (exit 3)
         "evaluate",
         f"model={work / 'train' / 'model'}",
         f"data.root={root / 'train'}",

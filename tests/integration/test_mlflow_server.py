@@ -29,7 +29,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(server, tmp_path_factory):
-    from tests.integration.conftest import run_cli
+    from tests.integration.conftest import run_cli, spawn_cli
 
     work = tmp_path_factory.mktemp("work")
     root = make_tiny_mvtec(work / "data", test_size=48)
@@ -47,7 +47,8 @@ def trained(server, tmp_path_factory):
         cwd=work,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    promoted = run_cli("promote", f"name={MODEL_NAME}", "version=1", *common[:1], cwd=work)
+    # The subprocess smoke test of `anomaly promote`.
+    promoted = spawn_cli("promote", f"name={MODEL_NAME}", "version=1", *common[:1], cwd=work)
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     scored = run_cli(
         "score",
@@ -192,7 +193,7 @@ print(json.dumps(out))
 
 
 def test_unreachable_server_fails_fast_or_trains_locally(tmp_path):
-    from tests.integration.conftest import run_cli
+    from tests.integration.conftest import run_cli, spawn_cli
 
     root = make_tiny_mvtec(tmp_path / "data")
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -204,7 +205,8 @@ def test_unreachable_server_fails_fast_or_trains_locally(tmp_path):
         "trainer.progress_bar=false",
         f"tracking.uri={dead}",
     ]
-    failed = run_cli("train", *args, f"output_dir={tmp_path / 'a'}", cwd=tmp_path)
+    # A real process: the smoke test of the tracking-store family (exit 4).
+    failed = spawn_cli("train", *args, f"output_dir={tmp_path / 'a'}", cwd=tmp_path)
     assert failed.returncode == 4
     assert "unreachable" in failed.stdout and "tracking.required=false" in failed.stdout
     assert not (tmp_path / "a" / "model").exists()  # failed before training

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import make_tiny_mvtec
-from tests.integration.conftest import list_artifacts, mlflow_server, run_cli
+from tests.integration.conftest import list_artifacts, mlflow_server, run_cli, spawn_cli
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,8 @@ def test_pipeline_promotes_holds_and_reruns_without_work(server, tmp_path):
               "tracking.registered_model=part42", *TINY, "model=cae")  # fmt: skip
     client = MlflowClient(server)
 
-    first = run_cli("train-and-promote", *common, cwd=work)
+    # The subprocess smoke test of `anomaly train-and-promote`.
+    first = spawn_cli("train-and-promote", *common, cwd=work)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "promoted" in first.stdout and "no champion yet" in first.stdout
     champion = client.get_model_version_by_alias("part42", "champion")
@@ -151,7 +152,8 @@ def test_a_second_concurrent_run_exits_6_and_does_nothing(server, tmp_path):
     try:
         lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
                                     "started_at": "2026-11-25T02:00:00+00:00"}))  # fmt: skip
-        result = run_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
+        # A real process: the smoke test of the locked family (exit 6).
+        result = spawn_cli("train-and-promote", f"data.root={root}", f"tracking.uri={server}",
                          "tracking.registered_model=locked-part", "tracking.experiment=locked",
                          *TINY, "model=cae", cwd=tmp_path)  # fmt: skip
     finally:
