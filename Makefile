@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH))))
 
 MLFLOW_PORT ?= 5000
+# Test processes: one per core by default (make test TEST_WORKERS=0 runs in this process).
+TEST_WORKERS ?= auto
 
 .PHONY: install demo test lint format clean help mlflow-server bench bench-quick java
 # root runs apt-get itself; anyone else through sudo.
@@ -37,8 +39,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/anomaly demo
 
+# Whole test files go to one worker each (--dist loadfile), so a module's trained model or
+# MLflow server is made once.
 test: $(STAMP) java
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The Spark test needs a Java runtime (17+); Debian's default one when none is installed.
 java:

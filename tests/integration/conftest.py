@@ -166,7 +166,9 @@ def stop_server(uri: str) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=20)
+        # Its graceful shutdown waits on the keep-alive connections of clients in the test
+        # process; a server that is gone is all any test needs.
+        process.wait(timeout=3)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

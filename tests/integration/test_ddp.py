@@ -16,6 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import make_tiny_mvtec
+from tests.integration.conftest import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]
 
@@ -55,9 +56,9 @@ def trained(tmp_path_factory):
     root = make_tiny_mvtec(work / "data", n_train=16)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     common = [f"data.root={root}", f"tracking.uri={uri}", *TINY]
-    single = _run(["-m", "anomaly", "train", *common, "data.batch_size=8",
-                   "tracking.experiment=single", f"output_dir={work / 'single'}"],
-                  work)  # fmt: skip
+    # The reference needs no process of its own: the command's main(argv) in this one.
+    single = run_cli("train", *common, "data.batch_size=8", "tracking.experiment=single",
+                     f"output_dir={work / 'single'}", cwd=work)  # fmt: skip
     assert single.returncode == 0, single.stdout + single.stderr
     # Two ranks of 4 images per step: the same 8 images per optimiser step as above.
     torchrun = _run(["-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "anomaly",
