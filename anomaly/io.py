@@ -27,6 +27,26 @@ _SUFFIX = ".tmp"
 _TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_SUFFIX))
 
 
+def process_umask() -> int:
+    """The process's umask, read without changing it (Linux reports it in /proc).
+
+    Elsewhere it is read by setting and restoring it, which is not safe against another
+    thread creating a file in between; this package's writers run on Linux.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The permissions :func:`open` gives a new file under the process's umask."""
+    return 0o666 & ~process_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(
     path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True, **kwargs: Any
@@ -42,8 +62,9 @@ def atomic_open(
         **kwargs: Passed to :func:`open` (e.g. ``newline=""`` for CSV).
 
     Yields:
-        The open temporary file. On an exception the temporary file is removed and the
-        destination is left untouched.
+        The open temporary file, with the permissions :func:`open` would give under the
+        process's umask (0644 under 022). On an exception the temporary file is removed
+        and the destination is left untouched.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
@@ -51,6 +72,9 @@ def atomic_open(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
     try:
+        # mkstemp makes 0600 whatever the umask: a results folder served to colleagues or a
+        # model folder read by another service account needs what open() would give.
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             if durable:

@@ -29,7 +29,7 @@ from hydra.utils import get_class
 import anomaly
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, ModelFolderError
-from anomaly.io import write_json_atomic, write_text_atomic
+from anomaly.io import default_file_mode, write_json_atomic, write_text_atomic
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
 from anomaly.scoring.features import FEATURES_FILE, FeatureGaussian
 from anomaly.scoring.maps import MapSettings
@@ -68,6 +68,8 @@ def save_model_folder(
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{CHECKPOINT_FILE}.tmp"
     trainer.save_checkpoint(tmp, weights_only=True)
+    # Lightning's writer (fsspec) does not follow the umask; the folder's other files do.
+    os.chmod(tmp, default_file_mode())
     os.replace(tmp, folder / CHECKPOINT_FILE)
     for part, name in ((features, FEATURES_FILE), (patches, PATCHES_FILE)):
         if part is not None:

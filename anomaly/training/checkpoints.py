@@ -25,6 +25,8 @@ from types import FrameType
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from anomaly.io import default_file_mode
+
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
@@ -61,6 +63,8 @@ class ResumableCheckpoint(pl.Callback):
         # Every rank calls save_checkpoint (it synchronises them); only rank 0 writes a file.
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
+            # Lightning's writer (fsspec) does not follow the umask: the same mode as open().
+            os.chmod(tmp, default_file_mode())
             os.replace(tmp, self.path)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
