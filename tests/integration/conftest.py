@@ -158,6 +158,18 @@ def mlflow_server(root: Path) -> Iterator[str]:
         log_file.close()
 
 
+@pytest.fixture(scope="session")
+def shared_mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """One real `mlflow server` for every test module that only talks to it.
+
+    Started on first use and stopped at the end of the session (of each pytest-xdist
+    worker); its users keep apart by experiment and registered-model names. Tests that stop
+    a server on purpose start a private one with :func:`mlflow_server`.
+    """
+    with mlflow_server(tmp_path_factory.mktemp("shared-server")) as uri:
+        yield uri
+
+
 def stop_server(uri: str) -> None:
     """Stop a server started by :func:`mlflow_server` (and its workers), e.g. mid-run."""
     process = _SERVERS[uri]

@@ -14,17 +14,16 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.conftest import make_tiny_mvtec
-from tests.integration.conftest import free_port, list_artifacts, mlflow_server
+from tests.integration.conftest import free_port, list_artifacts
 
 pytestmark = pytest.mark.integration
 MODEL_NAME = "tiny-part"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real `mlflow server` on a free loopback port, stopped at the end in any case."""
-    with mlflow_server(tmp_path_factory.mktemp("server")) as uri:
-        yield uri
+def server(shared_mlflow_server):
+    """A real `mlflow server` on a free loopback port (the session's shared one)."""
+    return shared_mlflow_server
 
 
 @pytest.fixture(scope="module")

@@ -28,23 +28,22 @@ EXPERIMENT = "score-batch"
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory):
+def champion(tmp_path_factory, shared_mlflow_server):
     """A tiny model trained for one epoch, registered and promoted to champion."""
-    root_dir = tmp_path_factory.mktemp("server")
-    with mlflow_server(root_dir) as uri:
-        work = tmp_path_factory.mktemp("work")
-        root = make_tiny_mvtec(work / "data")
-        trained = run_cli(
-            "train", f"data.root={root}", "data.image_size=32", "data.val_fraction=0.25",
-            "trainer.max_epochs=1", "trainer.progress_bar=false",
-            f"tracking.registered_model={MODEL_NAME}", f"output_dir={work / 'train'}",
-            f"tracking.uri={uri}", cwd=work,
-        )  # fmt: skip
-        assert trained.returncode == 0, trained.stdout + trained.stderr
-        promoted = run_cli("promote", f"name={MODEL_NAME}", "version=1", f"tracking.uri={uri}",
-                           cwd=work)  # fmt: skip
-        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
-        yield {"uri": uri, "work": work}
+    uri = shared_mlflow_server
+    work = tmp_path_factory.mktemp("work")
+    root = make_tiny_mvtec(work / "data")
+    trained = run_cli(
+        "train", f"data.root={root}", "data.image_size=32", "data.val_fraction=0.25",
+        "trainer.max_epochs=1", "trainer.progress_bar=false",
+        f"tracking.registered_model={MODEL_NAME}", f"output_dir={work / 'train'}",
+        f"tracking.uri={uri}", cwd=work,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    promoted = run_cli("promote", f"name={MODEL_NAME}", "version=1", f"tracking.uri={uri}",
+                       cwd=work)  # fmt: skip
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    return {"uri": uri, "work": work}
 
 
 def _args(champion, inbox: Path, *extra: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import make_tiny_mvtec
-from tests.integration.conftest import list_artifacts, mlflow_server, run_cli, spawn_cli
+from tests.integration.conftest import list_artifacts, run_cli, spawn_cli
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +24,8 @@ TINY = (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tap-server")
-    with mlflow_server(root) as uri:
-        yield uri
+def server(shared_mlflow_server):
+    return shared_mlflow_server
 
 
 def _runs(client: MlflowClient, experiment: str) -> list:
