@@ -6,6 +6,7 @@ dependency, Java 17+ comes from the system: the Makefile installs it when missin
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,16 +37,28 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     env.pop("MLFLOW_TRACKING_URI", None)
     # One partition for bytes: the unreadable file shares a batch with readable ones.
-    for mode, partitions in (("paths", "4"), ("bytes", "1")):
-        spark = subprocess.run(
-            [sys.executable, str(REPO / "pipelines" / "spark_score.py"),
-             "--model", "models:/anomaly/1", "--input", str(images),
-             "--output", str(tmp_path / f"{mode}.parquet"), "--tracking-uri", uri,
-             "--master", "local[2]", "--partitions", partitions,
-             *(["--bytes"] if mode == "bytes" else [])],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert spark.returncode == 0, spark.stdout + spark.stderr
+    runs = [
+        ["--model", "models:/anomaly/1", "--input", str(images),
+         "--output", str(tmp_path / f"{mode}.parquet"), "--tracking-uri", uri,
+         "--master", "local[2]", "--partitions", partitions,
+         *(["--bytes"] if mode == "bytes" else [])]
+        for mode, partitions in (("paths", "4"), ("bytes", "1"))
+    ]  # fmt: skip
+    # The script's own main() for both, in one driver process: one JVM start, not two
+    # (each run stops its SparkContext; the next one starts on the same JVM).
+    driver = (
+        "import json, runpy, sys\n"
+        "main = runpy.run_path(sys.argv[1])['main']\n"
+        "for argv in json.loads(sys.argv[2]):\n"
+        "    assert main(argv) == 0\n"
+    )
+    spark = subprocess.run(
+        [sys.executable, "-c", driver, str(REPO / "pipelines" / "spark_score.py"),
+         json.dumps(runs)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert spark.returncode == 0, spark.stdout + spark.stderr
+    assert spark.stdout.count("scored 7 images") == 2, spark.stdout
 
     got = pd.read_parquet(tmp_path / "paths.parquet").set_index("path").sort_index()
     want = pd.read_csv(tmp_path / "score" / "scores.csv").set_index("path").sort_index()
