@@ -170,13 +170,19 @@ def shared_mlflow_server(tmp_path_factory) -> Iterator[str]:
         yield uri
 
 
-def stop_server(uri: str) -> None:
-    """Stop a server started by :func:`mlflow_server` (and its workers), e.g. mid-run."""
+def stop_server(uri: str, *, crash: bool = False) -> None:
+    """Stop a server started by :func:`mlflow_server` (and its workers), e.g. mid-run.
+
+    Args:
+        uri: The server.
+        crash: Kill it at once (SIGKILL), as a crash or a power cut of its host would,
+            instead of asking it to shut down.
+    """
     process = _SERVERS[uri]
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGKILL if crash else signal.SIGTERM)
     try:
         # Its graceful shutdown waits on the keep-alive connections of clients in the test
         # process; a server that is gone is all any test needs.

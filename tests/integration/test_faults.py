@@ -293,11 +293,11 @@ def test_mlflow_going_away_mid_run_keeps_local_outputs(model, tmp_path):
     server_root = tmp_path / "server"
     server_root.mkdir()
     with mlflow_server(server_root) as uri:
-        # 15 epochs (about 0.5 s each) outlast stop_server (at most 3 s before a kill) by
-        # far: the run loses its store mid-training.
+        # The server crashes right after the first epoch's checkpoint; 8 epochs (about
+        # 0.5 s each) are left: the run loses its store mid-training.
         process = subprocess.Popen(
             [sys.executable, "-m", "anomaly", "train", f"data.root={root}", *TRAIN,
-             "trainer.max_epochs=15", f"tracking.uri={uri}", f"output_dir={out}"],
+             "trainer.max_epochs=8", f"tracking.uri={uri}", f"output_dir={out}"],
             cwd=model["work"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -309,7 +309,7 @@ def test_mlflow_going_away_mid_run_keeps_local_outputs(model, tmp_path):
         while not (out / "checkpoints" / "last.ckpt").exists():
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-        stop_server(uri)
+        stop_server(uri, crash=True)
         text, _ = process.communicate(timeout=300)
     assert process.returncode == 4, text
     assert "Traceback" not in text
