@@ -31,6 +31,7 @@ from PIL import Image
 
 import anomaly
 from anomaly.errors import TrackingError
+from anomaly.tracking.store import ensure_store
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def get_experiment_id(uri: str, name: str) -> str:
     """
     mlflow.set_tracking_uri(uri)
     try:
+        ensure_store(uri)
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
@@ -101,6 +103,8 @@ def get_experiment_id(uri: str, name: str) -> str:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS" or created is None:
                 raise
             return created.experiment_id
+    except TrackingError:
+        raise
     except Exception as exc:
         raise TrackingError(
             f"MLflow tracking store {uri} is not usable ({type(exc).__name__}: {exc}); "
@@ -227,6 +231,7 @@ def start_run(
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
     required: bool = True,
+    local_when_unusable: bool = False,
     system_metrics: bool = False,
     run_id: str | None = None,
 ) -> Iterator[RunLogger]:
@@ -239,6 +244,9 @@ def start_run(
         tags: Tags of the run.
         required: When False, an unreachable store gives one warning and a disabled logger
             instead of an error.
+        local_when_unusable: With ``required``, an unusable store still yields a disabled
+            logger, whose ``failed`` names the whole run as not logged (exit code 4 after
+            the local work): for scheduled runs, whose local results matter most.
         system_metrics: Also sample CPU and memory use (MLflow's system metrics).
         run_id: Reopen this run instead of starting a new one (a resumed training).
 
@@ -252,11 +260,14 @@ def start_run(
         check_reachable(uri)
         experiment_id = get_experiment_id(uri, experiment)
     except TrackingError as exc:
-        if required:
+        if required and not local_when_unusable:
             raise
         log.warning("%s; continuing without MLflow: only local outputs are written", exc)
         logger = RunLogger(None, uri)
+        if required:
+            logger.failed.append(f"the whole MLflow run ({exc})")
         yield logger
+        logger.report()
         return
     # Not mlflow.start_run's context manager: its end_run raises when the server went away
     # mid-run, and the local outputs would end in a traceback instead of a clear exit 4.

@@ -21,6 +21,7 @@ from mlflow.types.schema import Array, ColSpec, DataType, Schema
 import anomaly
 from anomaly.errors import ImageReadError, ModelFolderError, TrackingError
 from anomaly.scoring.regions import RegionSettings
+from anomaly.tracking.store import ensure_store
 
 _URI_PREFIXES = (
     "runs:/",
@@ -94,6 +95,7 @@ def resolve_model(model: str, *, tracking_uri: str, download_to: str | os.PathLi
             "the model folder a training wrote (<output_dir>/model), runs:/<run id>/model or "
             "models:/<name>@<alias>"
         )
+    ensure_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         local = Path(
@@ -137,6 +139,7 @@ def model_version_tags(model: str, *, tracking_uri: str) -> dict[str, str]:
     if not model.startswith("models:/"):
         return {"model.run_id": model.split("/")[1]} if model.startswith("runs:/") else {}
     ref = model.removeprefix("models:/")
+    ensure_store(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     try:
         if "@" in ref:
@@ -317,6 +320,7 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: int | str) -> s
     Raises:
         TrackingError: The model or version does not exist, or the store is unreachable.
     """
+    ensure_store(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     try:
         client.get_model_version(name, str(version))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import mlflow
 
 from anomaly.errors import TrackingError
+from anomaly.tracking.store import ensure_store
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ _MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 
 def _client(uri: str) -> mlflow.MlflowClient:
+    ensure_store(uri)
     return mlflow.MlflowClient(uri)
 
 

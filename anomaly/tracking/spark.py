@@ -10,6 +10,8 @@ from typing import Any
 
 import mlflow
 
+from anomaly.tracking.store import ensure_store
+
 # What the UDF returns per image (the pyfunc's columns without the full-size mask, which
 # is too heavy for a table of millions of rows; write masks with `anomaly score` instead).
 RESULT_TYPES = {
@@ -88,6 +90,7 @@ def _score(
 ) -> Any:
     from pyspark.sql import functions as F
 
+    ensure_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     # env_manager="local": executors use the Python environment the job runs in, which
     # must have the anomaly package (the same one that trained the model).
