@@ -14,6 +14,7 @@ their images. A root without ``train/`` is treated as a plain folder of normal i
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from anomaly.data.images import IMAGE_EXTENSIONS, is_image_file
 from anomaly.errors import ConfigError, DataError
 
 GOOD = "good"
+#: How many ignored file names a warning quotes.
+_EXAMPLES = 3
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,16 +68,24 @@ class DatasetSplits:
         return sorted({s.defect_class for s in self.test if s.label == 1})
 
 
-def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
-    """List image files in a folder, sorted, skipping hidden files and folders.
+def list_files(
+    folder: str | os.PathLike[str], *, recursive: bool = True
+) -> tuple[list[Path], list[Path]]:
+    """List a folder's files, split into images and the rest, skipping hidden ones.
+
+    Scoring uses both lists, so that every file a person put in an input folder comes
+    back either scored or named in ``errors.csv`` (the reader refuses the others with the
+    reason); training and evaluation take the images and warn about the rest.
 
     Args:
         folder: Folder to search.
         recursive: Descend into sub-folders (symlinked folders are not followed, so a link
-            cycle cannot make the listing endless; symlinked files are listed).
+            cycle cannot make the listing endless; symlinked files are listed). Hidden
+            files and folders (names starting with ``.``) are never listed.
 
     Returns:
-        Image paths with a supported extension (case-insensitive), sorted.
+        ``(images, others)``: paths with a supported extension (case-insensitive) and
+        every other file, each sorted.
 
     Raises:
         DataError: ``folder`` does not exist or is not a folder.
@@ -81,13 +94,46 @@ def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> li
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise DataError(f"image folder {folder} {what}; check the path")
-    found: list[Path] = []
+    images: list[Path] = []
+    others: list[Path] = []
     for current, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(current) / f for f in files if not f.startswith(".") and is_image_file(f))
+        for name in files:
+            if not name.startswith("."):
+                (images if is_image_file(name) else others).append(Path(current) / name)
         if not recursive:
             break
-    return sorted(found)
+    return sorted(images), sorted(others)
+
+
+def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
+    """List image files in a folder, sorted, skipping hidden files and folders.
+
+    Args:
+        folder: Folder to search.
+        recursive: Descend into sub-folders (see :func:`list_files`).
+
+    Returns:
+        Image paths with a supported extension (case-insensitive), sorted.
+
+    Raises:
+        DataError: ``folder`` does not exist or is not a folder.
+    """
+    return list_files(folder, recursive=recursive)[0]
+
+
+def describe_others(others: list[Path], folder: Path) -> str:
+    """``"<n> file(s), e.g. a.gif, notes.txt"``: the non-image files of a listing, briefly."""
+    names = ", ".join(_relative(p, folder) for p in sorted(others)[:_EXAMPLES])
+    more = ", ..." if len(others) > _EXAMPLES else ""
+    return f"{len(others)} file(s), e.g. {names}{more}"
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def find_mask(
@@ -140,7 +186,8 @@ def scan_dataset(root: str | os.PathLike[str], *, mask_suffix: str = "_mask") ->
     train_dir = root / "train" / GOOD
     if not train_dir.is_dir():
         train_dir = root / "train" if (root / "train").is_dir() else root
-    train = [Sample(p, 0, GOOD) for p in list_images(train_dir)]
+    images, ignored = list_files(train_dir)
+    train = [Sample(p, 0, GOOD) for p in images]
     if not train:
         raise DataError(
             f"no training images found in {train_dir} (looked for "
@@ -153,10 +200,24 @@ def scan_dataset(root: str | os.PathLike[str], *, mask_suffix: str = "_mask") ->
             if class_dir.name.startswith("."):
                 continue
             is_good = class_dir.name == GOOD
-            for image in list_images(class_dir):
-                mask = None if is_good else find_mask(root, class_dir.name, image,
-                                                      mask_suffix=mask_suffix)
+            images, others = list_files(class_dir)
+            ignored += others
+            for image in images:
+                mask = (
+                    None
+                    if is_good
+                    else find_mask(root, class_dir.name, image, mask_suffix=mask_suffix)
+                )
                 test.append(Sample(image, 0 if is_good else 1, class_dir.name, mask))
+    if ignored:
+        # Not an error (notes and exports often sit beside the photos), but a photo saved
+        # as GIF or WebP would otherwise be missing from training without a word.
+        log.warning(
+            "ignored %s in %s: not an image type the inspection reads (%s)",
+            describe_others(ignored, root),
+            root,
+            ", ".join(sorted(IMAGE_EXTENSIONS)),
+        )
     return DatasetSplits(root=root, train=train, test=test)
 
 

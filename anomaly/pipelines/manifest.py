@@ -13,7 +13,6 @@ and cuts the file back to the last whole line, so the next append starts on a cl
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -28,17 +27,6 @@ log = logging.getLogger(__name__)
 
 #: Status of a record: the image was scored, or it could not be read.
 OK, ERROR = "ok", "error"
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

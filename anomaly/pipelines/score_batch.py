@@ -47,13 +47,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from anomaly.data.folder import Sample, list_images
+from anomaly.data.folder import Sample, list_files
 from anomaly.errors import ConfigError, DataError, OutputError
-from anomaly.io import atomic_open, remove_leftover_temporaries, write_json_atomic
+from anomaly.io import atomic_open, remove_leftover_temporaries, sha256_file, write_json_atomic
 from anomaly.jobs.checks import check_config
 from anomaly.jobs.score import output_settings, region_settings
 from anomaly.pipelines import lock as locking
-from anomaly.pipelines.manifest import ERROR, OK, Key, Manifest, sha256_file
+from anomaly.pipelines.manifest import ERROR, OK, Key, Manifest
 from anomaly.scoring.regions import REGION_COLUMNS, region_table
 from anomaly.scoring.score import SCORES_COLUMNS as SCORE_COLUMNS
 from anomaly.scoring.score import (
@@ -181,8 +181,22 @@ def settings_from(cfg: DictConfig) -> Settings:
     )
 
 
+def inbox_files(settings: Settings) -> list[Path]:
+    """Every file of the inbox a run answers for, sorted.
+
+    Images and any other visible file: a file the reader does not take (GIF, WebP, a
+    text file) is scored like the rest, so that it is refused with its reason and listed
+    in ``errors.csv`` instead of lying in the inbox unnoticed. Hidden files and folders
+    are left out, and so is the state folder even when configured to a visible one.
+    """
+    images, others = list_files(settings.inbox)
+    return sorted(
+        p for p in images + others if p != settings.state and settings.state not in p.parents
+    )
+
+
 def plan_run(settings: Settings, manifest: Manifest) -> Plan:
-    """Sort the inbox's images into new, changed, done and known errors.
+    """Sort the inbox's files into new, changed, done and known errors.
 
     A file whose size and modification time match its last record is not read again: its
     recorded hash is used (a rerun over a large inbox kept in place stays fast).
@@ -191,7 +205,7 @@ def plan_run(settings: Settings, manifest: Manifest) -> Plan:
     for record in manifest.records:
         last[record["path"]] = record
     plan = Plan()
-    for path in list_images(settings.inbox):
+    for path in inbox_files(settings):
         rel = path.relative_to(settings.inbox).as_posix()
         try:
             stat = path.stat()
@@ -571,6 +585,14 @@ def _score_items(
             )
             writes = []
             for j, (i, verdict) in enumerate(zip(batch["index"], results, strict=True)):
+                if verdict.error:
+                    # No verdict (a non-finite score): an error record, as for a file that
+                    # cannot be read.
+                    log.warning("skipped %s: %s", items[i].rel, verdict.error)
+                    records.append(
+                        _record(items[i], ERROR, now, reason=verdict.error, run=result["run"])
+                    )
+                    continue
                 original = batch["original"][j] if outputs.overlays else None
                 name = Path(items[i].rel).with_suffix(".png")
                 writes.append(

@@ -10,6 +10,7 @@ import contextlib
 import csv
 import io
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,8 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from anomaly.data.dataset import ImageDataset, collate
-from anomaly.data.folder import Sample, list_images
-from anomaly.data.images import read_mask
+from anomaly.data.folder import Sample, describe_others, list_files
+from anomaly.data.images import IMAGE_EXTENSIONS, read_mask
 from anomaly.data.transforms import Preprocess, resize_map
 from anomaly.errors import ConfigError, DataError, OutputError
 from anomaly.io import atomic_open, remove_leftover_temporaries, write_json_atomic
@@ -391,6 +392,8 @@ def calibrate(
     feature and map scores, standardised on these images (``map_weight``: the map's
     share), and the image threshold is fitted on that.
 
+    Unreadable images are skipped with a warning that names them.
+
     Raises:
         DataError: No validation image could be read.
     """
@@ -403,8 +406,13 @@ def calibrate(
     distances: list[np.ndarray] = []
     rng = np.random.default_rng(seed)
     for batch, batch_maps in iterate_maps(
-        detector, samples, batch_size=batch_size, num_workers=num_workers
+        detector, samples, batch_size=batch_size, num_workers=num_workers, skip_errors=True
     ):
+        # As for the training images: one unreadable photo costs itself, not the run.
+        for i, reason in batch["errors"]:
+            log.warning(
+                "skipped validation image %s for the calibration: %s", samples[i].path, reason
+            )
         if "distances" in batch:
             distances.append(batch["distances"])
         if batch_maps and detector.patches is not None:
@@ -594,9 +602,9 @@ class Evaluation:
             class as ``<metric>/<class>`` (that class against the defect-free images).
         pixel_metrics_at: Where the pixel metrics were taken: ``native``, ``model`` (also
             when native size would have held too many pixels) or None.
-        errors: ``(path, reason)`` of each image that could not be read (its score is NaN
-            and the metrics are those of the other images) and of each unusable mask (its
-            image counts in the image metrics only).
+        errors: ``(path, reason)`` of each image that could not be read or judged (its
+            score is NaN and the metrics are those of the other images) and of each
+            unusable mask (its image counts in the image metrics only).
     """
 
     samples: list[Sample]
@@ -691,11 +699,22 @@ def evaluate(
             progress(done, len(samples))
         if not batch_maps:
             continue
-        scores[batch["index"]] = detector.scores(batch_maps, distances=batch.get("distances"))
+        batch_scores = detector.scores(batch_maps, distances=batch.get("distances"))
+        judged: set[int] = set()
+        for i, score, score_map in zip(batch["index"], batch_scores, batch_maps, strict=True):
+            reason = unjudgeable(float(score), score_map)
+            if reason:
+                # Left out like an unreadable image: NaN is how scores marks "not scored".
+                log.warning("skipped test image %s: %s", samples[i].path, reason)
+                errors.append((samples[i].path, reason))
+                score = np.nan
+            else:
+                judged.add(i)
+            scores[i] = score
         if pixel_metrics_at is None:
             continue
         for j, i in enumerate(batch["index"]):
-            if not bool(batch["has_mask"][j]):
+            if i not in judged or not bool(batch["has_mask"][j]):
                 continue
             # float32: half precision would tie the tiny values of probability maps
             # (DRAEM's normal surface) at 0 and flatten the pixel ROC.
@@ -771,19 +790,24 @@ class ImageResult:
 
     Attributes:
         score: Image score.
-        p_value: Split-conformal p-value against the validation scores (NaN without them).
-        is_defective: ``score > image threshold``.
+        p_value: Split-conformal p-value against the validation scores (None without
+            them: absent, never NaN).
+        is_defective: ``score > image threshold`` (True, fail-safe, when ``error`` is set).
         labels: ``(H, W)`` int32 defect regions (0 = background), after cleaning.
         n_regions: Number of regions.
         score_map: ``(H, W)`` anomaly map.
+        error: Why the image got no verdict (see :func:`unjudgeable`); ``""`` when it has
+            one. An image with an error must be reported as an error row: its score, map
+            and regions mean nothing.
     """
 
     score: float
-    p_value: float
+    p_value: float | None
     is_defective: bool
     labels: np.ndarray
     n_regions: int
     score_map: np.ndarray
+    error: str = ""
 
     @property
     def mask(self) -> np.ndarray:
@@ -801,6 +825,35 @@ class ImageResult:
         return int(np.bincount(self.labels.ravel())[1:].max()) if self.n_regions else 0
 
 
+def unjudgeable(score: float, score_map: np.ndarray | torch.Tensor) -> str:
+    """Why a score and map cannot be given out as a verdict; ``""`` when they can.
+
+    ``NaN > threshold`` is false, so a NaN score would pass a part as good: every path
+    that turns maps into per-image rows (:func:`analyse`, :func:`evaluate`) asks this
+    first and reports the image as an error instead.
+
+    Args:
+        score: The image score.
+        score_map: The image's anomaly map (any shape).
+
+    Returns:
+        The reason for ``errors.csv`` (or the pyfunc model's ``error``), or ``""``.
+    """
+    values = score_map.numpy() if isinstance(score_map, torch.Tensor) else np.asarray(score_map)
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if math.isfinite(score) and not bad:
+        return ""
+    what = (
+        f"a non-finite score ({score})"
+        if not math.isfinite(score)
+        else f"a non-finite anomaly map ({bad} of {values.size} values NaN or infinite)"
+    )
+    return (
+        f"the model produced {what}, so the image was not judged; check that the model "
+        "folder is intact and its training did not diverge, then score the image again"
+    )
+
+
 def analyse(
     detector: Detector,
     maps: Sequence[torch.Tensor],
@@ -813,23 +866,31 @@ def analyse(
 ) -> list[ImageResult]:
     """Scores, p-values, verdicts and cleaned defect regions of a batch of maps.
 
-    The one place where maps become verdicts: ``anomaly score`` and the MLflow pyfunc
-    model both call it, so they agree on every image. ``distances``: the images' feature
-    scores, when the detector fuses them (:meth:`Detector.feature_distances`).
+    The one place where maps become verdicts: ``anomaly score``, ``score-batch`` and the
+    MLflow pyfunc model all call it, so they agree on every image. ``distances``: the
+    images' feature scores, when the detector fuses them
+    (:meth:`Detector.feature_distances`). An image whose score or map is not finite gets
+    no verdict but an ``error`` (see :func:`unjudgeable`), which callers report instead.
     """
     if not maps:
         return []
     scores = detector.scores(maps, pixel_threshold=pixel_threshold, distances=distances)
     reference = detector.calibration.validation_scores if detector.calibration else []
-    pvals = p_values(scores, reference) if reference else np.full(len(scores), np.nan)
+    # Without validation scores there is no p-value: absent (None), not NaN.
+    pvals = p_values(scores, reference).tolist() if reference else [None] * len(scores)
     results = []
     for m, size, score, pval in zip(maps, original_sizes, scores, pvals, strict=True):
         full = resize_map(m, tuple(size))[0].numpy()
+        error = unjudgeable(float(score), full)
+        if error:
+            # Flagged, so that a caller that overlooked ``error`` would stop the part,
+            # never pass it; the callers here report it as an error row instead.
+            empty = np.zeros(full.shape, dtype=np.int32)
+            results.append(ImageResult(float(score), None, True, empty, 0, full, error))
+            continue
         labels, count = defect_regions(full, pixel_threshold, regions)
         results.append(
-            ImageResult(
-                float(score), float(pval), bool(score > image_threshold), labels, count, full
-            )
+            ImageResult(float(score), pval, bool(score > image_threshold), labels, count, full)
         )
     return results
 
@@ -952,11 +1013,15 @@ def score_folder(
     write_threads: int = 2,
     progress: Progress | None = None,
 ) -> ScoreSummary:
-    """Score every image under ``input_dir`` (recursively) and write the results.
+    """Score every file under ``input_dir`` (recursively) and write the results.
 
-    Writes, in ``output_dir``: ``scores.csv`` and ``scores.parquet`` (one row per readable
+    Every file but hidden ones (and those in hidden folders) ends up in exactly one table:
+    ``scores.csv`` with a verdict, or ``errors.csv`` with the reason it got none (unreadable,
+    an unsupported type, pixels or a model score that are not finite).
+
+    Writes, in ``output_dir``: ``scores.csv`` and ``scores.parquet`` (one row per judged
     image), ``regions.csv`` (one row per defect region), ``errors.csv`` (one row per
-    unreadable file, only when there are some), ``masks/``, ``heatmaps/`` and ``overlays/``
+    other file, only when there are some), ``masks/``, ``heatmaps/`` and ``overlays/``
     (one PNG per image at its original size, under its relative path) and
     ``summary.json``. Images are streamed, so memory does not grow with their number.
 
@@ -986,7 +1051,8 @@ def score_folder(
         The summary.
 
     Raises:
-        DataError: ``input_dir`` does not exist or holds no image files, or the detector
+        DataError: ``input_dir`` does not exist or holds no image file (the message names
+            the other files it holds, if any), or the detector
             has no calibration (p-values need its validation scores even when both
             thresholds are overridden).
         OutputError: ``output_dir`` cannot be written (full disk, read-only); the results
@@ -996,9 +1062,16 @@ def score_folder(
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     regions = regions or RegionSettings()
     outputs = outputs or OutputSettings()
-    paths = list_images(input_dir)
-    if not paths:
-        raise DataError(f"no image files found in {input_dir}; nothing to score")
+    images, others = list_files(input_dir)
+    if not images:
+        found = f" (only {describe_others(others, input_dir)})" if others else ""
+        raise DataError(
+            f"no image files found in {input_dir}{found}; nothing to score (supported: "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    # Every other file too: the reader refuses it with the reason, so it is named in
+    # errors.csv instead of vanishing from the results without a word.
+    paths = sorted(images + others)
     cal = detector.calibration
     if cal is None:
         raise DataError("the model has no calibration.json; run `anomaly calibrate`")
@@ -1071,6 +1144,15 @@ def score_folder(
                     regions=regions,
                     distances=batch.get("distances"),
                 )
+                unjudged = [
+                    (rel[i].as_posix(), result.error)
+                    for i, result in zip(batch["index"], results, strict=True)
+                    if result.error
+                ]
+                errors_csv.append(unjudged)
+                for path, reason in unjudged:
+                    log.warning("skipped %s: %s", path, reason)
+                summary.n_errors += len(unjudged)
                 timings["postprocess"] += time.perf_counter() - t0
                 # The previous batch's pictures were written while this one was decoded
                 # and scored; wait for them now, so at most two batches are in flight (flat
@@ -1079,6 +1161,8 @@ def score_folder(
                 t1 = time.perf_counter()
                 held.commit(scores_csv, regions_csv, summary)
                 for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
+                    if result.error:
+                        continue
                     name = rel[i].with_suffix(".png")
                     original = batch["original"][j] if outputs.overlays else None
                     pending.append(
@@ -1144,7 +1228,7 @@ class _Rows:
             [
                 path,
                 f"{result.score:.6g}",
-                f"{result.p_value:.6g}",
+                "" if result.p_value is None else f"{result.p_value:.6g}",
                 f"{threshold:.6g}",
                 int(result.is_defective),
                 result.n_regions,

@@ -186,8 +186,8 @@ def predict_images(
     Returns:
         One row per input: ``score``, ``p_value``, ``is_defective``, ``n_regions``,
         ``defect_area_px``, ``mask`` (``(H, W)`` uint8 0/255 at the image's size) and
-        ``error`` (empty, or why the image could not be read; the other fields are then
-        missing).
+        ``error`` (empty, or why the image could not be read or judged, e.g. NaN pixels
+        or a non-finite score; the other fields are then missing: no verdict).
     """
     from anomaly.data.images import array_to_image, read_image
     from anomaly.scoring.score import analyse
@@ -223,6 +223,11 @@ def predict_images(
             distances=detector.feature_distances(inputs),
         )
         for k, result in zip(positions, results, strict=True):
+            if result.error:
+                # A non-finite score or map: reported like an unreadable image, since
+                # NaN > threshold would pass the part.
+                rows[k] = {"error": result.error}
+                continue
             rows[k] = {
                 "score": result.score,
                 "p_value": result.p_value,

@@ -342,3 +342,106 @@ def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli
         cwd=work,
     )
     assert no_test.returncode == 3 and "no labelled test images" in no_test.stdout
+
+
+def _gray(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _unjudgeable_folder(folder: Path, good: list[Path]) -> dict[str, str]:
+    """Good photos beside every kind of file that cannot be judged; returns each refused
+    file's expected reason (its start)."""
+    folder.mkdir(parents=True)
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    stripes = _gray(good[0])  # 48x48
+    Image.fromarray(stripes > 0.5).save(folder / "bits.png")  # mode "1": read
+    Image.fromarray(np.round(stripes * 65535).astype(np.uint16)).save(folder / "deep.png")
+    for name, bad in (("nan.tif", np.nan), ("inf.tif", np.inf)):
+        values = stripes.copy()
+        values[5:7, 5:8] = bad
+        Image.fromarray(values).save(folder / name)  # mode "F"
+    frames = [Image.fromarray(np.uint8(stripes * 255)), Image.fromarray(np.uint8(stripes * 99))]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "photo.webp")
+    frames[0].save(folder / "pages.tif", save_all=True, append_images=frames[1:])
+    (folder / ".notes.txt").write_text("hidden: ignored\n")
+    (folder / ".cache").mkdir()
+    shutil.copy(good[0], folder / ".cache" / "thumb.png")
+    return {
+        "nan.tif": "6 of 2304 pixels are not finite (NaN or infinity)",
+        "inf.tif": "6 of 2304 pixels are not finite (NaN or infinity)",
+        "anim.gif": "unsupported file type '.gif'",
+        "photo.webp": "unsupported file type '.webp'",
+        "pages.tif": "has 2 frames/pages",
+    }
+
+
+def _every_file_once(scores_csv: Path, errors_csv: Path, expected: dict[str, str], names):
+    with open(scores_csv, newline="") as handle:
+        scored = list(csv.DictReader(handle))
+    with open(errors_csv, newline="") as handle:
+        errors = {r["path"]: r["reason"] for r in csv.DictReader(handle)}
+    listed = [r["path"] for r in scored] + list(errors)
+    assert sorted(listed) == sorted(names), "a file is missing or listed twice"
+    assert set(errors) == set(expected)
+    for name, reason in expected.items():
+        assert errors[name].startswith(reason), (name, errors[name])
+    for row in scored:  # finite, never NaN: a NaN score would pass the part
+        assert np.isfinite(float(row["score"])) and 0 < float(row["p_value"]) <= 1, row
+    return scored
+
+
+def test_photos_that_cannot_be_judged_are_listed_never_passed(trained, cli, tmp_path):
+    """`anomaly score`, `anomaly score-batch` and the pyfunc model on NaN, infinite,
+    multi-page and unsupported files beside good, 1-bit and 16-bit photos."""
+    from anomaly.model_folder import load_detector
+    from anomaly.tracking.model import predict_images
+
+    work, model = trained["work"], trained["work"] / "train" / "model"
+    good = sorted((trained["root"] / "test" / "good").glob("*.png"))
+    expected = _unjudgeable_folder(tmp_path / "in", good)
+    names = sorted(p.name for p in (tmp_path / "in").iterdir() if not p.name.startswith("."))
+    assert len(names) == len(good) + 2 + len(expected)
+    track = (f"tracking.uri={trained['uri']}", "tracking.experiment=e2e-unjudgeable")
+
+    scored = cli("score", f"model={model}", f"input={tmp_path / 'in'}",
+                 f"output={tmp_path / 'out'}", *track, cwd=work)  # fmt: skip
+    assert scored.returncode == 5, scored.stdout + scored.stderr  # some files skipped
+    assert f"{len(expected)} skipped (see errors.csv)" in scored.stdout
+    rows = _every_file_once(
+        tmp_path / "out" / "scores.csv", tmp_path / "out" / "errors.csv", expected, names
+    )
+    assert {"bits.png", "deep.png"} <= {r["path"] for r in rows}
+
+    inbox = tmp_path / "batch" / "inbox"
+    shutil.copytree(tmp_path / "in", inbox)
+    batch = ("score-batch", f"inbox={inbox}", f"model={model}", "scoring.batch_size=4", *track)
+    first = cli(*batch, cwd=work)
+    assert first.returncode == 5, first.stdout + first.stderr
+    assert f"{len(expected)} skipped (unreadable)" in first.stdout
+    results = tmp_path / "batch" / "results"
+    _every_file_once(results / "scores.csv", results / "errors.csv", expected, names)
+    # Known errors are not retried while unchanged; a fixed file is scored.
+    again = cli(*batch, cwd=work)
+    assert again.returncode == 0 and "scored 0 new image(s)" in again.stdout, again.stdout
+    fixed = _gray(good[0])
+    Image.fromarray(fixed).save(inbox / "nan.tif")
+    third = cli(*batch, cwd=work)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "scored 1 new image(s) (1 changed)" in third.stdout
+    with open(results / "scores.csv", newline="") as handle:
+        assert "nan.tif" in {r["path"] for r in csv.DictReader(handle)}
+
+    # The pyfunc model (what MLflow and Spark call): an error per refused input, no verdict.
+    nan_array = fixed.copy()
+    nan_array[0, 0] = np.nan
+    frame = predict_images(
+        load_detector(model),
+        [nan_array, ("nan.tif", (tmp_path / "in" / "nan.tif").read_bytes()), fixed],
+    )
+    assert "values of the image array are not finite" in frame["error"][0]
+    assert frame["error"][1].startswith(expected["nan.tif"])
+    assert frame["error"][2] == "" and np.isfinite(frame["score"][2])
+    assert frame.loc[:1, ["score", "p_value", "is_defective"]].isna().all().all()

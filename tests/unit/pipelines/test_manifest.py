@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from anomaly.pipelines.manifest import Key, Manifest, sha256_file
+from anomaly.io import sha256_file
+from anomaly.pipelines.manifest import Key, Manifest
 
 
 def _rec(path: str, sha: str, **extra) -> dict:

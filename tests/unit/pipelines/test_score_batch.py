@@ -10,7 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from anomaly.errors import ConfigError
-from anomaly.pipelines.manifest import Manifest, sha256_file
+from anomaly.io import sha256_file
+from anomaly.pipelines.manifest import Manifest
 from anomaly.pipelines.score_batch import (
     DONE_ORPHAN_AGE_S,
     move_file,
@@ -147,3 +148,28 @@ def test_without_move_the_done_folder_is_not_touched(tmp_path):
     os.utime(orphan, (old, old))
     remove_orphans(settings)
     assert orphan.exists()
+
+
+def test_plan_answers_for_every_visible_file_but_not_the_state_folder(tmp_path):
+    inbox = tmp_path / "inbox"
+    _image(inbox / "a.png", 10)
+    (inbox / "clip.gif").write_bytes(b"GIF89a")
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "notes.txt").write_text("not a photo\n")
+    (inbox / ".DS_Store").write_bytes(b"\x00")
+    # A visible state folder inside the inbox (state= set by hand): its lock and
+    # manifest are not inbox files.
+    settings = settings_from(_cfg(inbox, state="${inbox}/state"))
+    manifest = Manifest.open(settings.state / "manifest.jsonl")
+    (settings.state / "lock").write_text("1234\n")
+    gif = inbox / "clip.gif"
+    assert [i.rel for i in plan_run(settings, manifest).new] == [
+        "a.png", "clip.gif", "sub/notes.txt"
+    ]  # fmt: skip
+    # Refused once (an error record), a file is known and not retried until it changes.
+    manifest.append([{"path": "clip.gif", "sha256": sha256_file(gif), "status": "error"}])
+    plan = plan_run(settings, manifest)
+    assert [i.rel for i in plan.known_errors] == ["clip.gif"]
+    gif.write_bytes(b"GIF89a, another export")
+    assert [i.rel for i in plan_run(settings, manifest).changed] == ["clip.gif"]
+    manifest.close()
