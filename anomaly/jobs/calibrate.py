@@ -23,6 +23,7 @@ from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.features import FEATURES_FILE
 from anomaly.scoring.patches import PATCHES_FILE
 from anomaly.scoring.score import calibrate, evaluate, fit_features, fit_patches
+from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
             }
         )
         run.metrics(metrics)
+        if run.enabled:
+            log_file_sets(run, [file_set(validation, root=splits.root, context="validation")])
         run.artifact(folder / CALIBRATION_FILE)
         if fitted:
             run.artifact(folder / FEATURES_FILE)

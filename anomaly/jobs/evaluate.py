@@ -30,6 +30,7 @@ from anomaly.scoring.score import (
     check_pixel_metrics_at,
     evaluate,
 )
+from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import RunLogger, base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import load_model, model_run_tags
 
@@ -103,6 +104,8 @@ def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> dict
                 "output": str(output_dir),
             }
         )
+        if run.enabled:
+            log_file_sets(run, [file_set(splits.test, root=splits.root, context="test")])
         evaluation = evaluate(
             detector,
             splits.test,

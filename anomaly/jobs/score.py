@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from anomaly.data.folder import Sample, list_images
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.score import OutputSettings, Progress, score_folder
+from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import load_model, model_run_tags
 
@@ -61,6 +63,9 @@ def run_scoring(
                 "output": str(output_dir),
             }
         )
+        if run.enabled and Path(input_dir).is_dir():
+            inputs = [Sample(path) for path in list_images(input_dir)]
+            log_file_sets(run, [file_set(inputs, root=input_dir, context="scoring")])
         summary = score_folder(
             detector,
             input_dir,

@@ -46,6 +46,8 @@ from anomaly.scoring.score import (
     gives_features,
     gives_patches,
 )
+from anomaly.tracking.card import card_tags, log_training_card, training_card
+from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import (
     EpochMetricsCallback,
     RunLogger,
@@ -300,6 +302,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 }
             )
         run.text(config_yaml, "config.yaml")
+        file_sets = []
+        if run.enabled:
+            # Read once more for their sha256: a digest of contents, not of dates.
+            file_sets = [
+                file_set(samples, root=splits.root, context=context)
+                for context, samples in (
+                    ("training", datamodule.train_samples),
+                    ("validation", datamodule.val_samples),
+                    ("test", splits.test),
+                )
+            ]
+            if resume_from is None:  # a resumed run has its inputs already
+                log_file_sets(run, file_sets)
         log.info(
             "training %s on %d images (%d held out for calibration) from %s",
             cfg.model.name,
@@ -409,6 +424,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         run.artifact(grid, "evaluation")
         run.artifact(model_dir / "calibration.json")
         registered = _log_model(run, model_dir, t)
+        if run.enabled:
+            model_facts = {
+                "model": f"{cfg.model.name} (loss {cfg.loss.name})",
+                "epochs": trainer.current_epoch,
+                "image size": OmegaConf.to_container(cfg.data, resolve=True).get("image_size"),
+                "run": run_name,
+            }
+            card = training_card(
+                title=f"{cfg.model.name} on {splits.root.name}",
+                model=model_facts,
+                file_sets=file_sets,
+                metrics=metrics,
+                calibration=detector.calibration,
+            )
+            tags = card_tags(file_sets, metrics, detector.calibration)
+            log_training_card(run, card, tags, registered)
 
     for name, value in sorted(metrics.items()):
         log.info("%s = %.4f", name, value)

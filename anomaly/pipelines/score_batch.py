@@ -63,6 +63,7 @@ from anomaly.scoring.score import (
     iterate_maps,
     write_pictures,
 )
+from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import load_model, model_version_tags
 
@@ -495,6 +496,14 @@ def _score_plan(
                 "done": str(settings.done) if settings.move else "",
             }
         )
+        if run.enabled and to_score:
+            batch = file_set(
+                [Sample(it.path) for it in to_score],
+                root=settings.inbox,
+                context="scoring",
+                hashes=[it.sha256 for it in to_score],
+            )
+            log_file_sets(run, [batch])
         new_records: list[dict[str, Any]] = []
         if detector is not None:
             run_dir = settings.output / "runs" / run_name

@@ -30,6 +30,7 @@ from anomaly.io import read_errors_csv
 from anomaly.jobs.checks import check_config
 from anomaly.pipelines.lock import locked
 from anomaly.scoring.score import evaluate
+from anomaly.tracking.card import gate_section
 from anomaly.tracking.mlflow_logger import (
     base_tags,
     check_reachable,
@@ -37,7 +38,14 @@ from anomaly.tracking.mlflow_logger import (
     start_run,
 )
 from anomaly.tracking.model import load_model, set_alias
-from anomaly.tracking.registry import Version, tag_version, version_by_alias, version_by_tag
+from anomaly.tracking.registry import (
+    Version,
+    describe_version,
+    tag_version,
+    version_by_alias,
+    version_by_tag,
+    version_description,
+)
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +428,33 @@ def _gate_step(
             log.info("promoted %s version %s to @%s: %s", name, version, alias, decision.reason)
         else:
             log.warning("%s version %s stays candidate: %s", name, version, decision.reason)
+        run.call("the gate on the card", _describe_gate, uri, name, version, decision, champion)
         # Last: the decision tag is what tells a rerun that this version is done.
         tag_version(uri, name, version, {REASON_TAG: decision.reason, DECISION_TAG: decision.word})
     return version if decision.promote else (champion.version if champion else None)
+
+
+def _describe_gate(
+    uri: str, name: str, version: str, decision: GateDecision, champion: Version | None
+) -> None:
+    """Append the gate's comparison to the version's card, and set it as tags."""
+    section = gate_section(
+        decision=decision.word,
+        reason=decision.reason,
+        metric=decision.metric,
+        candidate=decision.candidate,
+        champion=decision.champion,
+        champion_version=champion.version if champion else None,
+        margin=decision.margin,
+    )
+    tags = {
+        "gate.metric": decision.metric,
+        "gate.margin": str(decision.margin),
+        "gate.champion_version": champion.version if champion else "none",
+    }
+    for key in ("candidate", "champion"):
+        value = getattr(decision, key)
+        if value is not None:
+            tags[f"gate.{key}"] = f"{value:.4g}"
+    card = version_description(uri, name, version)
+    describe_version(uri, name, version, description=card + section, tags=tags)

@@ -98,3 +98,32 @@ def tag_version(uri: str, name: str, version: str, tags: dict[str, str]) -> None
             client.set_model_version_tag(name, version, key, value)
     except mlflow.exceptions.MlflowException as exc:
         raise TrackingError(f"cannot tag {name} version {version} in {uri}: {exc}") from exc
+
+
+def describe_version(
+    uri: str, name: str, version: str, *, description: str, tags: dict[str, str] | None = None
+) -> None:
+    """Set a registered model version's description (Markdown) and tags.
+
+    Raises:
+        TrackingError: The store cannot be reached.
+    """
+    client = _client(uri)
+    try:
+        client.update_model_version(name, version, description=description)
+    except Exception as exc:
+        raise TrackingError(f"cannot describe {name} version {version} in {uri}: {exc}") from exc
+    if tags:
+        tag_version(uri, name, version, tags)
+
+
+def version_description(uri: str, name: str, version: str) -> str:
+    """A registered model version's description ("" when it has none).
+
+    Raises:
+        TrackingError: The store cannot be reached or has no such version.
+    """
+    try:
+        return _client(uri).get_model_version(name, version).description or ""
+    except Exception as exc:
+        raise TrackingError(f"cannot read {name} version {version} in {uri}: {exc}") from exc

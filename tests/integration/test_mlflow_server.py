@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +148,108 @@ def test_evaluate_names_the_registered_version(trained, tmp_path):
     (train_run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
     assert run.data.metrics["image_auroc"] == train_run.data.metrics["image_auroc"]
     assert list_artifacts(client, run.info.run_id).get("evaluation/scores.csv", 0) > 0
+    # The same test photos as the training's evaluation: the same dataset.
+    assert _datasets(run) == {"test": _datasets(train_run)["test"]}
+
+
+def _datasets(run) -> dict[str, tuple[str, str]]:
+    """context -> (name, digest) of a run's dataset inputs."""
+    found = {}
+    for entry in run.inputs.dataset_inputs:
+        context = next(t.value for t in entry.tags if t.key == "mlflow.data.context")
+        found[context] = (entry.dataset.name, entry.dataset.digest)
+    return found
+
+
+def _digest(rows: list[tuple[str, str, str]]) -> str:
+    """The documented digest, computed here from the files themselves."""
+    text = "".join(f"{path}\0{sha}\0{label}\n" for path, sha, label in sorted(rows))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_rows(root: Path, paths) -> list[tuple[str, str, str]]:
+    rows = []
+    for rel in paths:
+        label = "good" if Path(rel).parts[-2] == "good" else "defect"
+        rows.append((rel, hashlib.sha256((root / rel).read_bytes()).hexdigest(), label))
+    return rows
+
+
+def _train_run(client):
+    experiment = client.get_experiment_by_name("server-e2e")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
+    return run
+
+
+def test_training_logs_its_three_splits_as_datasets(trained, tmp_path):
+    client = MlflowClient(trained["uri"])
+    run = _train_run(client)
+    root = trained["root"]
+    datasets = _datasets(run)
+    assert set(datasets) == {"training", "validation", "test"}
+    assert datasets["test"][0] == f"{root.name}/test"
+    test_files = sorted(p.relative_to(root).as_posix() for p in (root / "test").rglob("*.png"))
+    assert datasets["test"][1] == _digest(_file_rows(root, test_files))
+    # Training and validation: a random split of train/good, each listed in an artifact.
+    listed = {}
+    for context in ("training", "validation"):
+        local = client.download_artifacts(run.info.run_id, f"datasets/{context}.csv", tmp_path)
+        with open(local, newline="", encoding="utf-8") as handle:
+            listed[context] = [r["path"] for r in csv.DictReader(handle)]
+        assert datasets[context][1] == _digest(_file_rows(root, listed[context]))
+    assert not set(listed["training"]) & set(listed["validation"])
+    good = sorted(p.relative_to(root).as_posix() for p in (root / "train").rglob("*.png"))
+    assert sorted(listed["training"] + listed["validation"]) == good
+
+
+def test_same_photos_same_digest_and_one_changed_photo_changes_it(trained, tmp_path):
+    from tests.integration.conftest import run_cli
+
+    photos = tmp_path / "photos"
+    shutil.copytree(trained["root"] / "test" / "good", photos)
+    digests = []
+    for attempt in range(3):
+        if attempt == 2:
+            first = sorted(photos.glob("*.png"))[0]
+            pixels = np.asarray(Image.open(first)).copy()
+            pixels[0, 0] ^= 1
+            Image.fromarray(pixels).save(first)
+        result = run_cli(
+            "score", f"model={trained['work'] / 'train' / 'model'}", f"input={photos}",
+            f"output={tmp_path / f'out{attempt}'}", f"tracking.uri={trained['uri']}",
+            "tracking.experiment=lineage", cwd=trained["work"],
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        client = MlflowClient(trained["uri"])
+        experiment = client.get_experiment_by_name("lineage")
+        newest = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])[0]
+        digests.append(_datasets(newest)["scoring"])
+    assert digests[0] == digests[1]
+    assert digests[2][0] == digests[0][0] and digests[2][1] != digests[0][1]
+
+
+def test_the_run_and_its_version_describe_themselves(trained):
+    client = MlflowClient(trained["uri"])
+    run = _train_run(client)
+    card = run.data.tags["mlflow.note.content"]
+    calibration = json.loads((trained["work"] / "train/model/calibration.json").read_text())
+    assert card.startswith(f"### draem on {trained['root'].name}")
+    assert f"| **image AUROC** | **{run.data.metrics['image_auroc']:.4g}** |" in card
+    assert f"| image threshold | {calibration['image_threshold']:.4g} (" in card
+    assert f"| pixel threshold | {calibration['pixel_threshold']:.4g} (" in card
+    assert "| spot |" in card  # the per-class table
+    for context, (_, digest) in _datasets(run).items():
+        assert f"| {context} data |" in card and f"`{digest}`" in card
+    version = client.get_model_version(MODEL_NAME, "1")
+    assert version.description == card
+    assert version.tags["data.digest.training"] == _datasets(run)["training"][1]
+    assert float(version.tags["metric.image_auroc"]) == pytest.approx(
+        run.data.metrics["image_auroc"], abs=1e-3
+    )
+    assert float(version.tags["threshold.image"]) == pytest.approx(
+        calibration["image_threshold"], rel=1e-3
+    )
+    assert version.tags["threshold.method"] == calibration["method"]
 
 
 def test_pyfunc_in_a_fresh_process_matches_anomaly_score(trained, tmp_path):

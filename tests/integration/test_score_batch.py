@@ -200,6 +200,17 @@ def test_reruns_score_only_new_and_changed_images(champion, tmp_path):
     assert "images_per_second" in runs[0].data.metrics and "seconds" in runs[0].data.metrics
     artifacts = list_artifacts(MlflowClient(champion["uri"]), runs[0].info.run_id)
     assert artifacts.get("new_scores.csv", 0) > 0
+    # Each run's batch is its input: the files it scored, with a digest of their contents.
+    batches = [r.inputs.dataset_inputs for r in runs]
+    assert [len(b) for b in batches] == [1, 1, 1]
+    (first_batch,), (_,), (changed,) = batches
+    assert first_batch.dataset.name == "inbox/scoring"
+    assert {t.key: t.value for t in first_batch.tags} == {
+        "mlflow.data.context": "scoring",
+        "files": "5",
+    }
+    assert artifacts.get("datasets/scoring.csv", 0) > 0
+    assert changed.dataset.digest != first_batch.dataset.digest
 
 
 def test_killed_runs_resume_without_losing_or_repeating_an_image(champion, tmp_path):

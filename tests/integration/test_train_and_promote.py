@@ -84,6 +84,20 @@ def test_pipeline_promotes_holds_and_reruns_without_work(server, tmp_path):
     version = client.get_model_version("part42", "2")
     assert version.tags["gate.decision"] == "held"
     assert "does not beat" in version.tags["gate.reason"]
+    # The registry page alone says why: the card, then the gate's comparison.
+    assert version.tags["gate.metric"] == "image_auroc"
+    assert version.tags["gate.champion_version"] == "1"
+    assert version.tags["gate.margin"] == "0.01"
+    assert float(version.tags["gate.candidate"]) == pytest.approx(
+        float(version.tags["metric.image_auroc"]), abs=1e-3
+    )
+    assert version.description.startswith("### cae on data")
+    assert "#### Gate: held" in version.description and "| version 1 |" in version.description
+    assert version.tags["gate.reason"] in version.description
+    champion = client.get_model_version("part42", "1")
+    assert "#### Gate: promoted" in champion.description and "| no champion |" in (
+        champion.description
+    )
     assert client.get_model_version_by_alias("part42", "candidate").version == "2"
     assert client.get_model_version_by_alias("part42", "champion").version == "1"
     runs = _runs(client, "nightly")
