@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from anomaly.data.folder import list_images
+from anomaly.data.folder import list_files
 from anomaly.tracking.spark import score_files, score_paths
 
 
@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         builder = builder.master(args.master)
     spark = builder.getOrCreate()
     try:
-        paths = [str(p.resolve()) for p in list_images(args.input)]
+        # Every visible file gets a row: one the reader refuses (a GIF, a NaN TIFF) gets its
+        # reason in the error column instead of passing unseen.
+        images, others = list_files(args.input)
+        paths = [str(p.resolve()) for p in sorted(images + others)]
         partitions = max(1, min(args.partitions or 4 * spark.sparkContext.defaultParallelism,
                                 len(paths)))  # fmt: skip
         if args.bytes:
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 spark, images.repartition(partitions), args.model, tracking_uri=args.tracking_uri
             )
         scored.write.mode("overwrite").parquet(args.output)
-        print(f"scored {len(paths)} images with {args.model} into {args.output}")
+        print(f"scored {len(paths)} files with {args.model} into {args.output}")
     finally:
         spark.stop()
     return 0

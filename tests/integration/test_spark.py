@@ -29,11 +29,12 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
     assert trained.returncode == 0, trained.stdout + trained.stderr
     images = root / "test"
     (images / "broken.png").write_text("not an image")  # must not fail the Spark job
+    (images / "notes.txt").write_text("line 3: camera refocused")  # listed, never skipped
 
     scored = run_cli("score", "model=models:/anomaly/1", f"input={images}",
                      f"output={tmp_path / 'score'}", f"tracking.uri={uri}",
                      cwd=tmp_path)  # fmt: skip
-    assert scored.returncode == 5, scored.stdout + scored.stderr  # 5: one file skipped
+    assert scored.returncode == 5, scored.stdout + scored.stderr  # 5: files skipped
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     env.pop("MLFLOW_TRACKING_URI", None)
     # One partition for bytes: the unreadable file shares a batch with readable ones.
@@ -58,7 +59,7 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert spark.returncode == 0, spark.stdout + spark.stderr
-    assert spark.stdout.count("scored 7 images") == 2, spark.stdout
+    assert spark.stdout.count("scored 8 files") == 2, spark.stdout
 
     got = pd.read_parquet(tmp_path / "paths.parquet").set_index("path").sort_index()
     want = pd.read_csv(tmp_path / "score" / "scores.csv").set_index("path").sort_index()
@@ -66,6 +67,7 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
     broken = got.loc[str((images / "broken.png").resolve())]
     assert "not a readable image" in broken["error"]
     assert broken[["score", "is_defective", "n_regions", "defect_area_px"]].isna().all()
+    assert "unsupported file type '.txt'" in got.loc[str((images / "notes.txt").resolve()), "error"]
     good = got[got["error"] == ""]
     assert sorted(good.index) == sorted(want.index) and len(good) == 6
     # Spark's Python workers run torch on one thread, `anomaly score` on two: float32
@@ -85,6 +87,7 @@ def test_spark_udf_scores_equal_anomaly_score(tmp_path):
     shipped = shipped.drop(columns="path").sort_index()
     broken = shipped.loc[str((images / "broken.png").resolve())]
     assert "not a readable image" in broken["error"]
+    assert shipped.loc[str((images / "notes.txt").resolve()), "error"]
     assert broken[["score", "is_defective", "n_regions", "defect_area_px"]].isna().all()
     pd.testing.assert_series_equal(
         shipped.loc[good.index, "score"], good["score"], check_exact=False, rtol=1e-6
