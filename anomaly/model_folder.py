@@ -31,10 +31,10 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.io import default_file_mode, write_json_atomic, write_text_atomic
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
+from anomaly.scoring.detector import Detector
 from anomaly.scoring.features import FEATURES_FILE, FeatureGaussian
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.patches import PATCHES_FILE, PatchMemory
-from anomaly.scoring.score import Detector
 
 CHECKPOINT_FILE = "model.ckpt"
 META_FILE = "model.json"

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from PIL import Image
 
 if TYPE_CHECKING:
-    from anomaly.scoring.score import Detector
+    from anomaly.scoring.detector import Detector
 
 # A DRAEM member small enough for unit tests (a model.module config of conf/model/draem.yaml).
 TINY_DRAEM = {
@@ -106,8 +106,8 @@ def tiny_draem_detector() -> Detector:
     import torch
 
     from anomaly.data.transforms import Preprocess
+    from anomaly.scoring.detector import Detector
     from anomaly.scoring.maps import MapSettings
-    from anomaly.scoring.score import Detector
     from anomaly.training.draem import DraemModule
 
     torch.manual_seed(0)

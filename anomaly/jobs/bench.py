@@ -32,8 +32,9 @@ from anomaly.jobs.score import run_scoring
 from anomaly.jobs.train import train
 from anomaly.models.conv_ae import ConvAutoencoder
 from anomaly.scoring.calibration import Calibration
+from anomaly.scoring.detector import Detector
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.score import Detector, score_folder
+from anomaly.scoring.results import score_folder
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, flatten, resolve_tracking_uri, start_run
 

@@ -20,9 +20,10 @@ from anomaly.jobs.train import (
 )
 from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.calibration import CALIBRATION_FILE
+from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.features import FEATURES_FILE
+from anomaly.scoring.fitting import calibrate, fit_features, fit_patches
 from anomaly.scoring.patches import PATCHES_FILE
-from anomaly.scoring.score import calibrate, evaluate, fit_features, fit_patches
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 

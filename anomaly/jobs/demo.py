@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.demo import make_demo_dataset
 from anomaly.jobs.score import run_scoring
 from anomaly.jobs.train import train
-from anomaly.scoring.score import Progress
+from anomaly.scoring.stream import Progress
 
 
 def demo(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any]:

@@ -21,15 +21,11 @@ from anomaly.data.folder import Sample, scan_dataset
 from anomaly.errors import DataError
 from anomaly.io import atomic_open, write_errors_csv, write_json_atomic
 from anomaly.jobs.checks import check_config
+from anomaly.scoring.detector import Detector
+from anomaly.scoring.evaluation import Evaluation, check_pixel_metrics_at, evaluate
 from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
 from anomaly.scoring.metrics import by_class
-from anomaly.scoring.score import (
-    Detector,
-    Evaluation,
-    Progress,
-    check_pixel_metrics_at,
-    evaluate,
-)
+from anomaly.scoring.stream import Progress
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import RunLogger, base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import load_model, model_run_tags

@@ -14,7 +14,9 @@ from anomaly.data.folder import Sample, list_images
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
 from anomaly.scoring.regions import RegionSettings
-from anomaly.scoring.score import OutputSettings, Progress, score_folder
+from anomaly.scoring.results import score_folder
+from anomaly.scoring.stream import Progress
+from anomaly.scoring.writer import OutputSettings
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import load_model, model_run_tags
@@ -44,7 +46,7 @@ def run_scoring(
     """Score ``input_dir`` with ``model`` into ``output_dir`` inside an MLflow run.
 
     Returns:
-        The summary (see :class:`~anomaly.scoring.score.ScoreSummary`) plus ``run_id``,
+        The summary (see :class:`~anomaly.scoring.results.ScoreSummary`) plus ``run_id``,
         ``output_dir``, ``tracking_uri`` and ``score_percentiles``.
     """
     uri = resolve_tracking_uri(tracking_uri)

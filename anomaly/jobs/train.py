@@ -33,19 +33,13 @@ from anomaly.jobs.evaluate import (
 )
 from anomaly.jobs.evaluate import showcase as showcase_of
 from anomaly.model_folder import save_model_folder
+from anomaly.scoring.detector import Detector, gives_features, gives_patches
+from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
+from anomaly.scoring.fitting import calibrate, fit_features, fit_patches
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.patches import DEFAULT_CORESET, DEFAULT_MAX_PATCHES, check_patch_settings
 from anomaly.scoring.patches import DEFAULT_WEIGHT as DEFAULT_PATCH_WEIGHT
-from anomaly.scoring.score import (
-    Detector,
-    calibrate,
-    evaluate,
-    fit_features,
-    fit_patches,
-    gives_features,
-    gives_patches,
-)
 from anomaly.tracking.card import card_tags, log_training_card, training_card
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import (

@@ -54,15 +54,12 @@ from anomaly.jobs.checks import check_config
 from anomaly.jobs.score import output_settings, region_settings
 from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, OK, Key, Manifest
+from anomaly.scoring.detector import Detector
 from anomaly.scoring.regions import REGION_COLUMNS, region_table
-from anomaly.scoring.score import SCORES_COLUMNS as SCORE_COLUMNS
-from anomaly.scoring.score import (
-    Detector,
-    Progress,
-    analyse,
-    iterate_maps,
-    write_pictures,
-)
+from anomaly.scoring.results import SCORES_COLUMNS as SCORE_COLUMNS
+from anomaly.scoring.stream import Progress, iterate_maps
+from anomaly.scoring.verdict import analyse
+from anomaly.scoring.writer import write_pictures
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import load_model, model_version_tags

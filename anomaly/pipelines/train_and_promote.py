@@ -29,7 +29,7 @@ from anomaly.errors import ConfigError
 from anomaly.io import read_errors_csv
 from anomaly.jobs.checks import check_config
 from anomaly.pipelines.lock import locked
-from anomaly.scoring.score import evaluate
+from anomaly.scoring.evaluation import evaluate
 from anomaly.tracking.card import gate_section
 from anomaly.tracking.mlflow_logger import (
     base_tags,

@@ -115,7 +115,7 @@ def resolve_model(model: str, *, tracking_uri: str, download_to: str | os.PathLi
 
 
 def load_model(model: str, *, tracking_uri: str) -> Any:
-    """The calibrated :class:`~anomaly.scoring.score.Detector` of a model folder or URI.
+    """The calibrated :class:`~anomaly.scoring.detector.Detector` of a model folder or URI.
 
     An MLflow URI is downloaded into a temporary folder, removed once the model is loaded.
 
@@ -176,7 +176,7 @@ def predict_images(
     """Score images given as paths or arrays (what the pyfunc model's ``predict`` does).
 
     Args:
-        detector: A calibrated :class:`~anomaly.scoring.score.Detector`.
+        detector: A calibrated :class:`~anomaly.scoring.detector.Detector`.
         model_input: A DataFrame with a ``path``, ``image`` and/or ``content`` (the encoded
             file's bytes; ``path`` then only names it) column; a list of paths
             and/or arrays; one path; or a numpy array: ``(H, W)`` or ``(H, W, C)`` one image,
@@ -190,7 +190,7 @@ def predict_images(
         or a non-finite score; the other fields are then missing: no verdict).
     """
     from anomaly.data.images import array_to_image, read_image
-    from anomaly.scoring.score import analyse
+    from anomaly.scoring.verdict import analyse
 
     channels = detector.preprocess.channels
     rows: list[dict[str, Any]] = []

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from anomaly.scoring.calibration import Calibration
-from anomaly.scoring.score import SCORES_COLUMNS
+from anomaly.scoring.results import SCORES_COLUMNS
 from tests.integration.conftest import list_artifacts, spawn_cli
 
 pytestmark = pytest.mark.integration

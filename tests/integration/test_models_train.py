@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.train import train
 from anomaly.model_folder import load_detector
-from anomaly.scoring.score import score_folder
+from anomaly.scoring.results import score_folder
 
 pytestmark = pytest.mark.integration
 CONF = Path(__file__).resolve().parents[2] / "conf"

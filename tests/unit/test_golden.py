@@ -17,7 +17,7 @@ import pytest
 
 from anomaly.data.folder import Sample
 from anomaly.model_folder import load_detector
-from anomaly.scoring.score import iterate_maps
+from anomaly.scoring.stream import iterate_maps
 from anomaly.tracking.model import predict_images
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"

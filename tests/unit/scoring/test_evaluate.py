@@ -3,7 +3,7 @@ import pytest
 
 from anomaly.data.folder import Sample
 from anomaly.errors import ConfigError
-from anomaly.scoring.score import evaluate
+from anomaly.scoring.evaluation import evaluate
 from tests.conftest import write_png
 from tests.unit.scoring.test_score import _detector
 

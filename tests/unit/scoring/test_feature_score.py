@@ -13,16 +13,13 @@ from anomaly.data.folder import Sample
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError
 from anomaly.models.unet import UNet
+from anomaly.scoring.detector import Detector
+from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.features import ScoreFusion, pool_features
+from anomaly.scoring.fitting import calibrate, fit_features
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.score import (
-    Detector,
-    calibrate,
-    evaluate,
-    fit_features,
-    iterate_maps,
-    score_folder,
-)
+from anomaly.scoring.results import score_folder
+from anomaly.scoring.stream import iterate_maps
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule
 from tests.conftest import TINY_DRAEM, stripes_and_noise, tiny_draem_detector

@@ -15,9 +15,12 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError, ModelFolderError
 from anomaly.model_folder import load_detector, save_model_folder
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
+from anomaly.scoring.detector import Detector
+from anomaly.scoring.evaluation import evaluate
+from anomaly.scoring.fitting import calibrate, fit_patches
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.patches import PATCHES_FILE, PatchMemory, patch_scale
-from anomaly.scoring.score import Detector, calibrate, evaluate, fit_patches, iterate_maps
+from anomaly.scoring.stream import iterate_maps
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule
 from tests.conftest import TINY_DRAEM, stripes_and_noise, tiny_draem_detector

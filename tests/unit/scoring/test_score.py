@@ -10,9 +10,10 @@ from torch import nn
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import DataError
 from anomaly.scoring.calibration import Calibration
+from anomaly.scoring.detector import Detector
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.regions import RegionSettings
-from anomaly.scoring.score import Detector, score_folder
+from anomaly.scoring.results import score_folder
 from tests.conftest import killed_atomic_write, write_png
 
 

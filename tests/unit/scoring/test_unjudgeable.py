@@ -22,9 +22,12 @@ from anomaly.data.folder import Sample
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import DataError
 from anomaly.scoring.calibration import Calibration
+from anomaly.scoring.detector import Detector
+from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.regions import RegionSettings
-from anomaly.scoring.score import Detector, analyse, evaluate, score_folder, unjudgeable
+from anomaly.scoring.results import score_folder
+from anomaly.scoring.verdict import analyse, unjudgeable
 from tests.conftest import write_png
 
 NON_FINITE = "the model produced a non-finite score (nan)"

@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 from anomaly.data.transforms import Preprocess, standardize
 from anomaly.errors import ConfigError
 from anomaly.models.unet import UNet
+from anomaly.scoring.detector import Detector
 from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import auroc
-from anomaly.scoring.score import Detector
 from anomaly.training.draem import DraemModule, focal_loss
 from tests.conftest import make_trainer
 

@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader
 
 from anomaly.data.transforms import Preprocess, standardize_batch
 from anomaly.errors import ConfigError
+from anomaly.scoring.detector import Detector
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import auroc
-from anomaly.scoring.score import Detector
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule, member_size, merge_settings
 from anomaly.training.noise import perlin_texture_with_mask

@@ -14,7 +14,7 @@ from anomaly.data.transforms import Preprocess
 from anomaly.jobs.train import build_module, map_settings
 from anomaly.model_folder import load_detector
 from anomaly.scoring.calibration import Calibration
-from anomaly.scoring.score import Detector
+from anomaly.scoring.detector import Detector
 from tests.conftest import make_trainer
 
 CONF = Path(__file__).resolve().parents[3] / "conf"

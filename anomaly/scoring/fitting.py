@@ -1,0 +1,255 @@
+"""Fitting a detector on defect-free images: thresholds, the feature Gaussian, the patch memory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from anomaly.data.dataset import ImageDataset, collate
+from anomaly.data.folder import Sample
+from anomaly.data.transforms import Preprocess
+from anomaly.errors import DataError
+from anomaly.scoring.calibration import Calibration, fit_calibration, fit_pixel_threshold
+from anomaly.scoring.detector import Detector
+from anomaly.scoring.features import DEFAULT_MAP_WEIGHT, FeatureGaussian, ScoreFusion
+from anomaly.scoring.patches import (
+    DEFAULT_CORESET,
+    DEFAULT_MAX_PATCHES,
+    DEFAULT_WEIGHT,
+    PatchMemory,
+    patch_scale,
+)
+from anomaly.scoring.stream import Progress, iterate_maps
+
+log = logging.getLogger(__name__)
+
+
+# Validation pixels kept per image for the pixel threshold: bounds memory on large sets.
+_PIXELS_PER_IMAGE = 200_000
+
+
+def calibrate(
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    image: dict[str, Any] | None = None,
+    pixel: dict[str, Any] | None = None,
+    fingerprint: str = "",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    seed: int = 0,
+    map_weight: float = DEFAULT_MAP_WEIGHT,
+    patch_weight: float = DEFAULT_WEIGHT,
+) -> Calibration:
+    """Fit thresholds on defect-free validation images and attach them to the detector.
+
+    With a patch memory (``detector.patches``) the map becomes the model's map plus the
+    patch map, their scales matched on these images (``patch_weight``: the patch map's
+    share; ``patch_scale`` in the calibration), and everything below is fitted on that.
+    The pixel threshold is fitted first, since the ``area`` image score depends on it.
+    With a feature model (``detector.features``) the image score becomes the fusion of
+    feature and map scores, standardised on these images (``map_weight``: the map's
+    share), and the image threshold is fitted on that.
+
+    Unreadable images are skipped with a warning that names them.
+
+    Raises:
+        DataError: No validation image could be read.
+    """
+    # The maps below must be the model's own: an earlier calibration's patch scale
+    # would count the patch map twice.
+    detector.calibration = None
+    maps: list[torch.Tensor] = []
+    patch_maps: list[torch.Tensor] = []
+    picks: list[np.ndarray | None] = []
+    distances: list[np.ndarray] = []
+    rng = np.random.default_rng(seed)
+    for batch, batch_maps in iterate_maps(
+        detector, samples, batch_size=batch_size, num_workers=num_workers, skip_errors=True
+    ):
+        # As for the training images: one unreadable photo costs itself, not the run.
+        for i, reason in batch["errors"]:
+            log.warning(
+                "skipped validation image %s for the calibration: %s", samples[i].path, reason
+            )
+        if "distances" in batch:
+            distances.append(batch["distances"])
+        if batch_maps and detector.patches is not None:
+            patch_maps.extend(detector.patch_maps(batch["image"]))
+        for m in batch_maps:
+            size = m.numel()
+            picks.append(
+                rng.choice(size, _PIXELS_PER_IMAGE, replace=False)
+                if size > _PIXELS_PER_IMAGE
+                else None
+            )
+            maps.append(m)
+    if not maps:
+        raise DataError("no validation image could be read; calibration is impossible")
+
+    def sampled(images: list[torch.Tensor]) -> np.ndarray:
+        flat = [m.numpy().ravel() for m in images]
+        return np.concatenate([v if p is None else v[p] for v, p in zip(flat, picks, strict=True)])
+
+    scale = 0.0
+    if detector.patches is not None:
+        scale = patch_scale(sampled(maps), sampled(patch_maps), weight=patch_weight)
+        maps = [m + scale * p for m, p in zip(maps, patch_maps, strict=True)]
+    values = sampled(maps)
+    # The pixel threshold first: the "area" image score counts pixels above it.
+    t_pixel = fit_pixel_threshold(values, pixel, seed=seed)
+    image_scores_ = detector.map_scores(maps, pixel_threshold=t_pixel)
+    fusion = None
+    if detector.features is not None:
+        feature_scores = np.concatenate(distances)
+        fusion = ScoreFusion.fit(image_scores_, feature_scores, map_weight=map_weight)
+        image_scores_ = fusion(image_scores_, feature_scores)
+    detector.calibration = fit_calibration(
+        image_scores_,
+        values,
+        image=image,
+        pixel=pixel,
+        fingerprint=fingerprint,
+        model_id=detector.model_id,
+        seed=seed,
+        pixel_threshold=t_pixel,
+        fusion=fusion,
+        patch_scale=scale,
+    )
+    return detector.calibration
+
+
+def fit_features(
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+) -> FeatureGaussian:
+    """Fit the feature score's Gaussian on defect-free (training) images and attach it.
+
+    The detector's calibration is dropped: its image threshold belongs to another score,
+    so :func:`calibrate` must follow.
+
+    Raises:
+        ConfigError: The model gives no image features.
+        DataError: Fewer than two images could be read.
+    """
+    detector.check_features()
+    features = _training_features(
+        samples,
+        detector.preprocess,
+        detector.image_features,
+        purpose="feature score",
+        key="scoring.feature_score",
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    detector.features = FeatureGaussian.fit(np.concatenate(features))
+    detector.calibration = None
+    return detector.features
+
+
+def fit_patches(
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    coreset: float = DEFAULT_CORESET,
+    max_patches: int = DEFAULT_MAX_PATCHES,
+    seed: int = 0,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+) -> PatchMemory:
+    """Fit the patch map's memory on defect-free (training) images and attach it.
+
+    The detector's calibration is dropped: its thresholds belong to another map, so
+    :func:`calibrate` must follow (it fits the patch map's scale).
+
+    Args:
+        detector: A detector whose model gives feature maps (:meth:`Detector.check_patches`).
+        samples: Defect-free training images; unreadable ones are skipped with a warning.
+        coreset: Share of all their bottleneck positions kept in the memory.
+        max_patches: The most positions kept.
+        seed: Seed of the coreset's random projection.
+        batch_size: Images per forward pass.
+        num_workers: Loader workers.
+        progress: Called with ``(images done, total)``.
+
+    Raises:
+        ConfigError: The model gives no feature maps.
+        DataError: Fewer than two images could be read.
+    """
+    detector.check_patches()
+    chunks = _training_features(
+        samples,
+        detector.preprocess,
+        detector.patch_features,
+        purpose="patch map",
+        key="scoring.patch_map",
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    started = time.perf_counter()
+    detector.patches = PatchMemory.fit(
+        torch.cat(chunks), coreset=coreset, max_patches=max_patches, seed=seed
+    )
+    log.info(
+        "patch map: %d of %d bottleneck positions of %d training images kept (%.0f s)",
+        detector.patches.bank.shape[0],
+        detector.patches.n_positions,
+        detector.patches.n_images,
+        time.perf_counter() - started,
+    )
+    detector.calibration = None
+    return detector.patches
+
+
+def _training_features(
+    samples: Sequence[Sample],
+    preprocess: Preprocess,
+    extract: Callable[[torch.Tensor], Any],
+    *,
+    purpose: str,
+    key: str,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress | None,
+) -> list[Any]:
+    """``extract`` of every readable training image, batch by batch.
+
+    Unreadable images are skipped with a warning that names them and ``purpose``.
+
+    Raises:
+        DataError: Fewer than two images could be read (the message names ``key``).
+    """
+    dataset = ImageDataset(samples, preprocess, skip_errors=True)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    chunks: list[Any] = []
+    done = read = 0
+    for batch in loader:
+        for i, reason in batch["errors"]:
+            log.warning(
+                "skipped training image %s for the %s: %s", samples[i].path, purpose, reason
+            )
+        if "image" in batch:
+            chunks.append(extract(batch["image"]))
+            read += len(batch["index"])
+        done += len(batch["index"]) + len(batch["errors"])
+        if progress is not None:
+            progress(done, len(samples))
+    if read < 2:
+        raise DataError(
+            f"the {purpose} needs at least two readable training images, got {read}; add "
+            f"images or set {key}.enabled=false"
+        )
+    return chunks

@@ -1,0 +1,60 @@
+"""The streaming loop: images decoded in loader workers, batch by batch, into anomaly maps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from anomaly.data.dataset import ImageDataset, collate
+from anomaly.data.folder import Sample
+from anomaly.scoring.detector import Detector
+
+# Progress callback: (files finished so far, total files).
+Progress = Callable[[int, int], None]
+
+
+def iterate_maps(
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    with_masks: bool = False,
+    skip_errors: bool = False,
+    keep_original: bool = False,
+    timings: dict[str, float] | None = None,
+) -> Iterator[tuple[dict[str, Any], list[torch.Tensor]]]:
+    """Stream ``(batch, maps)`` over samples; decoding happens in loader workers.
+
+    With a feature model, ``batch["distances"]`` holds the images' feature scores.
+
+    Batches whose every file failed yield no maps, so callers still see their ``errors``.
+    With ``timings``, seconds spent waiting for decoded images (``decode``) and computing
+    maps (``model``) are added to it.
+    """
+    dataset = ImageDataset(
+        samples,
+        detector.preprocess,
+        with_masks=with_masks,
+        skip_errors=skip_errors,
+        keep_original=keep_original,
+    )
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    batches = iter(loader)
+    while True:
+        started = time.perf_counter()
+        batch = next(batches, None)
+        decoded = time.perf_counter()
+        if batch is None:
+            return
+        maps = detector.anomaly_maps(batch["image"]) if "image" in batch else []
+        if maps and detector.features is not None:
+            batch["distances"] = detector.feature_distances(batch["image"])
+        if timings is not None:
+            timings["decode"] = timings.get("decode", 0.0) + decoded - started
+            timings["model"] = timings.get("model", 0.0) + time.perf_counter() - decoded
+        yield batch, maps
