@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from anomaly.errors import ConfigError
-from anomaly.scoring.gms import msgms_map
-from anomaly.scoring.ssim import gaussian_filter, ssim
+from anomaly.similarity.gms import msgms_map
+from anomaly.similarity.ssim import gaussian_filter, ssim
 
 MAP_KINDS = ("l2", "ssim", "mix", "msgms")
 SCORE_METHODS = ("max", "topk", "area")
@@ -77,7 +77,7 @@ def error_map(
         recon: Reconstructions, same shape.
         kind: ``l2`` (values in ``[0, 1]``), ``ssim`` (``1 - SSIM``, values in ``[0, 2]``),
             ``mix`` (their weighted sum) or ``msgms`` (``1 - MSGMS`` over 4 scales, values
-            in ``[0, 1)``; see :func:`anomaly.scoring.gms.msgms_map`).
+            in ``[0, 1)``; see :func:`anomaly.similarity.gms.msgms_map`).
         ssim_sigma: SSIM gaussian window.
         ssim_weight: Weight of the SSIM map in ``mix``.
 

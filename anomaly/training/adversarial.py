@@ -29,8 +29,8 @@ from anomaly.training.autoencoder import (
     check_lr_schedule,
     cosine_scheduler,
 )
+from anomaly.training.corruptions import build_corruption
 from anomaly.training.losses import build_loss
-from anomaly.training.noise import build_corruption
 
 
 def usad_losses(

@@ -15,8 +15,8 @@ import torch
 from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
+from anomaly.training.corruptions import build_corruption
 from anomaly.training.losses import build_loss
-from anomaly.training.noise import build_corruption
 
 LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_OPTIMIZER = {

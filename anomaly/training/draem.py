@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from anomaly.data.synthetic.anomalies import perlin_texture_with_mask
 from anomaly.data.transforms import check_normalize, standardize_batch
 from anomaly.errors import ConfigError
 from anomaly.scoring.features import pool_features
-from anomaly.scoring.gms import msgms_map
-from anomaly.scoring.ssim import gaussian_filter
+from anomaly.similarity.gms import msgms_map
+from anomaly.similarity.ssim import gaussian_filter
 from anomaly.training.autoencoder import check_lr_schedule, configure_optimizer
 from anomaly.training.losses import build_loss
-from anomaly.training.noise import perlin_texture_with_mask
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:

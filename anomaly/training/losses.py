@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.errors import ConfigError
-from anomaly.scoring.gms import msgms_map
-from anomaly.scoring.ssim import ms_ssim, ssim
+from anomaly.similarity.gms import msgms_map
+from anomaly.similarity.ssim import ms_ssim, ssim
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES = ("l2", "l1", "ssim", "ms_ssim", "l2_ssim", "msgms", "riad")
@@ -23,7 +23,7 @@ def build_loss(name: str, *, ssim_sigma: float = 1.5, ssim_weight: float = 0.5) 
             (1 - mean SSIM), ``ms_ssim`` (1 - mean multi-scale SSIM, with as many scales as
             the image allows), ``l2_ssim`` (``(1 - ssim_weight) * l2 + ssim_weight * ssim``),
             ``msgms`` (mean of 1 - multi-scale gradient-magnitude similarity over 4 scales,
-            see :func:`anomaly.scoring.gms.msgms_map`) or ``riad`` (RIAD's
+            see :func:`anomaly.similarity.gms.msgms_map`) or ``riad`` (RIAD's
             ``l2 + ssim + msgms``, each with weight 1; Zavrtanik et al. 2021).
         ssim_sigma: Gaussian window of the SSIM terms (``ssim``, ``ms_ssim``, ``l2_ssim``,
             ``riad``).

@@ -14,9 +14,9 @@ from anomaly.data.transforms import Preprocess, standardize
 from anomaly.errors import ConfigError
 from anomaly.models.unet import UNet
 from anomaly.scoring.detector import Detector
-from anomaly.scoring.gms import msgms_map
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import auroc
+from anomaly.similarity.gms import msgms_map
 from anomaly.training.draem import DraemModule, focal_loss
 from tests.conftest import make_trainer
 
@@ -61,7 +61,7 @@ def test_segmenter_learns_to_find_pasted_anomalies_and_is_the_map():
     make_trainer(150).fit(module, DataLoader([{"image": rows}] * 150, batch_size=None))
     module.eval()
     torch.manual_seed(1)
-    from anomaly.training.noise import perlin_texture_with_mask
+    from anomaly.data.synthetic.anomalies import perlin_texture_with_mask
 
     pasted, mask = perlin_texture_with_mask(rows, max_scale=4, max_opacity=0.0)
     with torch.no_grad():

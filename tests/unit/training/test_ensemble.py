@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from anomaly.data.synthetic.anomalies import perlin_texture_with_mask
 from anomaly.data.transforms import Preprocess, standardize_batch
 from anomaly.errors import ConfigError
 from anomaly.scoring.detector import Detector
@@ -15,7 +16,6 @@ from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.metrics import auroc
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule, member_size, merge_settings
-from anomaly.training.noise import perlin_texture_with_mask
 from tests.conftest import TINY_DRAEM, make_trainer
 
 DRAEM = TINY_DRAEM

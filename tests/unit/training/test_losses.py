@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from anomaly.errors import ConfigError
-from anomaly.scoring.ssim import ssim
+from anomaly.similarity.ssim import ssim
 from anomaly.training.losses import build_loss
 
 
@@ -38,7 +38,7 @@ def test_ms_ssim_loss_is_zero_for_identical_images():
 
 
 def test_msgms_loss_is_mean_of_one_minus_msgms_and_zero_when_identical():
-    from anomaly.scoring.gms import msgms_map
+    from anomaly.similarity.gms import msgms_map
 
     a, b = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24)
     loss = build_loss("msgms")

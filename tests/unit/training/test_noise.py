@@ -4,7 +4,7 @@ from torch import nn
 
 from anomaly.errors import ConfigError
 from anomaly.training.autoencoder import AutoencoderModule
-from anomaly.training.noise import (
+from anomaly.training.corruptions import (
     build_corruption,
     gaussian,
     salt_and_pepper,

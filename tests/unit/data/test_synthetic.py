@@ -1,4 +1,4 @@
-"""DRAEM's Perlin-noise corruption (``perlin_texture`` in anomaly/training/noise.py)."""
+"""Synthetic anomalies (``anomaly/data/synthetic``) and the ``perlin_texture`` corruption built on them."""
 
 from __future__ import annotations
 
@@ -10,14 +10,9 @@ from omegaconf import OmegaConf
 
 from anomaly.cli import config_dir
 from anomaly.errors import ConfigError
-from anomaly.training.noise import (
-    TEXTURES,
-    build_corruption,
-    perlin_mask,
-    perlin_noise,
-    perlin_texture,
-    perlin_texture_with_mask,
-)
+from anomaly.data.synthetic.anomalies import TEXTURES, perlin_texture, perlin_texture_with_mask
+from anomaly.data.synthetic.perlin import perlin_mask, perlin_noise
+from anomaly.training.corruptions import build_corruption
 
 CONF = config_dir()
 

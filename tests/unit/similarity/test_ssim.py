@@ -5,7 +5,7 @@ from scipy import ndimage
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
-from anomaly.scoring.ssim import gaussian_filter, ssim
+from anomaly.similarity.ssim import gaussian_filter, ssim
 
 
 def _reference(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
@@ -117,7 +117,7 @@ def _reference_ms_ssim(a: np.ndarray, b: np.ndarray, scales: int) -> float:
 
 @pytest.mark.parametrize(("size", "scales"), [(48, 3), (176, 5), (20, 1)])
 def test_ms_ssim_matches_an_independent_reference(size, scales):
-    from anomaly.scoring.ssim import ms_ssim
+    from anomaly.similarity.ssim import ms_ssim
 
     rng = np.random.default_rng(size)
     a = ndimage.gaussian_filter(rng.random((size, size)), 1.0)

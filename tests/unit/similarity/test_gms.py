@@ -4,8 +4,8 @@ import torch
 from scipy import ndimage
 
 from anomaly.errors import ConfigError
-from anomaly.scoring.gms import GMS_C, gms_map, msgms_map
 from anomaly.scoring.maps import MAP_KINDS, MapSettings, anomaly_map, error_map
+from anomaly.similarity.gms import GMS_C, gms_map, msgms_map
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
