@@ -110,23 +110,26 @@ def _pictures_complete(output: Path, rows: list[dict[str, str]]) -> None:
     assert not list(output.rglob("*.tmp"))
 
 
-def _env(pause: str | None = None) -> dict[str, str]:
+def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("ANOMALY_TEST_PAUSE_AT", None)
-    if pause:
-        env["ANOMALY_TEST_PAUSE_AT"] = pause
     return env
 
 
 def _start(champion, inbox: Path, log: Path, *extra: str, pause: str | None = None):
     handle = open(log, "w")  # noqa: SIM115 - closed by _kill
     process = subprocess.Popen(
-        [sys.executable, "-m", "anomaly", *_args(champion, inbox, *extra)],
+        [
+            sys.executable,
+            "-m",
+            "anomaly",
+            *_args(champion, inbox, *extra),
+            *([f"debug.pause_at={pause}"] if pause else []),
+        ],
         cwd=champion["work"],
         stdout=handle,
         stderr=subprocess.STDOUT,
-        env=_env(pause),
+        env=_env(),
     )
     process.log_handle = handle
     return process
@@ -361,9 +364,9 @@ def test_mlflow_going_away_mid_run_keeps_the_local_results(champion, tmp_path):
         # The server crashes during the 2 s pause after the first batch's commit.
         process = subprocess.Popen(
             [sys.executable, "-m", "anomaly", "score-batch", f"inbox={inbox}", f"model={model}",
-             f"tracking.uri={uri}", "scoring.batch_size=2"],
+             f"tracking.uri={uri}", "scoring.batch_size=2", "debug.pause_at=after_commit:1:2"],
             cwd=champion["work"], stdout=handle, stderr=subprocess.STDOUT,
-            env={**_env("after_commit:1:2"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+            env={**_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"},
         )  # fmt: skip
         _wait_for(process, log, lambda: "paused at after_commit:1" in log.read_text(), "pause")
