@@ -12,18 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.checks import check_config
-from anomaly.jobs.train import (
-    calibration_specs,
-    patch_settings,
-    use_feature_score,
-    use_patch_map,
-)
 from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.features import FEATURES_FILE
 from anomaly.scoring.fitting import calibrate, fit_features, fit_patches
 from anomaly.scoring.patches import PATCHES_FILE
+from anomaly.settings import calibration_specs, patch_settings, use_feature_score, use_patch_map
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import time
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +19,6 @@ from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.data.folder import Sample, fingerprint
-from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, TrainingInterruptedError
 from anomaly.io import write_errors_csv, write_text_atomic
 from anomaly.jobs.checks import check_config
@@ -33,13 +30,17 @@ from anomaly.jobs.evaluate import (
 )
 from anomaly.jobs.evaluate import showcase as showcase_of
 from anomaly.model_folder import save_model_folder
-from anomaly.scoring.detector import Detector, gives_features, gives_patches
+from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
-from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
 from anomaly.scoring.fitting import calibrate, fit_features, fit_patches
-from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.patches import DEFAULT_CORESET, DEFAULT_MAX_PATCHES, check_patch_settings
-from anomaly.scoring.patches import DEFAULT_WEIGHT as DEFAULT_PATCH_WEIGHT
+from anomaly.settings import (
+    calibration_specs,
+    map_settings,
+    patch_settings,
+    preprocess_settings,
+    use_feature_score,
+    use_patch_map,
+)
 from anomaly.tracking.card import card_tags, log_training_card, training_card
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import (
@@ -53,163 +54,9 @@ from anomaly.tracking.mlflow_logger import (
 )
 from anomaly.tracking.model import log_pyfunc, set_alias
 from anomaly.training.checkpoints import ResumableCheckpoint, is_interruption
-from anomaly.training.ensemble import EnsembleModule
+from anomaly.training.factory import build_module, build_trainer
 
 log = logging.getLogger(__name__)
-
-
-def map_settings(cfg: DictConfig) -> MapSettings:
-    """Map settings from the ``scoring`` config group."""
-    s = cfg.scoring
-    return MapSettings(
-        kind=s.map,
-        smoothing_sigma=float(s.smoothing_sigma),
-        ssim_sigma=float(s.ssim_sigma),
-        ssim_weight=float(s.ssim_weight),
-        score=s.score,
-        topk=int(s.topk),
-    )
-
-
-def preprocess_settings(data: DictConfig) -> Preprocess:
-    """Preprocessing from the ``data`` config group."""
-    d = OmegaConf.to_container(data, resolve=True)
-    return Preprocess.create(
-        image_size=d["image_size"],
-        channels=d["channels"],
-        tile=bool(d["tile"]),
-        scale=float(d["scale"]),
-        tile_stride=d["tile_stride"],
-        normalize=d.get("normalize", "none"),
-    )
-
-
-def calibration_specs(cfg: DictConfig) -> dict[str, Any]:
-    """``image=``, ``pixel=``, ``map_weight=`` and ``patch_weight=`` arguments of ``calibrate``.
-
-    From ``scoring.calibration``, ``scoring.feature_score`` and ``scoring.patch_map``.
-    """
-    c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
-    weight = OmegaConf.select(cfg, "scoring.feature_score.map_weight", default=DEFAULT_MAP_WEIGHT)
-    patch = OmegaConf.select(cfg, "scoring.patch_map.weight", default=DEFAULT_PATCH_WEIGHT)
-    return {
-        "image": c["image"],
-        "pixel": c["pixel"],
-        "map_weight": float(weight),
-        "patch_weight": float(patch),
-    }
-
-
-FEATURE_SCORE_CHOICES = ("auto", True, False)
-
-
-def _enabled(cfg: DictConfig, key: str, supported: bool, model: torch.nn.Module, what: str) -> bool:
-    """Whether ``<key>.enabled`` (auto, true or false) asks for a part ``model`` may lack."""
-    enabled = OmegaConf.select(cfg, f"{key}.enabled", default="auto")
-    if enabled not in FEATURE_SCORE_CHOICES:
-        raise ConfigError(f"{key}.enabled={enabled!r} is unknown; choose auto, true or false")
-    if enabled is True and not supported:
-        raise ConfigError(
-            f"{key}.enabled=true, but {type(model).__name__} gives no {what} in this mode "
-            "(draem and its ensembles in resize mode do); set it to auto or false"
-        )
-    return enabled is not False and supported
-
-
-def use_feature_score(cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess) -> bool:
-    """Whether ``scoring.feature_score.enabled`` asks for the feature score of ``model``.
-
-    Raises:
-        ConfigError: An unknown value, or ``true`` for a model that gives no features.
-    """
-    supported = gives_features(model, preprocess)
-    return _enabled(cfg, "scoring.feature_score", supported, model, "image features")
-
-
-def use_patch_map(cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess) -> bool:
-    """Whether ``scoring.patch_map.enabled`` asks for the patch map of ``model``.
-
-    Raises:
-        ConfigError: An unknown value or setting, or ``true`` for a model that gives no
-            feature maps.
-    """
-    use = _enabled(
-        cfg, "scoring.patch_map", gives_patches(model, preprocess), model, "feature maps"
-    )
-    if use:
-        check_patch_settings(weight=calibration_specs(cfg)["patch_weight"], **patch_settings(cfg))
-    return use
-
-
-def patch_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``coreset=`` and ``max_patches=`` arguments of ``fit_patches`` (``scoring.patch_map``)."""
-    return {
-        "coreset": OmegaConf.select(cfg, "scoring.patch_map.coreset", default=DEFAULT_CORESET),
-        "max_patches": OmegaConf.select(
-            cfg, "scoring.patch_map.max_patches", default=DEFAULT_MAX_PATCHES
-        ),
-    }
-
-
-def build_module(cfg: DictConfig) -> pl.LightningModule:
-    """Instantiate the LightningModule of ``cfg.model.module`` with plain-value arguments.
-
-    With ``model.ensemble.members`` above 1 (or ``scales`` or ``overrides`` set), an
-    :class:`~anomaly.training.ensemble.EnsembleModule` of that many such modules.
-
-    Raises:
-        ConfigError: The module class cannot be imported or rejects its arguments.
-    """
-    spec = OmegaConf.to_container(cfg.model.module, resolve=True)
-    target = spec.pop("_target_")
-    try:
-        module_class = get_class(target)
-    except Exception as exc:
-        raise ConfigError(f"model.module._target_={target!r} cannot be imported: {exc}") from exc
-    spec["loss"] = OmegaConf.to_container(cfg.loss, resolve=True)
-    noise = OmegaConf.to_container(cfg.noise.corruptions, resolve=True)
-    if noise:
-        if "noise" not in inspect.signature(module_class).parameters:
-            raise ConfigError(
-                f"model={cfg.model.name} does not train on corrupted inputs; drop noise=... "
-                "or use model=dae"
-            )
-        spec["noise"] = noise
-    ensemble = cfg.model.get("ensemble")
-    ensemble = OmegaConf.to_container(ensemble, resolve=True) if ensemble is not None else {}
-    try:
-        if ensemble.get("members", 1) != 1 or any(
-            ensemble.get(key) is not None for key in ("scales", "overrides")
-        ):
-            return EnsembleModule(member={"_target_": target, **spec}, **ensemble)
-        return module_class(**spec)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model={cfg.model.name}: invalid model settings: {exc}") from exc
-
-
-def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """A Lightning trainer from the ``trainer`` config group.
-
-    It has no Lightning logger: epoch metrics go to the active MLflow run through a
-    callback, so a training never opens a second run.
-    """
-    t = cfg.trainer
-    return pl.Trainer(
-        max_epochs=int(t.max_epochs),
-        max_steps=int(t.max_steps),
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=int(t.get("num_nodes", 1)),
-        strategy=t.get("strategy", "auto"),
-        precision=t.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=bool(t.progress_bar),
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(output_dir),
-        callbacks=callbacks,
-    )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
 from anomaly.data.transforms import Preprocess
-from anomaly.jobs.train import build_module, map_settings
 from anomaly.model_folder import load_detector
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.detector import Detector
+from anomaly.settings import map_settings
+from anomaly.training.factory import build_module
 from tests.conftest import make_trainer
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
