@@ -41,7 +41,7 @@ from anomaly.pipelines.score_batch.plan import (
     plan_run,
     settings_from,
 )
-from anomaly.pipelines.score_batch.run import dry_run, score_batch
+from anomaly.pipelines.score_batch.run import score_batch
 
 __all__ = [
     "DONE_ORPHAN_AGE_S",

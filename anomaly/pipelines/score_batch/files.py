@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import json
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from anomaly.pipelines.score_batch.plan import (
     Item,
     Settings,
 )
-from anomaly.scoring.regions import REGION_COLUMNS
+from anomaly.scoring.regions import REGION_COLUMNS, region_table
 from anomaly.scoring.results import SCORES_COLUMNS as SCORE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -207,3 +208,34 @@ def write_run_tables(run_dir: Path, records: Sequence[dict[str, Any]]) -> None:
             f"cannot write this run's tables in {run_dir}: {exc.strerror}; every result is "
             "committed (scores.csv is complete)"
         ) from exc
+
+
+def manifest_record(item: Item, status: str, now: str, **extra: Any) -> dict[str, Any]:
+    """The manifest record of one file: its identity, status, time and ``extra`` fields."""
+    return {
+        "path": item.rel,
+        "sha256": item.sha256,
+        "size": item.size,
+        "mtime_ns": item.mtime_ns,
+        "status": status,
+        "scored_at": now,
+        **extra,
+    }
+
+
+def scored_record(item: Item, verdict: Any, now: str, common: dict[str, Any]) -> dict[str, Any]:
+    """The manifest record of a scored file: its verdict, regions and the run's ``common``."""
+    regions = region_table(verdict.labels, verdict.score_map, image=item.rel)
+    return manifest_record(
+        item,
+        OK,
+        now,
+        score=verdict.score,
+        p_value=verdict.p_value,
+        is_defective=int(verdict.is_defective),
+        n_regions=verdict.n_regions,
+        largest_region_area=verdict.largest_region_area,
+        defect_area_px=verdict.defect_area,
+        **common,
+        regions=json.loads(regions.to_json(orient="values")) if len(regions) else [],
+    )

@@ -18,6 +18,7 @@ from anomaly.data.folder import list_files
 from anomaly.errors import ConfigError
 from anomaly.io import sha256_file
 from anomaly.jobs.checks import check_config
+from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, Key, Manifest
 
 log = logging.getLogger(__name__)
@@ -176,3 +177,23 @@ def plan_run(settings: Settings, manifest: Manifest) -> Plan:
             if settings.move:
                 plan.to_move.append(item)
     return plan
+
+
+def dry_run(settings: Settings) -> dict[str, Any]:
+    """What a run would do, changing nothing (no lock, no MLflow, no model download)."""
+    manifest = Manifest.load(settings.state / MANIFEST_FILE)
+    plan = plan_run(settings, manifest)
+    holder = locking.holder(settings.state / LOCK_FILE)
+    return {
+        "dry_run": True,
+        "inbox": str(settings.inbox),
+        "output": str(settings.output),
+        "done_folder": str(settings.done),
+        "new": [it.rel for it in plan.new],
+        "changed": [it.rel for it in plan.changed],
+        "to_score": [it.rel for it in plan.to_score],
+        "to_move": [it.rel for it in (plan.to_move + plan.to_score if settings.move else [])],
+        "done": [it.rel for it in plan.done],
+        "known_errors": [it.rel for it in plan.known_errors],
+        "locked_by": holder.describe() if holder else None,
+    }

@@ -6,7 +6,6 @@ committing its records to the manifest.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,8 +25,10 @@ from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, OK, Manifest
 from anomaly.pipelines.score_batch.files import (
     claim_output,
+    manifest_record,
     move_all,
     remove_orphans,
+    scored_record,
     tables_stale,
     write_run_tables,
     write_tables,
@@ -38,11 +39,11 @@ from anomaly.pipelines.score_batch.plan import (
     Item,
     Plan,
     Settings,
+    dry_run,
     plan_run,
     settings_from,
 )
 from anomaly.scoring.detector import Detector
-from anomaly.scoring.regions import region_table
 from anomaly.scoring.stream import Progress, iterate_maps
 from anomaly.scoring.verdict import analyse
 from anomaly.scoring.writer import write_pictures
@@ -88,26 +89,6 @@ def score_batch(cfg: DictConfig, *, progress: Progress | None = None) -> dict[st
         return dry_run(settings)
     with locking.locked(settings.state / LOCK_FILE):
         return _run(cfg, settings, progress)
-
-
-def dry_run(settings: Settings) -> dict[str, Any]:
-    """What a run would do, changing nothing (no lock, no MLflow, no model download)."""
-    manifest = Manifest.load(settings.state / MANIFEST_FILE)
-    plan = plan_run(settings, manifest)
-    holder = locking.holder(settings.state / LOCK_FILE)
-    return {
-        "dry_run": True,
-        "inbox": str(settings.inbox),
-        "output": str(settings.output),
-        "done_folder": str(settings.done),
-        "new": [it.rel for it in plan.new],
-        "changed": [it.rel for it in plan.changed],
-        "to_score": [it.rel for it in plan.to_score],
-        "to_move": [it.rel for it in (plan.to_move + plan.to_score if settings.move else [])],
-        "done": [it.rel for it in plan.done],
-        "known_errors": [it.rel for it in plan.known_errors],
-        "locked_by": holder.describe() if holder else None,
-    }
 
 
 class _Pause:
@@ -355,7 +336,9 @@ def _score_items(
             records = []
             for i, reason in batch["errors"]:
                 log.warning("skipped %s: %s", items[i].rel, reason)
-                records.append(_record(items[i], ERROR, now, reason=reason, run=result["run"]))
+                records.append(
+                    manifest_record(items[i], ERROR, now, reason=reason, run=result["run"])
+                )
             for i, note in batch["notes"]:
                 log.warning("%s: %s", items[i].rel, note)
             results = analyse(
@@ -374,7 +357,9 @@ def _score_items(
                     # cannot be read.
                     log.warning("skipped %s: %s", items[i].rel, verdict.error)
                     records.append(
-                        _record(items[i], ERROR, now, reason=verdict.error, run=result["run"])
+                        manifest_record(
+                            items[i], ERROR, now, reason=verdict.error, run=result["run"]
+                        )
                     )
                     continue
                 original = batch["original"][j] if outputs.overlays else None
@@ -384,7 +369,7 @@ def _score_items(
                         write_pictures, settings.output, name, verdict, original, t_pixel, outputs
                     )
                 )
-                records.append(_scored(items[i], verdict, now, common))
+                records.append(scored_record(items[i], verdict, now, common))
             try:
                 for future in writes:
                     future.result()
@@ -419,32 +404,3 @@ def _score_items(
                 last_tables = time.perf_counter()
     by_rel = {it.rel: it for it in items}
     return new_records
-
-
-def _record(item: Item, status: str, now: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "path": item.rel,
-        "sha256": item.sha256,
-        "size": item.size,
-        "mtime_ns": item.mtime_ns,
-        "status": status,
-        "scored_at": now,
-        **extra,
-    }
-
-
-def _scored(item: Item, verdict: Any, now: str, common: dict[str, Any]) -> dict[str, Any]:
-    regions = region_table(verdict.labels, verdict.score_map, image=item.rel)
-    return _record(
-        item,
-        OK,
-        now,
-        score=verdict.score,
-        p_value=verdict.p_value,
-        is_defective=int(verdict.is_defective),
-        n_regions=verdict.n_regions,
-        largest_region_area=verdict.largest_region_area,
-        defect_area_px=verdict.defect_area,
-        **common,
-        regions=json.loads(regions.to_json(orient="values")) if len(regions) else [],
-    )

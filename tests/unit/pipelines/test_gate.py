@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from anomaly.pipelines.train_and_promote import gate, pipeline_key
+from anomaly.pipelines.gate import gate
+from anomaly.pipelines.train_and_promote import pipeline_key
 
 
 def test_first_model_becomes_champion():
