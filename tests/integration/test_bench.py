@@ -40,6 +40,8 @@ def test_quick_bench_on_tiny_data(tmp_path):
     for model in saved["models"].values():
         assert 0 <= model["quality"]["image_auroc"] <= 1
         assert model["train_images_per_second"] > 0 and model["score_images_per_second"] > 0
+        # The networks alone are the ceiling of scoring, which decodes and writes besides.
+        assert model["network_images_per_second"] > model["score_images_per_second"]
         assert set(model["score_stage_seconds"]) == {"decode", "model", "postprocess", "write"}
     speed = saved["speed"]["32"]
     assert speed["images"] == 6 and speed["forward_gflops"] > 0
@@ -47,6 +49,10 @@ def test_quick_bench_on_tiny_data(tmp_path):
     assert speed["flops_per_image"] > 1e6  # the CAE at 32x32 is tens of MFLOPs
     table = (tmp_path / "bench" / "results.md").read_text()
     assert "| cae-l2 |" in table and "| usad |" in table and "32x32" in table
+    assert "| score / networks |" in table
+    # Data lineage, at a tenth of lineage_images in quick mode.
+    assert saved["lineage"]["images"] == 500 and saved["lineage"]["hash_seconds"] > 0
+    assert "Data lineage: describing 500 photos" in table
     run = MlflowClient(uri).get_run(results["run_id"])
     assert run.data.tags["anomaly.kind"] == "bench"
     assert "models/cae-l2/quality/image_auroc" in run.data.metrics
