@@ -39,8 +39,9 @@ def _threshold(which: str, value: float, calibration: Calibration) -> str:
     methods = dict(part.split(":", 1) for part in calibration.method.split(",") if ":" in part)
     params = calibration.params.get(which) or {}
     how = methods.get(which, calibration.method)
-    if params:
-        how += " " + ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    shown = {k: v for k, v in params.items() if k != "method"}  # the method leads already
+    if shown:
+        how += " " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
     return f"{_fmt(value)} ({how})"
 
 
