@@ -13,6 +13,7 @@ import logging
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,16 @@ def matmul_peak_gflops(size: int = 1024, seconds: float = 1.0) -> float:
     return 2 * size**3 * n / (time.perf_counter() - started) / 1e9
 
 
+def _calls_per_second(call: Callable[[], object], seconds: float) -> float:
+    """How often ``call`` runs per second, after one warm-up call, over ``seconds``."""
+    call()
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        call()
+        n += 1
+    return n / (time.perf_counter() - started)
+
+
 @torch.inference_mode()
 def forward_speed(
     model: torch.nn.Module, batch: torch.Tensor, *, seconds: float = 1.5
@@ -67,16 +78,10 @@ def forward_speed(
     with FlopCounterMode(display=False) as counter:
         model(batch)
     flops = counter.get_total_flops()
-    model(batch)
-    n, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        model(batch)
-        n += 1
-    elapsed = time.perf_counter() - started
-    images_per_second = n * batch.shape[0] / elapsed
+    rate = _calls_per_second(lambda: model(batch), seconds)
     return {
-        "forward_images_per_second": images_per_second,
-        "forward_gflops": flops * n / elapsed / 1e9,
+        "forward_images_per_second": rate * batch.shape[0],
+        "forward_gflops": flops * rate / 1e9,
         "flops_per_image": flops / batch.shape[0],
     }
 
@@ -93,12 +98,7 @@ def network_speed(detector: Detector, batch_size: int, *, seconds: float = 1.5) 
     model = detector.model.eval()
     # A model that learned its own comparison (DRAEM) gives the map; the others reconstruct.
     forward = getattr(model, "anomaly_map", model)
-    forward(batch)
-    n, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        forward(batch)
-        n += 1
-    return n * batch_size / (time.perf_counter() - started)
+    return _calls_per_second(lambda: forward(batch), seconds) * batch_size
 
 
 def _train_config(

@@ -204,13 +204,13 @@ def _upgrade(path: Path, revision: str) -> None:
 
 def _commit(temporary: Path, path: Path) -> None:
     """Flush ``temporary`` to disk and rename it to ``path`` (atomic on one file system)."""
-    fd = os.open(temporary, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(temporary)
     os.replace(temporary, path)
-    fd = os.open(path.parent, os.O_RDONLY)
+    _fsync(path.parent)  # the rename itself
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
