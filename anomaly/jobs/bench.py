@@ -33,6 +33,7 @@ from anomaly.jobs.score import run_scoring
 from anomaly.jobs.train import train
 from anomaly.model_folder import load_detector
 from anomaly.models.conv_ae import ConvAutoencoder
+from anomaly.models.inspection import Wants
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.maps import MapSettings
@@ -90,15 +91,15 @@ def forward_speed(
 def network_speed(detector: Detector, batch_size: int, *, seconds: float = 1.5) -> float:
     """Images/s of the trained networks' anomaly maps alone, on batches of model inputs.
 
-    No decoding, feature score, patch map, regions or writing: the ceiling that end-to-end
-    scoring (``score img/s``) is measured against.
+    The model's forward pass as the detector runs it (passes of ``PASS_SIZE``,
+    channels-last), unsmoothed; no decoding, feature score, patch map, regions or
+    writing: the ceiling that end-to-end scoring (``score img/s``) is measured against.
     """
     h, w = detector.preprocess.image_size
     batch = torch.rand(batch_size, detector.preprocess.channels, h, w)
-    model = detector.model.eval()
-    # A model that learned its own comparison (DRAEM) gives the map; the others reconstruct.
-    forward = getattr(model, "anomaly_map", model)
-    return _calls_per_second(lambda: forward(batch), seconds) * batch_size
+    # The maps alone: the model's own, or its reconstructions' error maps.
+    maps_only = Detector(detector.model, detector.preprocess, detector.maps)
+    return _calls_per_second(lambda: maps_only._forward(batch, Wants()), seconds) * batch_size
 
 
 def _train_config(

@@ -219,9 +219,9 @@ def detector_sample_grid(
     dataset = ImageDataset(samples, detector.preprocess, with_masks=True, skip_errors=True)
     batch = collate([dataset[i] for i in range(len(dataset))])
     images = list(batch.get("image", []))
-    recons = detector.reconstruct(images) if images else []
-    maps = detector.anomaly_maps(images) if images else []
-    scores = detector.scores(maps, distances=detector.feature_distances(images)) if maps else []
+    inspected = detector.inspect(images, reconstructions=True)
+    recons, maps = inspected.reconstructions or [], inspected.maps
+    scores = detector.image_scores(inspected) if maps else []
     titles = [
         f"{samples[i].defect_class or samples[i].path.name}\n{float(s):.3g}"
         for i, s in zip(batch["index"], scores, strict=True)

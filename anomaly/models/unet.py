@@ -75,7 +75,12 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(widths[0], out_channels or channels, 1)
         self.pool = nn.MaxPool2d(2)
 
-    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's output at every level, finest first; the last is the bottleneck.
+
+        :meth:`decode` of them is :meth:`forward`, so a caller that needs the bottleneck
+        too (DRAEM's features) runs the encoder once.
+        """
         factor = 2**self.depth
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
@@ -94,14 +99,17 @@ class UNet(nn.Module):
 
         ``(N, C, H, W)`` inputs give ``(N, base * 2**depth, H / 2**depth, W / 2**depth)``.
         """
-        return self._encode(x)[-1]
+        return self.levels(x)[-1]
+
+    def decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """The output from the encoder's :meth:`levels` (only the last without skips)."""
+        h = levels[-1]
+        for i in reversed(range(self.depth)):
+            up = self.up[i](h)
+            h = self.merge[i](torch.cat([up, levels[i]], dim=1) if self.skip else up)
+        out = self.out(h)
+        return torch.sigmoid(out) if self.sigmoid else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, C, H, W)`` inputs (H and W divisible by ``2 ** depth``) to the output."""
-        skips = self._encode(x)
-        h = skips[-1]
-        for i in reversed(range(self.depth)):
-            up = self.up[i](h)
-            h = self.merge[i](torch.cat([up, skips[i]], dim=1) if self.skip else up)
-        out = self.out(h)
-        return torch.sigmoid(out) if self.sigmoid else out
+        return self.decode(self.levels(x))

@@ -7,7 +7,7 @@ Where things live, in the order the data flows:
 - ``detector``: :class:`~anomaly.scoring.detector.Detector`, a trained model with its
   preprocessing, map settings (``maps``: raw maps, smoothing, image scores), calibration
   and add-ons (``features``: the feature score; ``patches``: the patch map).
-- ``stream``: :func:`~anomaly.scoring.stream.iterate_maps`, the one loop that decodes
+- ``stream``: :func:`~anomaly.scoring.stream.inspect_batches`, the one loop that decodes
   images in loader workers and turns them into maps, batch by batch.
 - ``fitting``: thresholds (``calibration``), the feature Gaussian and the patch memory
   fitted on defect-free images.

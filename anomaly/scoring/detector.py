@@ -1,7 +1,8 @@
 """The detector: a trained model with its preprocessing, map settings, calibration and add-ons.
 
-Works on any ``nn.Module`` that reconstructs images; modules with several reconstructions
-expose ``reconstructions(x) -> [(weight, recon), ...]``.
+:meth:`Detector.inspect` is the one way images become maps and scores: one forward pass
+of the model (:mod:`anomaly.models.inspection`) gives the map or reconstructions and the
+features that the feature score and the patch map need, for a whole batch.
 """
 
 from __future__ import annotations
@@ -15,11 +16,31 @@ from torch import nn
 
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
+from anomaly.models.inspection import (
+    IMAGE_FEATURES,
+    PATCH_FEATURES,
+    InspectableModel,
+    Inspection,
+    Wants,
+    inspectable,
+)
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.features import FeatureGaussian, ScoreFusion
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
 from anomaly.scoring.patches import PatchMemory
 from anomaly.scoring.tiling import tiled_map
+
+# Images per forward pass: one. A photo's result must not depend on its batch (a resumed
+# or distributed run scores it as the first run did), and float32 convolutions round
+# differently (~1e-8) in passes of different sizes or memory layouts, which the feature
+# score's Mahalanobis distance magnifies about ten-thousandfold. Features fitted one photo
+# at a time must also be scored that way. On two cores passes of one photo run the
+# default DRAEM faster than passes of 32 (activations stay in cache: 49 against 34
+# photos/s at 128x128); passes of four in channels-last ran at up to 65-75 but move
+# feature scores by ~3e-4 relative, so saved models would no longer score as saved.
+PASS_SIZE = 1
+
+Images = torch.Tensor | Sequence[torch.Tensor]
 
 
 def gives_features(model: nn.Module, preprocess: Preprocess) -> bool:
@@ -27,7 +48,7 @@ def gives_features(model: nn.Module, preprocess: Preprocess) -> bool:
 
     A window of tile mode is not an image, so tile mode never does.
     """
-    return hasattr(model, "image_features") and not preprocess.tile
+    return IMAGE_FEATURES in inspectable(model).gives and not preprocess.tile
 
 
 def gives_patches(model: nn.Module, preprocess: Preprocess) -> bool:
@@ -35,7 +56,31 @@ def gives_patches(model: nn.Module, preprocess: Preprocess) -> bool:
 
     Tile mode never does: a memory of whole-image positions does not describe windows.
     """
-    return hasattr(model, "patch_features") and not preprocess.tile
+    return PATCH_FEATURES in inspectable(model).gives and not preprocess.tile
+
+
+@dataclass
+class Inspected:
+    """A batch of images as the detector sees them (:meth:`Detector.inspect`).
+
+    Attributes:
+        maps: Smoothed anomaly maps, one ``(1, h, w)`` per image: the model's map plus,
+            once calibrated, the weighted patch map.
+        distances: The images' feature scores ``(N,)`` (None without the feature score).
+        model_maps: The model's smoothed maps alone (``maps`` without the patch map).
+        patch_maps: Smoothed, unweighted patch maps (None without the patch map).
+        reconstructions: The first reconstruction of each image, when asked for.
+        image_features: ``(N, D)`` float64 features, when asked for.
+        patch_features: ``(N, D, h, w)`` feature maps, when asked for.
+    """
+
+    maps: list[torch.Tensor]
+    distances: np.ndarray | None = None
+    model_maps: list[torch.Tensor] | None = None
+    patch_maps: list[torch.Tensor] | None = None
+    reconstructions: list[torch.Tensor] | None = None
+    image_features: np.ndarray | None = None
+    patch_features: torch.Tensor | None = None
 
 
 @dataclass
@@ -43,7 +88,9 @@ class Detector:
     """A trained model with everything needed to turn images into verdicts.
 
     Attributes:
-        model: Reconstructs ``(N, C, h, w)`` inputs; put in eval mode by the detector.
+        model: The trained model: an :class:`~anomaly.models.inspection.InspectableModel`
+            (DRAEM, every module of the family) or any ``nn.Module`` that reconstructs;
+            put in eval mode by the detector.
         preprocess: Model input size, channels and resize/tile mode.
         maps: How errors become maps and scores.
         calibration: Thresholds (None before calibration).
@@ -66,51 +113,125 @@ class Detector:
 
     def __post_init__(self) -> None:
         self.model.eval()
-
-    def _reconstructions(self, windows: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
-        fn = getattr(self.model, "reconstructions", None)
-        return fn(windows) if fn is not None else [(1.0, self.model(windows))]
-
-    def _raw(self, windows: torch.Tensor) -> torch.Tensor:
-        # A model that learned its own comparison (DRAEM) gives the map itself.
-        own = getattr(self.model, "anomaly_map", None)
-        if own is not None:
-            return own(windows)
-        return raw_map(windows, self._reconstructions(windows), self.maps)
-
-    def _per_image(
-        self,
-        images: torch.Tensor | Sequence[torch.Tensor],
-        fn: Callable[[torch.Tensor], torch.Tensor],
-    ) -> list[torch.Tensor]:
-        """``fn`` applied to each image, one result tensor per image.
-
-        Resize mode: on the batch of model inputs. Tile mode: window by window on each
-        image, the windows stitched by averaging.
-        """
-        if not self.preprocess.tile:
-            batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
-            return list(fn(batch).unbind(0))
-        return [
-            tiled_map(image, fn, window=self.preprocess.image_size, stride=self.preprocess.stride)
-            for image in images
-        ]
+        self.network: InspectableModel = inspectable(self.model)
 
     @torch.inference_mode()
-    def anomaly_maps(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Smoothed anomaly maps, one ``(1, h, w)`` tensor per image.
+    def inspect(
+        self,
+        images: Images,
+        *,
+        reconstructions: bool = False,
+        image_features: bool = False,
+        patch_features: bool = False,
+    ) -> Inspected:
+        """Maps, feature scores and patch maps of a batch, from one forward pass per image.
 
         Args:
             images: ``(N, C, h, w)`` model inputs (resize mode), or images of any size at
                 working scale (tile mode: inspected in overlapping windows, stitched, then
                 smoothed, so window borders leave no seams).
+            reconstructions: Also return the first reconstruction of each image.
+            image_features: Only the features for fitting the feature score (no maps).
+            patch_features: Only the feature maps for fitting the patch map (no maps).
         """
-        maps = self._smoothed(self._per_image(images, self._raw))
-        scale = self.patch_scale
-        if not scale:
-            return maps
-        # Smoothing is linear, so the parts may be smoothed apart (calibration needs them).
-        return [m + scale * p for m, p in zip(maps, self.patch_maps(images), strict=True)]
+        if len(images) == 0:
+            return Inspected(maps=[], model_maps=[])
+        # Always in eval mode, also for the sample grids drawn between training epochs:
+        # batch statistics would change a photo's map with its batch, and update the
+        # running statistics the training is still fitting.
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._inspect(images, reconstructions, image_features, patch_features)
+        finally:
+            self.model.train(was_training)
+
+    def _inspect(
+        self, images: Images, reconstructions: bool, image_features: bool, patch_features: bool
+    ) -> Inspected:
+        if self.preprocess.tile:
+            return self._inspect_tiles(images, reconstructions)
+        fitting = image_features or patch_features
+        if image_features or (not fitting and self.features is not None):
+            self.check_features()
+        if patch_features or (not fitting and self.patches is not None):
+            self.check_patches()
+        wants = Wants(
+            map=not fitting,
+            reconstruction=reconstructions,
+            image_features=image_features or (not fitting and self.features is not None),
+            patch_features=patch_features or (not fitting and self.patches is not None),
+        )
+        batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+        out = self._forward(batch, wants)
+        features = None if out.image_features is None else out.image_features.double().numpy()
+        if fitting:
+            return Inspected(maps=[], image_features=features, patch_features=out.patch_features)
+        model_maps = self._smoothed(list(out.map.unbind(0)))
+        result = Inspected(maps=model_maps, model_maps=model_maps)
+        if reconstructions:
+            result.reconstructions = list(out.reconstructions[0][1].unbind(0))
+        if self.features is not None:
+            result.distances = self.features.distances(features)
+        if self.patches is not None:
+            raw = self.patches.patch_map(out.patch_features, tuple(batch.shape[-2:]))
+            result.patch_maps = self._smoothed(list(raw.unbind(0)))
+            scale = self.patch_scale
+            if scale:
+                # Smoothing is linear, so the parts may be smoothed apart.
+                result.maps = [
+                    m + scale * p for m, p in zip(model_maps, result.patch_maps, strict=True)
+                ]
+        return result
+
+    def _forward(self, batch: torch.Tensor, wants: Wants) -> Inspection:
+        """The model's outputs for a batch, in passes of :data:`PASS_SIZE` images.
+
+        The map is the model's own or computed from its reconstructions.
+        """
+        parts = [
+            self._pass(batch[i : i + PASS_SIZE], wants) for i in range(0, batch.shape[0], PASS_SIZE)
+        ]
+
+        def joined(name: str) -> torch.Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else torch.cat(values)
+
+        recons = (
+            [(1.0, torch.cat([p.reconstructions[0][1] for p in parts]))]
+            if wants.reconstruction
+            else []
+        )
+        return Inspection(
+            map=joined("map"),
+            reconstructions=recons,
+            image_features=joined("image_features"),
+            patch_features=joined("patch_features"),
+        )
+
+    def _pass(self, x: torch.Tensor, wants: Wants) -> Inspection:
+        out = self.network.inspect(x, wants)
+        if wants.map and out.map is None:
+            out.map = raw_map(x, out.reconstructions, self.maps)
+        return out
+
+    def _inspect_tiles(self, images: Images, reconstructions: bool) -> Inspected:
+        maps = self._smoothed(self._tiled(images, lambda w: self._pass(w, Wants()).map))
+        result = Inspected(maps=maps, model_maps=maps)
+        if reconstructions:
+            only = Wants(map=False, reconstruction=True)
+            result.reconstructions = self._tiled(
+                images, lambda w: self.network.inspect(w, only).reconstructions[0][1]
+            )
+        return result
+
+    def _tiled(
+        self, images: Images, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> list[torch.Tensor]:
+        return [
+            tiled_map(image, fn, window=self.preprocess.image_size, stride=self.preprocess.stride)
+            for image in images
+        ]
 
     def _smoothed(self, raw: list[torch.Tensor]) -> list[torch.Tensor]:
         if all(m.shape == raw[0].shape for m in raw):
@@ -118,9 +239,17 @@ class Detector:
             return list(smooth(torch.stack(raw), self.maps).unbind(0))
         return [smooth(m[None], self.maps)[0] for m in raw]
 
+    def anomaly_maps(self, images: Images) -> list[torch.Tensor]:
+        """Smoothed anomaly maps, one ``(1, h, w)`` tensor per image (see :meth:`inspect`)."""
+        return self.inspect(images).maps
+
+    def reconstruct(self, images: Images) -> list[torch.Tensor]:
+        """The first reconstruction of each image (stitched from windows in tile mode)."""
+        return self.inspect(images, reconstructions=True).reconstructions or []
+
     @property
     def patch_scale(self) -> float:
-        """Weight of the patch map in :meth:`anomaly_maps`; 0 when it does not count."""
+        """Weight of the patch map in the maps; 0 when it does not count."""
         if self.patches is None or self.calibration is None:
             return 0.0
         return float(self.calibration.patch_scale)
@@ -142,40 +271,25 @@ class Detector:
                 "scoring.patch_map.enabled=false"
             )
 
-    @torch.inference_mode()
-    def patch_features(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    def patch_features(self, images: Images) -> torch.Tensor:
         """Feature maps ``(N, D, h, w)`` of ``(N, C, H, W)`` model inputs.
 
         Raises:
             ConfigError: The model gives none (see :meth:`check_patches`).
         """
-        self.check_patches()
-        # One image at a time, as for image_features: a nearest-neighbour distance that is
-        # small beside the features' size magnifies the ~1e-7 rounding of batched float32
-        # convolutions, and a resumed or distributed run must map an image as the first.
-        return torch.cat([self.model.patch_features(image[None]) for image in images])
+        return self.inspect(images, patch_features=True).patch_features
 
-    @torch.inference_mode()
-    def patch_maps(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def patch_maps(self, images: Images) -> list[torch.Tensor]:
         """Smoothed patch maps (distance to the training memory), one ``(1, H, W)`` each.
 
-        Unweighted: :meth:`anomaly_maps` adds them times :attr:`patch_scale`.
+        Unweighted: the maps of :meth:`inspect` add them times :attr:`patch_scale`.
 
         Raises:
             ValueError: The detector has no patch memory.
         """
         if self.patches is None:
             raise ValueError("this detector has no patch memory; fit one with fit_patches")
-        if len(images) == 0:
-            return []
-        size = tuple(images[0].shape[-2:])
-        raw = self.patches.patch_map(self.patch_features(images), size)
-        return self._smoothed(list(raw.unbind(0)))
-
-    @torch.inference_mode()
-    def reconstruct(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The first reconstruction of each image (stitched from windows in tile mode)."""
-        return self._per_image(images, lambda windows: self._reconstructions(windows)[0][1])
+        return self.inspect(images).patch_maps or []
 
     def supports_features(self) -> bool:
         """Whether the model gives image features (DRAEM and its ensembles, resize mode)."""
@@ -193,31 +307,25 @@ class Detector:
                 " mode gives no image features; set scoring.feature_score.enabled=false"
             )
 
-    @torch.inference_mode()
-    def image_features(self, images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
-        """Pooled features ``(N, D)`` of ``(N, C, h, w)`` model inputs.
+    def image_features(self, images: Images) -> np.ndarray:
+        """Pooled features ``(N, D)`` (float64) of ``(N, C, h, w)`` model inputs.
 
         Raises:
             ConfigError: The model gives none, or works in tiles (a window is not an image).
         """
         self.check_features()
-        # One image at a time: float32 convolutions round differently in batches of
-        # different sizes (~1e-7), and the Mahalanobis distance magnifies that about a
-        # thousandfold. Alone, an image gets the same feature score in any batch, so a
-        # resumed or distributed run scores it as the first run did.
-        features = [self.model.image_features(image[None]) for image in images]
-        if not features:
+        if len(images) == 0:
             return np.zeros((0, 0))
-        return torch.cat(features).double().numpy()
+        return self.inspect(images, image_features=True).image_features
 
-    def feature_distances(self, images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray | None:
+    def feature_distances(self, images: Images) -> np.ndarray | None:
         """Feature scores ``(N,)`` of model inputs; None without a feature model.
 
         Squared Mahalanobis distances to the training images' Gaussian.
         """
         if self.features is None or len(images) == 0:
             return None
-        return self.features.distances(self.image_features(images))
+        return self.inspect(images).distances
 
     @property
     def fusion(self) -> ScoreFusion | None:
@@ -225,6 +333,19 @@ class Detector:
         if self.features is None or self.calibration is None or not self.calibration.fusion:
             return None
         return ScoreFusion.from_dict(self.calibration.fusion, "calibration")
+
+    def image_scores(
+        self, inspected: Inspected, *, pixel_threshold: float | None = None
+    ) -> np.ndarray:
+        """Image scores ``(N,)`` of an inspected batch (fused with the feature score if so).
+
+        Args:
+            inspected: What :meth:`inspect` gave.
+            pixel_threshold: For the ``area`` score; the calibrated one when None.
+        """
+        return self.scores(
+            inspected.maps, pixel_threshold=pixel_threshold, distances=inspected.distances
+        )
 
     def scores(
         self,

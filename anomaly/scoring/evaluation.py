@@ -15,7 +15,7 @@ from anomaly.data.transforms import resize_map
 from anomaly.errors import ConfigError
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.metrics import RankedPixels, auroc, average_precision, best_f1, f1_at
-from anomaly.scoring.stream import Progress, iterate_maps
+from anomaly.scoring.stream import Progress, inspect_batches
 from anomaly.scoring.verdict import unjudgeable
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def evaluate(
     small: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     native: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     native_pixels = 0
-    for batch, batch_maps in iterate_maps(
+    for batch, inspected in inspect_batches(
         detector,
         samples,
         batch_size=batch_size,
@@ -136,9 +136,10 @@ def evaluate(
         done += len(batch["index"]) + len(batch["errors"])
         if progress is not None:
             progress(done, len(samples))
+        batch_maps = inspected.maps
         if not batch_maps:
             continue
-        batch_scores = detector.scores(batch_maps, distances=batch.get("distances"))
+        batch_scores = detector.image_scores(inspected)
         judged: set[int] = set()
         for i, score, score_map in zip(batch["index"], batch_scores, batch_maps, strict=True):
             reason = unjudgeable(float(score), score_map)

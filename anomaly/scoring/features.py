@@ -24,28 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.linalg import pinvh
 
 from anomaly.errors import ModelFolderError
 from anomaly.io import atomic_open, read_npz
+from anomaly.models.inspection import pool_features
 
 FEATURES_FILE = "features.npz"
 # The map's weight in the fused image score (scoring.feature_score.map_weight).
 DEFAULT_MAP_WEIGHT = 0.5
 
-
-def pool_features(h: torch.Tensor) -> torch.Tensor:
-    """Feature maps ``(N, C, H, W)`` pooled to ``(N, 3C)``.
-
-    Each channel's mean, maximum and spread over the image. The mean alone misses what
-    is strong in one place only; on Magnetic Tile adding the maximum and spread raised
-    the feature score's image AUROC from 0.87 to 0.94.
-    """
-    h = h.float()
-    return torch.cat(
-        [h.mean(dim=(2, 3)), h.amax(dim=(2, 3)), h.std(dim=(2, 3), correction=0)], dim=1
-    )
+__all__ = ["FeatureGaussian", "ScoreFusion", "ledoit_wolf", "pool_features"]
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:

@@ -25,7 +25,7 @@ from anomaly.scoring.patches import (
     PatchMemory,
     patch_scale,
 )
-from anomaly.scoring.stream import Progress, iterate_maps
+from anomaly.scoring.stream import Progress, inspect_batches
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def calibrate(
     picks: list[np.ndarray | None] = []
     distances: list[np.ndarray] = []
     rng = np.random.default_rng(seed)
-    for batch, batch_maps in iterate_maps(
+    for batch, inspected in inspect_batches(
         detector, samples, batch_size=batch_size, num_workers=num_workers, skip_errors=True
     ):
         # As for the training images: one unreadable photo costs itself, not the run.
@@ -78,11 +78,11 @@ def calibrate(
             log.warning(
                 "skipped validation image %s for the calibration: %s", samples[i].path, reason
             )
-        if "distances" in batch:
-            distances.append(batch["distances"])
-        if batch_maps and detector.patches is not None:
-            patch_maps.extend(detector.patch_maps(batch["image"]))
-        for m in batch_maps:
+        if inspected.distances is not None:
+            distances.append(inspected.distances)
+        if inspected.patch_maps is not None:
+            patch_maps.extend(inspected.patch_maps)
+        for m in inspected.maps:
             size = m.numel()
             picks.append(
                 rng.choice(size, _PIXELS_PER_IMAGE, replace=False)

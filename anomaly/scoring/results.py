@@ -18,7 +18,7 @@ from anomaly.errors import DataError, OutputError
 from anomaly.io import atomic_open, remove_leftover_temporaries, write_json_atomic
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.regions import REGION_COLUMNS, RegionSettings, region_table
-from anomaly.scoring.stream import Progress, iterate_maps
+from anomaly.scoring.stream import Progress, inspect_batches
 from anomaly.scoring.verdict import ImageResult, analyse
 from anomaly.scoring.writer import CsvAppender, OutputSettings, write_pictures
 
@@ -196,7 +196,7 @@ def score_folder(
             # those pictures are on disk.
             pending: list[Future[None]] = []
             held: _Rows = _Rows()
-            for batch, maps in iterate_maps(
+            for batch, inspected in inspect_batches(
                 detector,
                 samples,
                 batch_size=batch_size,
@@ -216,12 +216,11 @@ def score_folder(
                 t0 = time.perf_counter()
                 results = analyse(
                     detector,
-                    maps,
+                    inspected,
                     batch["original_size"],
                     image_threshold=t_image,
                     pixel_threshold=t_pixel,
                     regions=regions,
-                    distances=batch.get("distances"),
                 )
                 unjudged = [
                     (rel[i].as_posix(), result.error)

@@ -1,4 +1,4 @@
-"""The streaming loop: images decoded in loader workers, batch by batch, into anomaly maps."""
+"""The streaming loop: images decoded in loader workers, inspected batch by batch."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
 from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample
-from anomaly.scoring.detector import Detector
+from anomaly.scoring.detector import Detector, Inspected
 
 # Progress callback: (files finished so far, total files).
 Progress = Callable[[int, int], None]
 
 
-def iterate_maps(
+def inspect_batches(
     detector: Detector,
     samples: Sequence[Sample],
     *,
@@ -27,12 +26,12 @@ def iterate_maps(
     skip_errors: bool = False,
     keep_original: bool = False,
     timings: dict[str, float] | None = None,
-) -> Iterator[tuple[dict[str, Any], list[torch.Tensor]]]:
-    """Stream ``(batch, maps)`` over samples; decoding happens in loader workers.
+) -> Iterator[tuple[dict[str, Any], Inspected]]:
+    """Stream ``(batch, inspected)`` over samples; decoding happens in loader workers.
 
-    With a feature model, ``batch["distances"]`` holds the images' feature scores.
-
-    Batches whose every file failed yield no maps, so callers still see their ``errors``.
+    ``inspected`` (:meth:`Detector.inspect`) holds the batch's maps and, with the feature
+    score, their feature scores. Batches whose every file failed yield no maps, so callers
+    still see their ``errors``.
     With ``timings``, seconds spent waiting for decoded images (``decode``) and computing
     maps (``model``) are added to it.
     """
@@ -51,10 +50,8 @@ def iterate_maps(
         decoded = time.perf_counter()
         if batch is None:
             return
-        maps = detector.anomaly_maps(batch["image"]) if "image" in batch else []
-        if maps and detector.features is not None:
-            batch["distances"] = detector.feature_distances(batch["image"])
+        inspected = detector.inspect(batch["image"]) if "image" in batch else Inspected(maps=[])
         if timings is not None:
             timings["decode"] = timings.get("decode", 0.0) + decoded - started
             timings["model"] = timings.get("model", 0.0) + time.perf_counter() - decoded
-        yield batch, maps
+        yield batch, inspected

@@ -11,7 +11,7 @@ import torch
 
 from anomaly.data.transforms import resize_map
 from anomaly.scoring.calibration import p_values
-from anomaly.scoring.detector import Detector
+from anomaly.scoring.detector import Detector, Inspected
 from anomaly.scoring.regions import RegionSettings, defect_regions
 
 
@@ -87,25 +87,24 @@ def unjudgeable(score: float, score_map: np.ndarray | torch.Tensor) -> str:
 
 def analyse(
     detector: Detector,
-    maps: Sequence[torch.Tensor],
+    inspected: Inspected,
     original_sizes: Sequence[tuple[int, int]],
     *,
     image_threshold: float,
     pixel_threshold: float,
     regions: RegionSettings,
-    distances: np.ndarray | None = None,
 ) -> list[ImageResult]:
     """Scores, p-values, verdicts and cleaned defect regions of a batch of maps.
 
     The one place where maps become verdicts: ``anomaly score``, ``score-batch`` and the
-    MLflow pyfunc model all call it, so they agree on every image. ``distances``: the
-    images' feature scores, when the detector fuses them
-    (:meth:`Detector.feature_distances`). An image whose score or map is not finite gets
+    MLflow pyfunc model all call it, so they agree on every image. ``inspected``: the
+    batch as :meth:`Detector.inspect` gave it. An image whose score or map is not finite gets
     no verdict but an ``error`` (see :func:`unjudgeable`), which callers report instead.
     """
+    maps = inspected.maps
     if not maps:
         return []
-    scores = detector.scores(maps, pixel_threshold=pixel_threshold, distances=distances)
+    scores = detector.image_scores(inspected, pixel_threshold=pixel_threshold)
     reference = detector.calibration.validation_scores if detector.calibration else []
     # Without validation scores there is no p-value: absent (None), not NaN.
     pvals = p_values(scores, reference).tolist() if reference else [None] * len(scores)

@@ -211,16 +211,14 @@ def predict_images(
         positions.append(k)
     if arrays:
         inputs = [detector.preprocess(a) for a in arrays]
-        maps = detector.anomaly_maps(inputs)
         cal = detector.calibration
         results = analyse(
             detector,
-            maps,
+            detector.inspect(inputs),
             [a.shape[:2] for a in arrays],
             image_threshold=cal.image_threshold,
             pixel_threshold=cal.pixel_threshold,
             regions=regions or RegionSettings(),
-            distances=detector.feature_distances(inputs),
         )
         for k, result in zip(positions, results, strict=True):
             if result.error:

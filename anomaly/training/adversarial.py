@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
+from anomaly.models.inspection import RECONSTRUCTION, Inspection, Wants
 from anomaly.training.autoencoder import (
     DEFAULT_OPTIMIZER,
     check_lr_schedule,
@@ -105,6 +106,12 @@ class USADModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The first decoder's reconstruction ``D1(E(x))``."""
         return self.net.decoder1(self.net.encoder(x))
+
+    gives = frozenset({RECONSTRUCTION})
+
+    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
+        """The reconstructions, whose error maps the detector turns into the map."""
+        return Inspection(reconstructions=self.reconstructions(x))
 
     def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         """``[(alpha, D1(E(x))), (beta, D2(E(D1(E(x)))))]``: the two terms of the map."""

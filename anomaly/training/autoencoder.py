@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
+from anomaly.models.inspection import RECONSTRUCTION, Inspection, Wants
 from anomaly.training.corruptions import build_corruption
 from anomaly.training.losses import build_loss
 
@@ -66,6 +67,12 @@ class AutoencoderModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct images ``(N, C, H, W)``."""
         return self.net(x)
+
+    gives = frozenset({RECONSTRUCTION})
+
+    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
+        """The reconstructions, whose error maps the detector turns into the map."""
+        return Inspection(reconstructions=self.reconstructions(x))
 
     def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         """``(weight, reconstruction)`` pairs whose weighted error maps form the anomaly map."""

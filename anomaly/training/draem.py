@@ -29,11 +29,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from anomaly.data.synthetic.anomalies import perlin_texture_with_mask
-from anomaly.data.transforms import check_normalize, standardize_batch
+from anomaly.data.transforms import check_normalize
 from anomaly.errors import ConfigError
-from anomaly.scoring.features import pool_features
-from anomaly.similarity.gms import msgms_map
-from anomaly.similarity.ssim import gaussian_filter
+from anomaly.models.draem import DraemNetwork
+from anomaly.models.inspection import Inspection, Wants
 from anomaly.training.autoencoder import check_lr_schedule, configure_optimizer
 from anomaly.training.losses import build_loss
 
@@ -81,6 +80,20 @@ def log_losses(
     total = torch.stack(list(losses.values())).sum()
     module.log(f"{stage}/loss", total, prog_bar=True, **opts)
     return total
+
+
+def _moved_into_network(
+    module: torch.nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """Load checkpoints written when the two networks were attributes of the module.
+
+    Until the inference network became its own module they were saved as
+    ``reconstructive.*`` and ``discriminative.*``; they are ``network.*`` now.
+    """
+    for key in list(state_dict):
+        for name in ("reconstructive.", "discriminative."):
+            if key.startswith(prefix + name):
+                state_dict[prefix + "network." + key[len(prefix) :]] = state_dict.pop(key)
 
 
 class DraemModule(pl.LightningModule):
@@ -149,84 +162,45 @@ class DraemModule(pl.LightningModule):
             )
         check_normalize(input_normalize, "model.module.input_normalize")
         self.save_hyperparameters()
-        self.reconstructive = instantiate(reconstructive, _convert_="all")
-        channels = 2 * int(self.reconstructive.channels)
-        self.discriminative = instantiate(discriminative, channels=channels, _convert_="all")
+        reconstructive_net = instantiate(reconstructive, _convert_="all")
+        channels = 2 * int(reconstructive_net.channels)
+        self.network = DraemNetwork(
+            reconstructive_net,
+            instantiate(discriminative, channels=channels, _convert_="all"),
+            recon_map_weight=recon_map_weight,
+            recon_map_sigma=recon_map_sigma,
+            input_normalize=input_normalize,
+        )
         if segmenter_prior is not None:
-            _start_at(self.discriminative, segmenter_prior)
+            _start_at(self.network.discriminative, segmenter_prior)
         self.loss_fn = build_loss(**(loss or {"name": "l2_ssim"}))
         self.perlin = dict(perlin or {})
         # Fail at construction, not at the first training step, on a bad perlin setting.
         perlin_texture_with_mask(torch.zeros(1, 1, 16, 16), **self.perlin)
+        self.register_load_state_dict_pre_hook(_moved_into_network)
 
-    def _prepared(self, x: torch.Tensor) -> torch.Tensor:
-        # .get: checkpoints written before the setting existed saw plain images.
-        if self.hparams.get("input_normalize", "none") == "mean_std":
-            return standardize_batch(x)
-        return x
+    @property
+    def reconstructive(self) -> torch.nn.Module:
+        """The reconstructive network."""
+        return self.network.reconstructive
+
+    @property
+    def discriminative(self) -> torch.nn.Module:
+        """The discriminative (segmentation) network."""
+        return self.network.discriminative
+
+    @property
+    def gives(self) -> frozenset[str]:
+        """What :meth:`inspect` gives (see :class:`~anomaly.models.draem.DraemNetwork`)."""
+        return self.network.gives
+
+    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
+        """The trained network's outputs for scoring (:class:`DraemNetwork.inspect`)."""
+        return self.network.inspect(x, wants)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The reconstruction of ``x`` (for pictures; the map comes from :meth:`anomaly_map`).
-
-        With ``input_normalize`` it is the reconstruction of the normalised image.
-        """
-        return self.reconstructive(self._prepared(x))
-
-    def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
-        """The reconstruction, for the pictures of the scoring stage."""
-        return [(1.0, self.forward(x))]
-
-    def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled bottleneck features of the reconstructive network, ``(N, D)``.
-
-        For the image-level feature score (:mod:`anomaly.scoring.features`).
-
-        Raises:
-            ConfigError: The reconstructive network has no ``encode`` (only the U-Net's).
-        """
-        return pool_features(self._encode(x, "scoring.feature_score.enabled"))
-
-    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The reconstructive network's bottleneck, ``(N, D, h, w)``, for the patch map.
-
-        Every position describes the texture of one part of the image
-        (:mod:`anomaly.scoring.patches`).
-
-        Raises:
-            ConfigError: The reconstructive network has no ``encode`` (only the U-Net's).
-        """
-        return self._encode(x, "scoring.patch_map.enabled")
-
-    def _encode(self, x: torch.Tensor, key: str) -> torch.Tensor:
-        encode = getattr(self.reconstructive, "encode", None)
-        if encode is None:
-            raise ConfigError(
-                f"this needs a reconstructive network with encode(); "
-                f"{type(self.reconstructive).__name__} has none: set {key}=false"
-            )
-        return encode(self._prepared(x))
-
-    def segment(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-        """Anomaly logits ``(N, 1, H, W)`` of inputs and their reconstructions."""
-        return self.discriminative(torch.cat([x, recon], dim=1))
-
-    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Anomaly score per pixel, ``(N, 1, H, W)``.
-
-        The segmenter's probability (``[0, 1]``), plus ``recon_map_weight`` times the
-        blurred reconstruction error (``[0, 1 + recon_map_weight]`` then).
-        """
-        x = self._prepared(x)
-        recon = self.reconstructive(x)
-        probability = torch.sigmoid(self.segment(x, recon))
-        weight = float(self.hparams.recon_map_weight)
-        if weight == 0:
-            return probability
-        error = 1.0 - msgms_map(x, recon).mean(dim=1, keepdim=True)
-        sigma = float(self.hparams.recon_map_sigma)
-        if sigma > 0:
-            error = gaussian_filter(error, sigma)
-        return probability + weight * error
+        """The anomaly map of ``x``, ``(N, 1, H, W)``."""
+        return self.network(x)
 
     def training_losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """DRAEM's two losses on ``x`` with synthetic anomalies pasted into some images.
@@ -238,15 +212,15 @@ class DraemModule(pl.LightningModule):
             ``reconstruction_loss`` and ``segmentation_loss`` (scalars); the training
             minimises their sum.
         """
-        x = self._prepared(x)
+        x = self.network.prepared(x)
         pasted, mask = perlin_texture_with_mask(x, **self.perlin)
         chosen = (torch.rand(x.shape[0], device=x.device) < self.hparams.anomaly_p).view(
             -1, 1, 1, 1
         )
         inputs = torch.where(chosen, pasted, x)
         target = (mask & chosen).float()
-        recon = self.reconstructive(inputs)
-        logits = self.segment(inputs, recon)
+        recon = self.network.reconstructive(inputs)
+        logits = self.network.segment(inputs, recon)
         return {
             "reconstruction_loss": self.loss_fn(recon, x),
             "segmentation_loss": focal_loss(logits, target, self.hparams.focal_gamma),

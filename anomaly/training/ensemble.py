@@ -15,32 +15,19 @@ Training and scoring time grow with the number of members (and with their resolu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import get_class
 from torch import nn
 
 from anomaly.errors import ConfigError
+from anomaly.models.draem import EnsembleNetwork, member_size, resize
+from anomaly.models.inspection import MAP, Inspection, Wants
 from anomaly.training.autoencoder import configure_optimizer
 from anomaly.training.draem import log_losses
-
-# Member input sides are rounded to a multiple of this (the 2**depth of the default
-# U-Nets and the stated constraint of data.image_size).
-SIDE_MULTIPLE = 16
-
-
-def member_size(size: Sequence[int], scale: float) -> tuple[int, int]:
-    """The input size ``(h, w)`` of a member that sees ``size`` scaled by ``scale``.
-
-    Each side is rounded to the nearest multiple of 16 (at least 16), so a U-Net of depth
-    4 can take it.
-    """
-    h, w = (max(SIDE_MULTIPLE, round(s * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE) for s in size)
-    return h, w
 
 
 def merge_settings(
@@ -72,13 +59,6 @@ def merge_settings(
         else:
             merged[key] = value
     return merged
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == size:
-        return x
-    # antialias: a member at a lower resolution should see the image, not its aliasing.
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 class EnsembleModule(pl.LightningModule):
@@ -138,7 +118,7 @@ class EnsembleModule(pl.LightningModule):
                 f"model.module._target_={target!r} cannot be imported as an ensemble member: {exc}"
             ) from exc
         missing = [
-            name for name in ("anomaly_map", "training_losses") if not hasattr(member_class, name)
+            name for name in ("inspect", "training_losses") if not hasattr(member_class, name)
         ]
         if missing:
             raise ConfigError(
@@ -152,52 +132,35 @@ class EnsembleModule(pl.LightningModule):
             for i, override in enumerate(overrides or [None] * members)
         ]
         self.members = nn.ModuleList(member_class(**s) for s in specs)
+        if MAP not in self.members[0].gives:
+            raise ConfigError(
+                f"model.ensemble.members={members}: only a model that makes its own anomaly "
+                f"map (model=draem) can be an ensemble, and {target} does not; add "
+                "model.ensemble.members=1"
+            )
         self.scales = [float(s) for s in scales] if scales is not None else [1.0] * members
 
-    def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [_resize(x, member_size(x.shape[-2:], s)) for s in self.scales]
+    @property
+    def network(self) -> EnsembleNetwork:
+        """The members' inference networks as one (sharing their weights)."""
+        # Built on demand and not registered, so the weights are saved once, under members.
+        return EnsembleNetwork([m.network for m in self.members], self.scales)
+
+    @property
+    def gives(self) -> frozenset[str]:
+        """What :meth:`inspect` gives: what every member gives."""
+        return self.network.gives
+
+    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
+        """The ensemble's outputs for scoring (:meth:`EnsembleNetwork.inspect`)."""
+        return self.network.inspect(x, wants)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The first member's reconstruction of ``x`` at the size of ``x`` (for pictures)."""
-        size = tuple(x.shape[-2:])
-        return _resize(self.members[0](_resize(x, member_size(size, self.scales[0]))), size)
+        """The mean anomaly map of ``x``, ``(N, 1, H, W)``."""
+        return self.network(x)
 
-    def reconstructions(self, x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
-        """The first member's reconstruction, for the pictures of the scoring stage."""
-        return [(1.0, self.forward(x))]
-
-    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean of the members' maps, each resized to ``x``'s size: ``(N, 1, H, W)``."""
-        size = tuple(x.shape[-2:])
-        maps = [
-            _resize(m.anomaly_map(xi), size)
-            for m, xi in zip(self.members, self._inputs(x), strict=True)
-        ]
-        return torch.stack(maps).mean(dim=0)
-
-    def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The members' image features side by side, ``(N, D_1 + D_2 + ...)``.
-
-        One Gaussian over all of them sees how the members' views vary together.
-        """
-        return torch.cat(
-            [m.image_features(xi) for m, xi in zip(self.members, self._inputs(x), strict=True)],
-            dim=1,
-        )
-
-    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The members' bottlenecks side by side, ``(N, D_1 + D_2 + ..., h, w)``.
-
-        A member at another resolution has its bottleneck resized to the first member's
-        grid, so each position describes the same part of the image in every member.
-        """
-        maps = [m.patch_features(xi) for m, xi in zip(self.members, self._inputs(x), strict=True)]
-        grid = tuple(maps[0].shape[-2:])
-        return torch.cat(
-            [h if tuple(h.shape[-2:]) == grid else F.interpolate(h, size=grid, mode="bilinear")
-             for h in maps],
-            dim=1,
-        )  # fmt: skip
+    def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [resize(x, member_size(x.shape[-2:], s)) for s in self.scales]
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         per_member = [

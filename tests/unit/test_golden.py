@@ -17,7 +17,7 @@ import pytest
 
 from anomaly.data.folder import Sample
 from anomaly.model_folder import load_detector
-from anomaly.scoring.stream import iterate_maps
+from anomaly.scoring.stream import inspect_batches
 from anomaly.tracking.model import predict_images
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
@@ -38,8 +38,8 @@ def test_a_saved_model_folder_scores_as_when_it_was_saved(name):
     detector = load_detector(GOLDEN / name)
     maps = [
         m[0].numpy()
-        for _, batch in iterate_maps(detector, [Sample(p) for p in INPUTS], batch_size=2)
-        for m in batch
+        for _, inspected in inspect_batches(detector, [Sample(p) for p in INPUTS], batch_size=2)
+        for m in inspected.maps
     ]
     np.testing.assert_allclose(np.stack(maps), want["maps"], rtol=1e-5, atol=1e-6)
     rows = predict_images(detector, [str(p) for p in INPUTS])

@@ -44,7 +44,7 @@ from anomaly.pipelines.score_batch.plan import (
     settings_from,
 )
 from anomaly.scoring.detector import Detector
-from anomaly.scoring.stream import Progress, iterate_maps
+from anomaly.scoring.stream import Progress, inspect_batches
 from anomaly.scoring.verdict import analyse
 from anomaly.scoring.writer import write_pictures
 from anomaly.tracking.lineage import file_set, log_file_sets
@@ -324,7 +324,7 @@ def _score_items(
     if progress is not None:
         progress(0, len(items))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for batch, maps in iterate_maps(
+        for batch, inspected in inspect_batches(
             detector,
             [Sample(it.path) for it in items],
             batch_size=int(s.batch_size),
@@ -343,12 +343,11 @@ def _score_items(
                 log.warning("%s: %s", items[i].rel, note)
             results = analyse(
                 detector,
-                maps,
+                inspected,
                 batch["original_size"],
                 image_threshold=t_image,
                 pixel_threshold=t_pixel,
                 regions=regions,
-                distances=batch.get("distances"),
             )
             writes = []
             for j, (i, verdict) in enumerate(zip(batch["index"], results, strict=True)):

@@ -12,6 +12,7 @@ import torch
 from anomaly.data.folder import Sample
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError
+from anomaly.models.inspection import Wants
 from anomaly.models.unet import UNet
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
@@ -19,10 +20,15 @@ from anomaly.scoring.features import ScoreFusion, pool_features
 from anomaly.scoring.fitting import calibrate, fit_features
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.results import score_folder
-from anomaly.scoring.stream import iterate_maps
+from anomaly.scoring.stream import inspect_batches
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule
 from tests.conftest import TINY_DRAEM, stripes_and_noise, tiny_draem_detector
+
+
+def _features(module, x):
+    return module.inspect(x, Wants(map=False, image_features=True)).image_features
+
 
 MEMBER = {k: v for k, v in TINY_DRAEM.items() if k != "_target_"}
 
@@ -48,13 +54,13 @@ def test_draem_and_ensemble_features_are_the_pooled_bottlenecks():
     member = DraemModule(**MEMBER).eval()
     with torch.no_grad():
         expected = pool_features(member.reconstructive.encode(x))
-        torch.testing.assert_close(member.image_features(x), expected)
+        torch.testing.assert_close(_features(member, x), expected)
     ensemble = EnsembleModule(TINY_DRAEM, members=2, scales=[1.0, 0.5]).eval()
     with torch.no_grad():
-        got = ensemble.image_features(x)
+        got = _features(ensemble, x)
         half = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", antialias=True)
-        first = ensemble.members[0].image_features(x)
-        second = ensemble.members[1].image_features(half)
+        first = _features(ensemble.members[0], x)
+        second = _features(ensemble.members[1], half)
     # 16 bottleneck channels x (mean, max, spread) per member, side by side.
     assert got.shape == (3, 96)
     torch.testing.assert_close(got, torch.cat([first, second], dim=1))
@@ -72,9 +78,9 @@ def test_far_images_get_high_feature_scores_and_the_fused_score_is_used_everywhe
 
     evaluation = evaluate(detector, data["test"], batch_size=8, pixel_metrics_at=None)
     maps, distances = [], []
-    for batch, batch_maps in iterate_maps(detector, data["test"], batch_size=8):
-        maps += batch_maps
-        distances.append(batch["distances"])
+    for _, inspected in inspect_batches(detector, data["test"], batch_size=8):
+        maps += inspected.maps
+        distances.append(inspected.distances)
     distances = np.concatenate(distances)
     # Noise is far from the stripes' features, farther than any held-out stripe image.
     assert distances[4:].min() > distances[:4].max()

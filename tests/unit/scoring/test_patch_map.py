@@ -14,13 +14,14 @@ from anomaly.data.folder import Sample
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError, ModelFolderError
 from anomaly.model_folder import load_detector, save_model_folder
+from anomaly.models.inspection import Wants
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.fitting import calibrate, fit_patches
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.patches import PATCHES_FILE, PatchMemory, patch_scale
-from anomaly.scoring.stream import iterate_maps
+from anomaly.scoring.stream import inspect_batches
 from anomaly.training.draem import DraemModule
 from anomaly.training.ensemble import EnsembleModule
 from tests.conftest import TINY_DRAEM, stripes_and_noise, tiny_draem_detector
@@ -39,8 +40,8 @@ def data(tmp_path):
 
 def _maps(detector, samples):
     out, images = [], []
-    for batch, batch_maps in iterate_maps(detector, samples, batch_size=4):
-        out += batch_maps
+    for batch, inspected in inspect_batches(detector, samples, batch_size=4):
+        out += inspected.maps
         images.append(batch["image"])
     return out, torch.cat(images)
 
@@ -120,7 +121,7 @@ def test_an_ensembles_patch_features_are_its_members_side_by_side():
     torch.manual_seed(0)
     ensemble = EnsembleModule(member=TINY_DRAEM, members=2, scales=[1.0, 0.5])
     x = torch.rand(2, 1, 32, 32)
-    features = ensemble.patch_features(x)
+    features = ensemble.inspect(x, Wants(map=False, patch_features=True)).patch_features
     # The second member sees 16x16 and has a 4x4 bottleneck, resized to the first's 8x8.
     assert features.shape == (2, 32, 8, 8)
     first = ensemble.members[0].reconstructive.encode(x)

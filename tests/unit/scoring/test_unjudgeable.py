@@ -127,10 +127,9 @@ def test_the_p_value_is_absent_not_nan_without_validation_scores(folder, tmp_pat
 def test_analyse_gives_an_error_instead_of_a_verdict():
     detector = _detector()
     images = torch.stack([torch.full((1, 16, 16), 0.5), torch.ones(1, 16, 16)])
-    maps = detector.anomaly_maps(images)
     good, bad = analyse(
         detector,
-        maps,
+        detector.inspect(images),
         [(16, 16), (20, 24)],
         image_threshold=0.1,
         pixel_threshold=0.2,

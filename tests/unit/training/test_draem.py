@@ -65,7 +65,7 @@ def test_segmenter_learns_to_find_pasted_anomalies_and_is_the_map():
 
     pasted, mask = perlin_texture_with_mask(rows, max_scale=4, max_opacity=0.0)
     with torch.no_grad():
-        prob = module.anomaly_map(pasted)
+        prob = module(pasted)
     # Ranked by the map, pasted pixels come first (0.95-0.96 with 1 or 2 threads).
     assert auroc(mask.flatten().numpy(), prob.flatten().numpy()) > 0.9
     assert prob[mask].mean() > prob[~mask].mean() + 0.2
@@ -99,9 +99,9 @@ def test_reconstruction_error_added_to_the_map_is_the_blurred_msgms_error():
     x[:, :, 8:24, 8:24] = 0.9  # a bright square the untrained network does not give back
     with torch.no_grad():
         recon = plain.reconstructive(x)
-        probability = plain.anomaly_map(x)
-        both = mixed.anomaly_map(x)
-    assert torch.equal(probability, torch.sigmoid(plain.segment(x, recon)))
+        probability = plain(x)
+        both = mixed(x)
+    assert torch.equal(probability, torch.sigmoid(plain.network.segment(x, recon)))
     # Reference blur: scipy's gaussian filter with the same reflect boundary and radius.
     error = 1.0 - msgms_map(x, recon).mean(dim=1).numpy()
     blurred = np.stack([ndimage.gaussian_filter(e, 3.0, mode="reflect", truncate=3.5)
@@ -123,8 +123,8 @@ def test_a_checkpoint_saved_before_the_reconstruction_term_keeps_its_map(tmp_pat
     loaded = DraemModule.load_from_checkpoint(ckpt).eval()
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
-        expected = torch.sigmoid(module.eval().segment(x, module.reconstructive(x)))
-        assert torch.allclose(loaded.anomaly_map(x), expected, atol=1e-6)
+        expected = torch.sigmoid(module.eval().network.segment(x, module.reconstructive(x)))
+        assert torch.allclose(loaded(x), expected, atol=1e-6)
 
 
 def test_segmenter_prior_starts_every_pixel_near_it_and_training_moves_it():
@@ -134,8 +134,8 @@ def test_segmenter_prior_starts_every_pixel_near_it_and_training_moves_it():
     module = DraemModule(RECON, DISC, segmenter_prior=0.01)
     x = torch.rand(4, 1, 32, 32)
     with torch.no_grad():
-        start = torch.sigmoid(module.segment(x, module.reconstructive(x)))
-        half = torch.sigmoid(default.segment(x, default.reconstructive(x)))
+        start = torch.sigmoid(module.network.segment(x, module.reconstructive(x)))
+        half = torch.sigmoid(default.network.segment(x, default.reconstructive(x)))
     # logit(0.01) = ln(0.01 / 0.99), by hand
     assert module.discriminative.out.bias.item() == pytest.approx(-4.59512, abs=1e-4)
     assert 0.005 < start.mean().item() < 0.02
@@ -161,13 +161,13 @@ def test_input_normalize_makes_the_map_blind_to_exposure_and_trains_on_normalise
     x = torch.rand(2, 1, 32, 32) * 0.4 + 0.3
     brighter = x * 1.5 + 0.05  # the same surface under another exposure
     with torch.no_grad():
-        same = normalised.anomaly_map(x)
-        torch.testing.assert_close(normalised.anomaly_map(brighter), same, atol=1e-5, rtol=0)
+        same = normalised(x)
+        torch.testing.assert_close(normalised(brighter), same, atol=1e-5, rtol=0)
         # It is the plain model's map of each image standardised on its own.
         reference = torch.stack([standardize(image) for image in x])
-        torch.testing.assert_close(same, plain.anomaly_map(reference), atol=1e-6, rtol=0)
+        torch.testing.assert_close(same, plain(reference), atol=1e-6, rtol=0)
         # Without it the (untrained, so barely reacting) map moves ten times the tolerance.
-        assert (plain.anomaly_map(brighter) - plain.anomaly_map(x)).abs().max() > 1e-4
+        assert (plain(brighter) - plain(x)).abs().max() > 1e-4
         torch.testing.assert_close(normalised(brighter), plain(reference), atol=1e-5, rtol=0)
     # Training: the reconstruction target is the normalised image, whatever the exposure.
     torch.manual_seed(1)

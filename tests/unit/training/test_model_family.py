@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from anomaly.data.transforms import Preprocess
 from anomaly.model_folder import load_detector
+from anomaly.models.inspection import Wants
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.detector import Detector
 from anomaly.settings import map_settings
@@ -50,7 +51,8 @@ def test_overfits_one_batch(model):
     def error() -> float:
         module.eval()
         with torch.no_grad():
-            recons = module.reconstructions(batch["image"])
+            wants = Wants(map=False, reconstruction=True)
+            recons = module.inspect(batch["image"], wants).reconstructions
         module.train()
         return float(sum(w * torch.mean((r - batch["image"]) ** 2) for w, r in recons))
 
