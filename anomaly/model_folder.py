@@ -30,11 +30,12 @@ import anomaly
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.io import default_file_mode, write_json_atomic, write_text_atomic
+from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
 from anomaly.scoring.detector import Detector
-from anomaly.scoring.features import FEATURES_FILE, FeatureGaussian
+from anomaly.scoring.features import FeatureGaussian
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.patches import PATCHES_FILE, PatchMemory
+from anomaly.scoring.patches import PatchMemory
 
 CHECKPOINT_FILE = "model.ckpt"
 META_FILE = "model.json"
@@ -57,9 +58,9 @@ def save_model_folder(
 ) -> Path:
     """Write a complete model folder (checkpoint first, metadata last).
 
-    ``features``: the feature score's Gaussian (``features.npz``); ``patches``: the patch
-    map's memory (``patches.npz``). Without one, a stale file from an earlier run into
-    the same folder is removed.
+    ``features`` and ``patches``: the fitted add-ons (:data:`~anomaly.scoring.addons.ADDONS`,
+    by their detector attribute). Without one, a stale file from an earlier run into the
+    same folder is removed.
 
     Returns:
         The folder.
@@ -71,11 +72,13 @@ def save_model_folder(
     # Lightning's writer (fsspec) does not follow the umask; the folder's other files do.
     os.chmod(tmp, default_file_mode())
     os.replace(tmp, folder / CHECKPOINT_FILE)
-    for part, name in ((features, FEATURES_FILE), (patches, PATCHES_FILE)):
+    parts = {"features": features, "patches": patches}
+    for addon in ADDONS:
+        part = parts[addon.attribute]
         if part is not None:
-            part.save(folder / name)
+            addon.save(part, folder)
         else:
-            (folder / name).unlink(missing_ok=True)
+            (folder / addon.file).unlink(missing_ok=True)
     calibration.save(folder / CALIBRATION_FILE)
     write_text_atomic(folder / CONFIG_FILE, config_yaml)
     meta = {
@@ -159,41 +162,34 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
             "model.json of the same training together"
         ) from exc
     calibration = Calibration.load(folder / CALIBRATION_FILE) if calibrated else None
-    features_path = folder / FEATURES_FILE
-    features = FeatureGaussian.load(features_path) if features_path.is_file() else None
-    if calibration is not None and calibration.fusion and features is None:
-        raise ModelFolderError(
-            f"{folder / CALIBRATION_FILE} combines the map with a feature score but "
-            f"{features_path} is missing; restore it from the model's MLflow run, fit a new "
-            "one with `anomaly calibrate`, or re-fit the thresholds on the map alone with "
-            "`anomaly calibrate scoring.feature_score.enabled=false`"
-        )
-    patches_path = folder / PATCHES_FILE
-    patches = PatchMemory.load(patches_path) if patches_path.is_file() else None
-    if calibration is not None and calibration.patch_scale > 0 and patches is None:
-        raise ModelFolderError(
-            f"{folder / CALIBRATION_FILE} adds a patch map (patch_scale "
-            f"{calibration.patch_scale:g}) but {patches_path} is missing; restore it from the "
-            "model's MLflow run, fit a new one with `anomaly calibrate`, or re-fit the "
-            "thresholds on the model's map alone with `anomaly calibrate "
-            "scoring.patch_map.enabled=false`"
-        )
+    parts: dict[str, Any] = {}
+    for addon in ADDONS:
+        path = folder / addon.file
+        parts[addon.attribute] = addon.load(path) if path.is_file() else None
+        use = addon.used_by(calibration) if calibration is not None else ""
+        if use and parts[addon.attribute] is None:
+            raise ModelFolderError(
+                f"{folder / CALIBRATION_FILE} {use} but {path} is missing; restore it from "
+                "the model's MLflow run, fit a new one with `anomaly calibrate`, or re-fit "
+                f"the thresholds without it with `anomaly calibrate {addon.key}.enabled=false`"
+            )
     detector = Detector(
         model=module,
         preprocess=preprocess,
         maps=maps,
         calibration=calibration,
-        features=features,
-        patches=patches,
         model_id=str(meta.get("model_id", "")),
+        **parts,
     )
-    if patches is not None and detector.supports_patches():
-        # A memory of another network's features fails here, not on the first image.
+    loaded = [a for a in ADDONS if parts[a.attribute] is not None and detector.supports(a)]
+    if loaded:
+        # An add-on fitted on another network's features fails here, not on the first image.
         try:
-            detector.patch_maps(torch.zeros(1, preprocess.channels, *preprocess.image_size))
+            detector.inspect(torch.zeros(1, preprocess.channels, *preprocess.image_size))
         except ValueError as exc:
+            files = " or ".join(str(folder / a.file) for a in loaded)
             raise ModelFolderError(
-                f"{patches_path} does not fit {ckpt} ({exc}); keep the files of one training "
+                f"{files} does not fit {ckpt} ({exc}); keep the files of one training "
                 "together, or delete it and fit a new one with `anomaly calibrate`"
             ) from exc
     return detector

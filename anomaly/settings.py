@@ -14,11 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
-from anomaly.scoring.detector import gives_features, gives_patches
-from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
+from anomaly.scoring.addons import ADDONS, AddOn
+from anomaly.scoring.detector import gives
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.patches import DEFAULT_CORESET, DEFAULT_MAX_PATCHES, check_patch_settings
-from anomaly.scoring.patches import DEFAULT_WEIGHT as DEFAULT_PATCH_WEIGHT
 
 
 def map_settings(cfg: DictConfig) -> MapSettings:
@@ -53,62 +51,61 @@ def calibration_specs(cfg: DictConfig) -> dict[str, Any]:
     From ``scoring.calibration``, ``scoring.feature_score`` and ``scoring.patch_map``.
     """
     c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
-    weight = OmegaConf.select(cfg, "scoring.feature_score.map_weight", default=DEFAULT_MAP_WEIGHT)
-    patch = OmegaConf.select(cfg, "scoring.patch_map.weight", default=DEFAULT_PATCH_WEIGHT)
     return {
         "image": c["image"],
         "pixel": c["pixel"],
-        "map_weight": float(weight),
-        "patch_weight": float(patch),
+        "map_weight": float(cfg.scoring.feature_score.map_weight),
+        "patch_weight": float(cfg.scoring.patch_map.weight),
     }
 
 
-FEATURE_SCORE_CHOICES = ("auto", True, False)
+ENABLED_CHOICES = ("auto", True, False)
 
 
-def _enabled(cfg: DictConfig, key: str, supported: bool, model: torch.nn.Module, what: str) -> bool:
-    """Whether ``<key>.enabled`` (auto, true or false) asks for a part ``model`` may lack."""
-    enabled = OmegaConf.select(cfg, f"{key}.enabled", default="auto")
-    if enabled not in FEATURE_SCORE_CHOICES:
-        raise ConfigError(f"{key}.enabled={enabled!r} is unknown; choose auto, true or false")
+def use_addon(
+    cfg: DictConfig, addon: AddOn, model: torch.nn.Module, preprocess: Preprocess
+) -> bool:
+    """Whether ``scoring.<addon>.enabled`` (auto, true or false) asks for ``addon``.
+
+    Raises:
+        ConfigError: An unknown value or setting, or ``true`` for a model that does not
+            give what the add-on needs.
+    """
+    group = cfg.scoring[addon.name]
+    enabled = group.enabled
+    if enabled not in ENABLED_CHOICES:
+        raise ConfigError(f"{addon.key}.enabled={enabled!r} is unknown; choose auto, true or false")
+    supported = gives(model, preprocess, addon)
     if enabled is True and not supported:
         raise ConfigError(
-            f"{key}.enabled=true, but {type(model).__name__} gives no {what} in this mode "
-            "(draem and its ensembles in resize mode do); set it to auto or false"
+            f"{addon.key}.enabled=true, but {type(model).__name__} gives no {addon.what} in "
+            "this mode (draem and its ensembles in resize mode do); set it to auto or false"
         )
-    return enabled is not False and supported
-
-
-def use_feature_score(cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess) -> bool:
-    """Whether ``scoring.feature_score.enabled`` asks for the feature score of ``model``.
-
-    Raises:
-        ConfigError: An unknown value, or ``true`` for a model that gives no features.
-    """
-    supported = gives_features(model, preprocess)
-    return _enabled(cfg, "scoring.feature_score", supported, model, "image features")
-
-
-def use_patch_map(cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess) -> bool:
-    """Whether ``scoring.patch_map.enabled`` asks for the patch map of ``model``.
-
-    Raises:
-        ConfigError: An unknown value or setting, or ``true`` for a model that gives no
-            feature maps.
-    """
-    use = _enabled(
-        cfg, "scoring.patch_map", gives_patches(model, preprocess), model, "feature maps"
-    )
+    use = enabled is not False and supported
     if use:
-        check_patch_settings(weight=calibration_specs(cfg)["patch_weight"], **patch_settings(cfg))
+        addon_settings(cfg, addon)
     return use
 
 
-def patch_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``coreset=`` and ``max_patches=`` arguments of ``fit_patches`` (``scoring.patch_map``)."""
+def addon_settings(cfg: DictConfig, addon: AddOn) -> dict[str, Any]:
+    """``addon``'s fitting arguments from its ``scoring.<name>`` group (checked).
+
+    Raises:
+        ConfigError: A value out of range (names the key).
+    """
+    return addon.settings(OmegaConf.to_container(cfg.scoring[addon.name], resolve=True))
+
+
+def enabled_addons(
+    cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess
+) -> dict[AddOn, dict[str, Any]]:
+    """The add-ons the config asks for on ``model``, each with its fitting arguments.
+
+    Raises:
+        ConfigError: As :func:`use_addon`.
+    """
     return {
-        "coreset": OmegaConf.select(cfg, "scoring.patch_map.coreset", default=DEFAULT_CORESET),
-        "max_patches": OmegaConf.select(
-            cfg, "scoring.patch_map.max_patches", default=DEFAULT_MAX_PATCHES
-        ),
+        addon: addon_settings(cfg, addon)
+        for addon in ADDONS
+        if use_addon(cfg, addon, model, preprocess)
     }

@@ -13,12 +13,11 @@ from anomaly.data.folder import fingerprint, scan_dataset, split_validation
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.checks import check_config
 from anomaly.model_folder import CONFIG_FILE, load_detector
+from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.evaluation import evaluate
-from anomaly.scoring.features import FEATURES_FILE
-from anomaly.scoring.fitting import calibrate, fit_features, fit_patches
-from anomaly.scoring.patches import PATCHES_FILE
-from anomaly.settings import calibration_specs, patch_settings, use_feature_score, use_patch_map
+from anomaly.scoring.fitting import calibrate, fit_addons
+from anomaly.settings import calibration_specs, enabled_addons
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 
@@ -63,23 +62,15 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
     splits = scan_dataset(cfg.data.root, mask_suffix=suffix)
     training, validation = split_validation(splits.train, fraction=fraction, seed=seed)
     batch = {"batch_size": int(cfg.scoring.batch_size), "num_workers": int(cfg.scoring.num_workers)}
-    fitted = False
-    if not use_feature_score(cfg, detector.model, detector.preprocess):
-        # A Gaussian in the folder stays there, unused: calibration.json decides.
-        detector.features = None
-    elif detector.features is None:
-        # A model trained before the feature score (or with it off) gets it here, from
-        # the training part of the same split.
-        fit_features(detector, training, **batch)
-        fitted = True
-    fitted_patches = False
-    if not use_patch_map(cfg, detector.model, detector.preprocess):
-        # As for the features: the file may stay, calibration.json's patch_scale of 0
-        # says it is not used.
-        detector.patches = None
-    elif detector.patches is None:
-        fit_patches(detector, training, **patch_settings(cfg), **batch)
-        fitted_patches = True
+    wanted = enabled_addons(cfg, detector.model, detector.preprocess)
+    for addon in ADDONS:
+        if addon not in wanted:
+            # A file in the folder stays there, unused: calibration.json decides.
+            setattr(detector, addon.attribute, None)
+    # A model trained before an add-on existed (or with it off) gets it here, fitted on
+    # the training part of the same split.
+    missing = {a: s for a, s in wanted.items() if getattr(detector, a.attribute) is None}
+    fit_addons(detector, training, missing, **batch)
     try:
         calibration = calibrate(
             detector,
@@ -104,10 +95,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
             metrics["test_false_alarm_rate"] = float(np.mean(flagged))
         if "image_f1" in evaluation.metrics:
             metrics["image_f1"] = evaluation.metrics["image_f1"]
-    if fitted:
-        detector.features.save(folder / FEATURES_FILE)
-    if fitted_patches:
-        detector.patches.save(folder / PATCHES_FILE)
+    for addon in missing:
+        addon.save(getattr(detector, addon.attribute), folder)
     calibration.save(folder / CALIBRATION_FILE)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="calibrate") | {"model.id": detector.model_id}
@@ -131,10 +120,8 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         if run.enabled:
             log_file_sets(run, [file_set(validation, root=splits.root, context="validation")])
         run.artifact(folder / CALIBRATION_FILE)
-        if fitted:
-            run.artifact(folder / FEATURES_FILE)
-        if fitted_patches:
-            run.artifact(folder / PATCHES_FILE)
+        for addon in missing:
+            run.artifact(folder / addon.file)
     log.info(
         "wrote %s: image threshold %.6g, pixel threshold %.6g",
         folder / CALIBRATION_FILE,

@@ -32,14 +32,12 @@ from anomaly.jobs.evaluate import showcase as showcase_of
 from anomaly.model_folder import save_model_folder
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
-from anomaly.scoring.fitting import calibrate, fit_features, fit_patches
+from anomaly.scoring.fitting import calibrate, fit_addons
 from anomaly.settings import (
     calibration_specs,
+    enabled_addons,
     map_settings,
-    patch_settings,
     preprocess_settings,
-    use_feature_score,
-    use_patch_map,
 )
 from anomaly.tracking.card import card_tags, log_training_card, training_card
 from anomaly.tracking.lineage import file_set, log_file_sets
@@ -98,8 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_errors_csv(output_dir / "errors.csv", datamodule.skipped)
     module = build_module(cfg)
     # Checked now, not after the training.
-    feature_score = use_feature_score(cfg, module, preprocess)
-    patch_map = use_patch_map(cfg, module, preprocess)
+    addons = enabled_addons(cfg, module, preprocess)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
         "model.name": str(cfg.model.name),
@@ -211,16 +208,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "batch_size": int(cfg.scoring.batch_size),
             "num_workers": int(cfg.scoring.num_workers),
         }
-        if feature_score:
-            fit_features(detector, datamodule.train_samples, **batch)
-            log.info(
-                "feature score: Gaussian over %d features of %d training images (shrinkage %.3f)",
-                detector.features.mean.size,
-                detector.features.n_images,
-                detector.features.shrinkage,
-            )
-        if patch_map:
-            fit_patches(detector, datamodule.train_samples, **patch_settings(cfg), **batch)
+        # One pass over the training images fits every add-on.
+        fit_addons(detector, datamodule.train_samples, addons, **batch)
         try:
             calibrate(
                 detector,

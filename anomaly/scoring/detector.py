@@ -17,13 +17,12 @@ from torch import nn
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.models.inspection import (
-    IMAGE_FEATURES,
-    PATCH_FEATURES,
     InspectableModel,
     Inspection,
     Wants,
     inspectable,
 )
+from anomaly.scoring.addons import FEATURE_SCORE, PATCH_MAP, AddOn
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.features import FeatureGaussian, ScoreFusion
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
@@ -43,20 +42,13 @@ PASS_SIZE = 1
 Images = torch.Tensor | Sequence[torch.Tensor]
 
 
-def gives_features(model: nn.Module, preprocess: Preprocess) -> bool:
-    """Whether ``model`` gives image features for the feature score under ``preprocess``.
+def gives(model: nn.Module, preprocess: Preprocess, addon: AddOn) -> bool:
+    """Whether ``model`` gives what ``addon`` needs under ``preprocess``.
 
-    A window of tile mode is not an image, so tile mode never does.
+    Tile mode never does: a window is not an image, and a memory of whole-image
+    positions does not describe windows.
     """
-    return IMAGE_FEATURES in inspectable(model).gives and not preprocess.tile
-
-
-def gives_patches(model: nn.Module, preprocess: Preprocess) -> bool:
-    """Whether ``model`` gives feature maps for the patch map under ``preprocess``.
-
-    Tile mode never does: a memory of whole-image positions does not describe windows.
-    """
-    return PATCH_FEATURES in inspectable(model).gives and not preprocess.tile
+    return addon.needs in inspectable(model).gives and not preprocess.tile
 
 
 @dataclass
@@ -153,9 +145,9 @@ class Detector:
             return self._inspect_tiles(images, reconstructions)
         fitting = image_features or patch_features
         if image_features or (not fitting and self.features is not None):
-            self.check_features()
+            self.check(FEATURE_SCORE)
         if patch_features or (not fitting and self.patches is not None):
-            self.check_patches()
+            self.check(PATCH_MAP)
         wants = Wants(
             map=not fitting,
             reconstruction=reconstructions,
@@ -254,28 +246,36 @@ class Detector:
             return 0.0
         return float(self.calibration.patch_scale)
 
-    def supports_patches(self) -> bool:
-        """Whether the model gives feature maps for the patch map (DRAEM, resize mode)."""
-        return gives_patches(self.model, self.preprocess)
+    def supports(self, addon: AddOn) -> bool:
+        """Whether the model gives what ``addon`` needs (DRAEM and its ensembles, resize mode)."""
+        return gives(self.model, self.preprocess, addon)
 
-    def check_patches(self) -> None:
-        """Raise unless the model gives feature maps for the patch map.
+    def check(self, addon: AddOn) -> None:
+        """Raise unless the model gives what ``addon`` needs.
 
         Raises:
-            ConfigError: The model gives none, or works in tiles.
+            ConfigError: The model gives none, or works in tiles (names the config key).
         """
-        if not self.supports_patches():
+        if not self.supports(addon):
             raise ConfigError(
                 f"{type(self.model).__name__} in {'tile' if self.preprocess.tile else 'resize'}"
-                " mode gives no feature maps for the patch map; set "
-                "scoring.patch_map.enabled=false"
+                f" mode gives no {addon.what} for the {addon.name.replace('_', ' ')}; set "
+                f"{addon.key}.enabled=false"
             )
+
+    def supports_features(self) -> bool:
+        """Whether the model gives image features for the feature score."""
+        return self.supports(FEATURE_SCORE)
+
+    def supports_patches(self) -> bool:
+        """Whether the model gives feature maps for the patch map."""
+        return self.supports(PATCH_MAP)
 
     def patch_features(self, images: Images) -> torch.Tensor:
         """Feature maps ``(N, D, h, w)`` of ``(N, C, H, W)`` model inputs.
 
         Raises:
-            ConfigError: The model gives none (see :meth:`check_patches`).
+            ConfigError: The model gives none (see :meth:`check`).
         """
         return self.inspect(images, patch_features=True).patch_features
 
@@ -291,29 +291,13 @@ class Detector:
             raise ValueError("this detector has no patch memory; fit one with fit_patches")
         return self.inspect(images).patch_maps or []
 
-    def supports_features(self) -> bool:
-        """Whether the model gives image features (DRAEM and its ensembles, resize mode)."""
-        return gives_features(self.model, self.preprocess)
-
-    def check_features(self) -> None:
-        """Raise unless the model gives image features.
-
-        Raises:
-            ConfigError: The model gives none, or works in tiles (a window is not an image).
-        """
-        if not self.supports_features():
-            raise ConfigError(
-                f"{type(self.model).__name__} in {'tile' if self.preprocess.tile else 'resize'}"
-                " mode gives no image features; set scoring.feature_score.enabled=false"
-            )
-
     def image_features(self, images: Images) -> np.ndarray:
         """Pooled features ``(N, D)`` (float64) of ``(N, C, h, w)`` model inputs.
 
         Raises:
             ConfigError: The model gives none, or works in tiles (a window is not an image).
         """
-        self.check_features()
+        self.check(FEATURE_SCORE)
         if len(images) == 0:
             return np.zeros((0, 0))
         return self.inspect(images, image_features=True).image_features

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,8 @@ from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import DataError
+from anomaly.models.inspection import IMAGE_FEATURES, PATCH_FEATURES
+from anomaly.scoring.addons import FEATURE_SCORE, PATCH_MAP, AddOn
 from anomaly.scoring.calibration import Calibration, fit_calibration, fit_pixel_threshold
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.features import DEFAULT_MAP_WEIGHT, FeatureGaussian, ScoreFusion
@@ -125,6 +127,58 @@ def calibrate(
     return detector.calibration
 
 
+def fit_addons(
+    detector: Detector,
+    samples: Sequence[Sample],
+    addons: Mapping[AddOn, Mapping[str, Any]],
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+) -> None:
+    """Fit add-ons on defect-free (training) images, in one pass, and attach them.
+
+    Each image goes through the model once for all add-ons. The detector's calibration is
+    dropped: its thresholds belong to another map or score, so :func:`calibrate` must
+    follow.
+
+    Args:
+        detector: The detector; its model must give what each add-on needs.
+        samples: Defect-free training images; unreadable ones are skipped with a warning.
+        addons: Each add-on with its fitting arguments (:attr:`AddOn.settings`).
+        batch_size: Images per batch.
+        num_workers: Loader workers.
+        progress: Called with ``(images done, total)``.
+
+    Raises:
+        ConfigError: The model does not give what an add-on needs.
+        DataError: Fewer than two images could be read.
+    """
+    if not addons:
+        return
+    needs = {addon.needs for addon in addons}
+    for addon in addons:
+        detector.check(addon)
+    wants = {"image_features": IMAGE_FEATURES in needs, "patch_features": PATCH_FEATURES in needs}
+    names = " and ".join(addon.name.replace("_", " ") for addon in addons)
+    outputs = _training_outputs(
+        samples,
+        detector.preprocess,
+        lambda images: detector.inspect(images, **wants),
+        purpose=names,
+        key=next(iter(addons)).key,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    for addon, settings in addons.items():
+        started = time.perf_counter()
+        part = addon.fit([getattr(o, addon.needs) for o in outputs], **settings)
+        setattr(detector, addon.attribute, part)
+        log.info("%s (%.0f s)", addon.describe(part), time.perf_counter() - started)
+    detector.calibration = None
+
+
 def fit_features(
     detector: Detector,
     samples: Sequence[Sample],
@@ -133,28 +187,20 @@ def fit_features(
     num_workers: int = 0,
     progress: Progress | None = None,
 ) -> FeatureGaussian:
-    """Fit the feature score's Gaussian on defect-free (training) images and attach it.
-
-    The detector's calibration is dropped: its image threshold belongs to another score,
-    so :func:`calibrate` must follow.
+    """Fit the feature score's Gaussian alone (:func:`fit_addons`) and return it.
 
     Raises:
         ConfigError: The model gives no image features.
         DataError: Fewer than two images could be read.
     """
-    detector.check_features()
-    features = _training_features(
+    fit_addons(
+        detector,
         samples,
-        detector.preprocess,
-        detector.image_features,
-        purpose="feature score",
-        key="scoring.feature_score",
+        {FEATURE_SCORE: {}},
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
     )
-    detector.features = FeatureGaussian.fit(np.concatenate(features))
-    detector.calibration = None
     return detector.features
 
 
@@ -169,10 +215,7 @@ def fit_patches(
     num_workers: int = 0,
     progress: Progress | None = None,
 ) -> PatchMemory:
-    """Fit the patch map's memory on defect-free (training) images and attach it.
-
-    The detector's calibration is dropped: its thresholds belong to another map, so
-    :func:`calibrate` must follow (it fits the patch map's scale).
+    """Fit the patch map's memory alone (:func:`fit_addons`) and return it.
 
     Args:
         detector: A detector whose model gives feature maps (:meth:`Detector.check_patches`).
@@ -188,33 +231,19 @@ def fit_patches(
         ConfigError: The model gives no feature maps.
         DataError: Fewer than two images could be read.
     """
-    detector.check_patches()
-    chunks = _training_features(
+    settings = {"coreset": coreset, "max_patches": max_patches, "seed": seed}
+    fit_addons(
+        detector,
         samples,
-        detector.preprocess,
-        detector.patch_features,
-        purpose="patch map",
-        key="scoring.patch_map",
+        {PATCH_MAP: settings},
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
     )
-    started = time.perf_counter()
-    detector.patches = PatchMemory.fit(
-        torch.cat(chunks), coreset=coreset, max_patches=max_patches, seed=seed
-    )
-    log.info(
-        "patch map: %d of %d bottleneck positions of %d training images kept (%.0f s)",
-        detector.patches.bank.shape[0],
-        detector.patches.n_positions,
-        detector.patches.n_images,
-        time.perf_counter() - started,
-    )
-    detector.calibration = None
     return detector.patches
 
 
-def _training_features(
+def _training_outputs(
     samples: Sequence[Sample],
     preprocess: Preprocess,
     extract: Callable[[torch.Tensor], Any],
@@ -225,7 +254,7 @@ def _training_features(
     num_workers: int,
     progress: Progress | None,
 ) -> list[Any]:
-    """``extract`` of every readable training image, batch by batch.
+    """``extract`` of every readable training image's batch, batch by batch.
 
     Unreadable images are skipped with a warning that names them and ``purpose``.
 
