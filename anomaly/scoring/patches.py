@@ -46,6 +46,9 @@ DEFAULT_MAX_PATCHES = 20_000
 # Rows of queries compared with the memory at once: bounds the float64 distance matrix
 # to about 80 MB for a memory of 20 000 patches.
 _CHUNK = 512
+# Memory rows ranked nearest in float32 whose distances are then measured exactly: far
+# more than the rows that float32 rounding can leave tied with the nearest.
+_CANDIDATES = 16
 
 
 def check_patch_settings(*, weight: float, coreset: float, max_patches: int) -> None:
@@ -141,7 +144,8 @@ class PatchMemory:
 
     def __post_init__(self) -> None:
         self._bank = torch.from_numpy(np.ascontiguousarray(self.bank, dtype=np.float64))
-        self._bank_sq = (self._bank**2).sum(1)
+        self._bank32 = self._bank.float()
+        self._bank_sq32 = (self._bank**2).sum(1).float()
 
     @property
     def dim(self) -> int:
@@ -185,10 +189,13 @@ class PatchMemory:
     def distances(self, feature_maps: torch.Tensor) -> torch.Tensor:
         """Distance of each position to its nearest memory row, ``(N, h, w)`` float32.
 
-        The nearest row is searched in float64 and its distance then measured
-        directly: in float32 the expanded ``|a|^2 - 2ab + |b|^2`` loses small distances
-        to cancellation, so near-ties were broken by rounding and an image's map changed
-        with the batch or thread count it was scored in (as fast as float32 here).
+        The search runs in two steps. In float32 (twice as fast as float64) the expanded
+        ``|b|^2 - 2ab`` ranks the memory rows and keeps the :data:`_CANDIDATES` nearest;
+        the distance to each of those is then measured directly in float64 and the least
+        is taken. The float32 ranking loses small distances to cancellation, so it cannot
+        tell near-ties apart and orders them differently with the batch or thread count;
+        the exact second step breaks them the same way every time, so an image's map does
+        not depend on the batch it is scored in.
 
         Raises:
             ValueError: Features of another length than the memory's.
@@ -200,13 +207,15 @@ class PatchMemory:
             )
         n, _, h, w = feature_maps.shape
         rows = positions(feature_maps.double())
+        k = min(_CANDIDATES, self._bank.shape[0])
         out = torch.empty(rows.shape[0], dtype=torch.float64)
         for start in range(0, rows.shape[0], _CHUNK):
             q = rows[start : start + _CHUNK]
-            # |q|^2 is the same for every memory row, so it does not change the argmin.
-            nearest = (self._bank_sq[None] - 2.0 * q @ self._bank.T).argmin(dim=1)
-            diff = q - self._bank[nearest]
-            out[start : start + q.shape[0]] = diff.pow(2).sum(1).sqrt()
+            # |q|^2 is the same for every memory row, so it does not change the ranking.
+            ranking = self._bank_sq32[None] - 2.0 * q.float() @ self._bank32.T
+            candidates = ranking.topk(k, dim=1, largest=False).indices
+            exact = (q[:, None, :] - self._bank[candidates]).pow(2).sum(2)
+            out[start : start + q.shape[0]] = exact.min(dim=1).values.sqrt()
         return out.view(n, h, w).float()
 
     def patch_map(self, feature_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
