@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from anomaly.data.images import IMAGE_EXTENSIONS
 from anomaly.errors import DataError, OutputError
 from anomaly.io import atomic_open, remove_leftover_temporaries, write_json_atomic
 from anomaly.scoring.detector import Detector
+from anomaly.scoring.judging import Judging, judge_batches
 from anomaly.scoring.regions import REGION_COLUMNS, RegionSettings, region_table
-from anomaly.scoring.stream import Progress, inspect_batches
-from anomaly.scoring.verdict import ImageResult, analyse
-from anomaly.scoring.writer import CsvAppender, OutputSettings, write_pictures
+from anomaly.scoring.stream import Progress
+from anomaly.scoring.verdict import ImageResult
+from anomaly.scoring.writer import CsvAppender, OutputSettings
 
 log = logging.getLogger(__name__)
 
@@ -191,70 +191,30 @@ def score_folder(
         tables.append(regions_csv)
         errors_csv = CsvAppender(output_dir / "errors.csv", ("path", "reason"), lazy=True)
         tables.append(errors_csv)
-        with ThreadPoolExecutor(max_workers=max(1, write_threads)) as pool:
-            # The batch whose pictures are being written, and its rows, held back until
-            # those pictures are on disk.
-            pending: list[Future[None]] = []
-            held: _Rows = _Rows()
-            for batch, inspected in inspect_batches(
-                detector,
-                samples,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                skip_errors=True,
-                keep_original=outputs.overlays,
-                timings=timings,
-            ):
-                errors = [(rel[i].as_posix(), reason) for i, reason in batch["errors"]]
-                errors_csv.append(errors)
-                for path, reason in errors:
-                    log.warning("skipped %s: %s", path, reason)
-                for i, note in batch["notes"]:
-                    log.warning("%s: %s", rel[i].as_posix(), note)
-                summary.n_errors += len(errors)
-                summary.n_converted += len(batch["notes"])
-                t0 = time.perf_counter()
-                results = analyse(
-                    detector,
-                    inspected,
-                    batch["original_size"],
-                    image_threshold=t_image,
-                    pixel_threshold=t_pixel,
-                    regions=regions,
-                )
-                unjudged = [
-                    (rel[i].as_posix(), result.error)
-                    for i, result in zip(batch["index"], results, strict=True)
-                    if result.error
-                ]
-                errors_csv.append(unjudged)
-                for path, reason in unjudged:
-                    log.warning("skipped %s: %s", path, reason)
-                summary.n_errors += len(unjudged)
-                timings["postprocess"] += time.perf_counter() - t0
-                # The previous batch's pictures were written while this one was decoded
-                # and scored; wait for them now, so at most two batches are in flight (flat
-                # memory) and a write error (disk full) surfaces before more work is done.
-                timings["write"] += _drain(pending)
-                t1 = time.perf_counter()
-                held.commit(scores_csv, regions_csv, summary)
-                for j, (i, result) in enumerate(zip(batch["index"], results, strict=True)):
-                    if result.error:
-                        continue
-                    name = rel[i].with_suffix(".png")
-                    original = batch["original"][j] if outputs.overlays else None
-                    pending.append(
-                        pool.submit(
-                            write_pictures, output_dir, name, result, original, t_pixel, outputs
-                        )
-                    )
-                    held.add(rel[i].as_posix(), result, t_image, detector.model_id)
-                # Table rows and queueing the pictures: producing the outputs.
-                timings["write"] += time.perf_counter() - t1
-                if progress is not None:
-                    progress(summary.n_scored + held.n + summary.n_errors, len(paths))
-            timings["write"] += _drain(pending)
-            held.commit(scores_csv, regions_csv, summary)
+        judging = Judging(t_image, t_pixel, regions, outputs, output_dir)
+        names = [r.as_posix() for r in rel]
+        for judged in judge_batches(
+            detector,
+            samples,
+            names,
+            judging,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            write_threads=write_threads,
+            timings=timings,
+        ):
+            t1 = time.perf_counter()
+            errors_csv.append([(names[i], reason) for i, reason in judged.errors])
+            summary.n_errors += len(judged.errors)
+            summary.n_converted += len(judged.notes)
+            rows = _Rows()
+            for i, result in judged.scored:
+                rows.add(names[i], result, t_image, detector.model_id)
+            # The batch's pictures are on disk: its rows may say so.
+            rows.commit(scores_csv, regions_csv, summary)
+            timings["write"] += time.perf_counter() - t1
+            if progress is not None:
+                progress(summary.n_scored + summary.n_errors, len(paths))
     except OSError as exc:
         summary.status, summary.error = "stopped", f"{exc.strerror or exc} ({exc.filename or ''})"
         _finish(summary, output_dir, started, tables)
@@ -344,12 +304,3 @@ def _finish(
         if summary.status == "complete":
             raise
         log.error("could not write %s either", output_dir / "summary.json")
-
-
-def _drain(pending: list[Future[None]]) -> float:
-    """Wait for pending writes (re-raising their errors); return the seconds waited."""
-    started = time.perf_counter()
-    for future in pending:
-        future.result()
-    pending.clear()
-    return time.perf_counter() - started

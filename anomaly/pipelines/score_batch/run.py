@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,8 @@ from anomaly.pipelines.score_batch.plan import (
     settings_from,
 )
 from anomaly.scoring.detector import Detector
-from anomaly.scoring.stream import Progress, inspect_batches
-from anomaly.scoring.verdict import analyse
-from anomaly.scoring.writer import write_pictures
+from anomaly.scoring.judging import Judging, judge_batches
+from anomaly.scoring.stream import Progress
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 from anomaly.tracking.model import load_model, model_version_tags
@@ -323,83 +321,53 @@ def _score_items(
     new_records: list[dict[str, Any]] = []
     if progress is not None:
         progress(0, len(items))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for batch, inspected in inspect_batches(
-            detector,
-            [Sample(it.path) for it in items],
-            batch_size=int(s.batch_size),
-            num_workers=int(s.num_workers),
-            skip_errors=True,
-            keep_original=outputs.overlays,
-        ):
-            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            records = []
-            for i, reason in batch["errors"]:
-                log.warning("skipped %s: %s", items[i].rel, reason)
-                records.append(
-                    manifest_record(items[i], ERROR, now, reason=reason, run=result["run"])
-                )
-            for i, note in batch["notes"]:
-                log.warning("%s: %s", items[i].rel, note)
-            results = analyse(
-                detector,
-                inspected,
-                batch["original_size"],
-                image_threshold=t_image,
-                pixel_threshold=t_pixel,
-                regions=regions,
-            )
-            writes = []
-            for j, (i, verdict) in enumerate(zip(batch["index"], results, strict=True)):
-                if verdict.error:
-                    # No verdict (a non-finite score): an error record, as for a file that
-                    # cannot be read.
-                    log.warning("skipped %s: %s", items[i].rel, verdict.error)
-                    records.append(
-                        manifest_record(
-                            items[i], ERROR, now, reason=verdict.error, run=result["run"]
-                        )
-                    )
-                    continue
-                original = batch["original"][j] if outputs.overlays else None
-                name = Path(items[i].rel).with_suffix(".png")
-                writes.append(
-                    pool.submit(
-                        write_pictures, settings.output, name, verdict, original, t_pixel, outputs
-                    )
-                )
-                records.append(scored_record(items[i], verdict, now, common))
-            try:
-                for future in writes:
-                    future.result()
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot write pictures to {settings.output}: {exc.strerror or exc}; the "
-                    f"{result['n_scored']} image(s) committed before are complete. Free space "
-                    "or make the folder writable, then rerun"
-                ) from exc
-            pause.check("after_pictures")
-            split = None
-            if pause.due("mid_commit"):
+    judging = Judging(t_image, t_pixel, regions, outputs, settings.output)
+    judged_batches = judge_batches(
+        detector,
+        [Sample(it.path) for it in items],
+        [it.rel for it in items],
+        judging,
+        batch_size=int(s.batch_size),
+        num_workers=int(s.num_workers),
+    )
+    while True:
+        try:
+            judged = next(judged_batches, None)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write pictures to {settings.output}: {exc.strerror or exc}; the "
+                f"{result['n_scored']} image(s) committed before are complete. Free space "
+                "or make the folder writable, then rerun"
+            ) from exc
+        if judged is None:
+            break
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        records = [
+            manifest_record(items[i], ERROR, now, reason=reason, run=result["run"])
+            for i, reason in judged.errors
+        ]
+        records += [scored_record(items[i], verdict, now, common) for i, verdict in judged.scored]
+        pause.check("after_pictures")
+        split = None
+        if pause.due("mid_commit"):
 
-                def split(rest: bytes) -> None:
-                    pause.stop("mid_commit")
+            def split(rest: bytes) -> None:
+                pause.stop("mid_commit")
 
-            # The commit: from here these images count as done.
-            manifest.append(records, _split=split)
-            pause.check("after_commit")
-            ok = [r for r in records if r["status"] == OK]
-            result["n_scored"] += len(ok)
-            result["n_defective"] += sum(int(r["is_defective"]) for r in ok)
-            result["n_errors"] += len(records) - len(ok)
-            new_records.extend(records)
-            if settings.move:
-                result["n_moved"] += move_all([by_rel[r["path"]] for r in ok], settings)
-            done += len(records)
-            if progress is not None:
-                progress(done, len(items))
-            if time.perf_counter() - last_tables > _TABLES_EVERY_S:
-                write_tables(manifest.records, settings.output)
-                last_tables = time.perf_counter()
-    by_rel = {it.rel: it for it in items}
+        # The commit: from here these images count as done.
+        manifest.append(records, _split=split)
+        pause.check("after_commit")
+        ok = [r for r in records if r["status"] == OK]
+        result["n_scored"] += len(ok)
+        result["n_defective"] += sum(int(r["is_defective"]) for r in ok)
+        result["n_errors"] += len(records) - len(ok)
+        new_records.extend(records)
+        if settings.move:
+            result["n_moved"] += move_all([by_rel[r["path"]] for r in ok], settings)
+        done += len(records)
+        if progress is not None:
+            progress(done, len(items))
+        if time.perf_counter() - last_tables > _TABLES_EVERY_S:
+            write_tables(manifest.records, settings.output)
+            last_tables = time.perf_counter()
     return new_records
