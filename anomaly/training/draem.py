@@ -96,7 +96,30 @@ def _moved_into_network(
                 state_dict[prefix + "network." + key[len(prefix) :]] = state_dict.pop(key)
 
 
-class DraemModule(pl.LightningModule):
+class ScoredByNetwork:
+    """For a training module whose ``network`` attribute is what scoring uses.
+
+    The module is then an :class:`~anomaly.models.inspection.InspectableModel` that
+    hands every question to its network, and its forward pass is the network's map.
+    """
+
+    network: torch.nn.Module
+
+    @property
+    def gives(self) -> frozenset[str]:
+        """What :meth:`inspect` gives: what the network gives."""
+        return self.network.gives
+
+    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
+        """The network's outputs for scoring, from one forward pass."""
+        return self.network.inspect(x, wants)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The anomaly map of ``x``, ``(N, 1, H, W)``."""
+        return self.network(x)
+
+
+class DraemModule(ScoredByNetwork, pl.LightningModule):
     """Trains DRAEM's reconstructive and discriminative networks together.
 
     Args:
@@ -188,19 +211,6 @@ class DraemModule(pl.LightningModule):
     def discriminative(self) -> torch.nn.Module:
         """The discriminative (segmentation) network."""
         return self.network.discriminative
-
-    @property
-    def gives(self) -> frozenset[str]:
-        """What :meth:`inspect` gives (see :class:`~anomaly.models.draem.DraemNetwork`)."""
-        return self.network.gives
-
-    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
-        """The trained network's outputs for scoring (:class:`DraemNetwork.inspect`)."""
-        return self.network.inspect(x, wants)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The anomaly map of ``x``, ``(N, 1, H, W)``."""
-        return self.network(x)
 
     def training_losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """DRAEM's two losses on ``x`` with synthetic anomalies pasted into some images.

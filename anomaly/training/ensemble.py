@@ -25,9 +25,9 @@ from torch import nn
 
 from anomaly.errors import ConfigError
 from anomaly.models.draem import EnsembleNetwork, member_size, resize
-from anomaly.models.inspection import MAP, Inspection, Wants
+from anomaly.models.inspection import MAP
 from anomaly.training.autoencoder import configure_optimizer
-from anomaly.training.draem import log_losses
+from anomaly.training.draem import ScoredByNetwork, log_losses
 
 
 def merge_settings(
@@ -61,7 +61,7 @@ def merge_settings(
     return merged
 
 
-class EnsembleModule(pl.LightningModule):
+class EnsembleModule(ScoredByNetwork, pl.LightningModule):
     """Trains ``members`` copies of one model together; the map is the mean of theirs.
 
     Args:
@@ -145,19 +145,6 @@ class EnsembleModule(pl.LightningModule):
         """The members' inference networks as one (sharing their weights)."""
         # Built on demand and not registered, so the weights are saved once, under members.
         return EnsembleNetwork([m.network for m in self.members], self.scales)
-
-    @property
-    def gives(self) -> frozenset[str]:
-        """What :meth:`inspect` gives: what every member gives."""
-        return self.network.gives
-
-    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
-        """The ensemble's outputs for scoring (:meth:`EnsembleNetwork.inspect`)."""
-        return self.network.inspect(x, wants)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean anomaly map of ``x``, ``(N, 1, H, W)``."""
-        return self.network(x)
 
     def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [resize(x, member_size(x.shape[-2:], s)) for s in self.scales]
