@@ -46,6 +46,7 @@ from anomaly.errors import (
 )
 from anomaly.io import write_json_atomic
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.results import TrainResult
 
 log = logging.getLogger("anomaly")
 
@@ -188,12 +189,12 @@ def _write_job_summary(code: int, result: Any) -> None:
         "code": code,
         "overrides": list(hydra_cfg.overrides.task),
     }
-    if isinstance(result, dict) and result.get("metrics") is not None:
+    if isinstance(result, TrainResult) and result.rank_zero:
         summary |= {
-            "metrics": result["metrics"],
-            "run_id": result.get("run_id"),
-            "train_seconds": result.get("train_seconds", 0.0),
-            "tracking_uri": result.get("tracking_uri"),
+            "metrics": result.metrics,
+            "run_id": result.run_id,
+            "train_seconds": result.train_seconds,
+            "tracking_uri": result.tracking_uri,
         }
     write_json_atomic(Path(hydra_cfg.runtime.output_dir) / _JOB_SUMMARY, summary)
 

@@ -14,11 +14,10 @@ from anomaly.errors import (
     EXIT_COMPLETED_WITH_SKIPS,
     TrackingError,
 )
+from anomaly.jobs.results import JobResult
 
 
-def with_progress(
-    console: Console, job: Callable[..., dict[str, Any]], cfg: DictConfig
-) -> dict[str, Any]:
+def with_progress(console: Console, job: Callable[..., JobResult], cfg: DictConfig) -> JobResult:
     """Run ``job(cfg, progress=...)`` under a scoring progress bar."""
     bar = Progress(
         TextColumn("scoring"),
@@ -135,21 +134,13 @@ def swept_keys(overrides: list[str]) -> list[str]:
 
 def completion_code(result: Any, console: Console) -> int:
     """Exit code of a command that finished: 0, or why a scheduler should look closer."""
-    if not isinstance(result, dict):
+    if not isinstance(result, JobResult):
         return 0
-    code = 0
-    skipped = (
-        result.get("n_errors")
-        or len(result.get("skipped") or [])
-        or len(result.get("skipped_test") or [])
-    )
-    if skipped:
-        code = EXIT_COMPLETED_WITH_SKIPS
-    not_uploaded = result.get("not_uploaded") or []
-    if not_uploaded:
+    code = EXIT_COMPLETED_WITH_SKIPS if result.n_skipped else 0
+    if result.not_uploaded:
         console.print(
             "[bold red]MLflow upload incomplete[/] (local outputs are complete); not "
-            "uploaded:\n  " + "\n  ".join(not_uploaded),
+            "uploaded:\n  " + "\n  ".join(result.not_uploaded),
             highlight=False,
         )
         code = TrackingError.exit_code

@@ -164,26 +164,26 @@ def run_bench(cfg: DictConfig, *, conf_dir: Path) -> dict[str, Any]:
         train_cfg = _train_config(cfg, conf_dir, name, list(overrides), out)
         trained = train(train_cfg)
         scored = run_scoring(
-            model=trained["model_dir"],
+            model=trained.model_dir,
             input_dir=root / "test",
             output_dir=out / "runs" / name / "score",
-            tracking_uri=trained["tracking_uri"],
+            tracking_uri=trained.tracking_uri,
             experiment="bench",
             batch_size=int(cfg.batch_size),
         )
-        metrics = trained["metrics"]
+        metrics = trained.metrics
         results["models"][name] = {
             "overrides": list(overrides),
             "quality": metrics,
-            "train_seconds": trained["train_seconds"],
-            "train_images_per_second": trained["train_images_per_second"],
-            "score_images_per_second": scored["images_per_second"],
+            "train_seconds": trained.train_seconds,
+            "train_images_per_second": trained.train_images_per_second,
+            "score_images_per_second": scored.summary.images_per_second,
             # What the networks alone manage: the ceiling of end-to-end scoring.
             "network_images_per_second": network_speed(
-                load_detector(trained["model_dir"]), int(cfg.batch_size)
+                load_detector(trained.model_dir), int(cfg.batch_size)
             ),
-            "score_stage_seconds": scored["timings"],
-            "score_seconds": scored["seconds"],
+            "score_stage_seconds": scored.summary.timings,
+            "score_seconds": scored.summary.seconds,
             "peak_rss_mb": peak_rss_mb(),
         }
     for size in cfg.speed_sizes:

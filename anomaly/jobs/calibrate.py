@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.results import CalibrateResult
 from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE
@@ -24,7 +25,7 @@ from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, star
 log = logging.getLogger(__name__)
 
 
-def recalibrate(cfg: DictConfig) -> dict[str, Any]:
+def recalibrate(cfg: DictConfig) -> CalibrateResult:
     """Fit ``calibration.json`` of a local model folder anew (``anomaly calibrate``).
 
     The validation split is carved from ``data.root``'s defect-free training images with
@@ -37,8 +38,7 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
     rate on its defect-free images and the image F1 at the new threshold are reported too.
 
     Returns:
-        ``calibration`` (the new one), ``previous`` (thresholds before, or None),
-        ``metrics`` and ``run_id``.
+        The new calibration, the thresholds before (or None) and the metrics.
     """
     check_config(cfg)
     folder = Path(str(cfg.model_uri))
@@ -128,14 +128,15 @@ def recalibrate(cfg: DictConfig) -> dict[str, Any]:
         calibration.image_threshold,
         calibration.pixel_threshold,
     )
-    return {
-        "calibration": calibration,
-        "previous": previous,
-        "metrics": metrics,
-        "run_id": run.run_id,
-        "tracking_uri": uri,
-        "path": str(folder / CALIBRATION_FILE),
-    }
+    return CalibrateResult(
+        calibration=calibration,
+        previous=previous,
+        metrics=metrics,
+        run_id=run.run_id,
+        tracking_uri=uri,
+        path=str(folder / CALIBRATION_FILE),
+        not_uploaded=list(run.failed),
+    )
 
 
 def _previous_thresholds(folder: Path) -> dict[str, float] | None:

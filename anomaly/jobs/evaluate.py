@@ -21,6 +21,7 @@ from anomaly.data.folder import Sample, scan_dataset
 from anomaly.errors import DataError
 from anomaly.io import atomic_open, write_errors_csv, write_json_atomic
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.results import EvaluateResult
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import Evaluation, check_pixel_metrics_at, evaluate
 from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
@@ -45,7 +46,7 @@ def evaluation_options(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> EvaluateResult:
     """Evaluate ``cfg.model_uri`` on the test split of ``cfg.data.root`` (``anomaly evaluate``).
 
     The model's own preprocessing, map settings and calibration are used; only how the
@@ -125,17 +126,17 @@ def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> dict
         run.artifact(output_dir / "samples.png", "evaluation")
     for name, value in sorted(evaluation.metrics.items()):
         log.info("%s = %.4f", name, value)
-    return {
-        "metrics": evaluation.metrics,
-        "pixel_metrics_at": evaluation.pixel_metrics_at,
-        "n_images": len(splits.test),
-        "skipped": [(str(p), reason) for p, reason in evaluation.errors],
-        "output_dir": str(output_dir),
-        "run_id": run.run_id,
-        "tracking_uri": uri,
-        "model": model,
-        "not_uploaded": list(run.failed),
-    }
+    return EvaluateResult(
+        metrics=evaluation.metrics,
+        pixel_metrics_at=evaluation.pixel_metrics_at,
+        n_images=len(splits.test),
+        skipped=[(str(p), reason) for p, reason in evaluation.errors],
+        output_dir=str(output_dir),
+        run_id=run.run_id,
+        tracking_uri=uri,
+        model=model,
+        not_uploaded=list(run.failed),
+    )
 
 
 def log_evaluation(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from omegaconf import DictConfig
 from anomaly.data.folder import Sample, list_images
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.results import ScoreResult
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.results import score_folder
 from anomaly.scoring.stream import Progress
@@ -42,12 +42,11 @@ def run_scoring(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ScoreResult:
     """Score ``input_dir`` with ``model`` into ``output_dir`` inside an MLflow run.
 
     Returns:
-        The summary (see :class:`~anomaly.scoring.results.ScoreSummary`) plus ``run_id``,
-        ``output_dir``, ``tracking_uri`` and ``score_percentiles``.
+        The folder's summary, where it is and the MLflow run.
     """
     uri = resolve_tracking_uri(tracking_uri)
     output_dir = Path(output_dir).resolve()
@@ -96,7 +95,7 @@ def run_scoring(
                 "images_defective": summary.n_defective,
                 "images_skipped": summary.n_errors,
                 "defect_rate": summary.defect_rate,
-                "images_per_second": summary.to_dict()["images_per_second"],
+                "images_per_second": summary.images_per_second,
                 "seconds": summary.seconds,
                 **percentiles,
             }
@@ -116,14 +115,14 @@ def run_scoring(
         summary.n_errors,
         output_dir,
     )
-    return {
-        **summary.to_dict(),
-        "run_id": run.run_id,
-        "output_dir": str(output_dir),
-        "tracking_uri": uri,
-        "score_percentiles": percentiles,
-        "not_uploaded": list(run.failed),
-    }
+    return ScoreResult(
+        summary=summary,
+        run_id=run.run_id,
+        output_dir=str(output_dir),
+        tracking_uri=uri,
+        score_percentiles=percentiles,
+        not_uploaded=list(run.failed),
+    )
 
 
 def region_settings(s: DictConfig) -> RegionSettings:
@@ -145,7 +144,7 @@ def output_settings(s: DictConfig, *, parquet: bool) -> OutputSettings:
     )
 
 
-def score(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+def score(cfg: DictConfig, *, progress: Progress | None = None) -> ScoreResult:
     """Score ``cfg.input`` with ``cfg.model_uri`` into ``cfg.output`` (``score.yaml``)."""
     check_config(cfg)
     if not Path(str(cfg.input)).is_dir():

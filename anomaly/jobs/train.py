@@ -6,8 +6,8 @@ import contextlib
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -29,6 +29,7 @@ from anomaly.jobs.evaluate import (
     write_sample_grid,
 )
 from anomaly.jobs.evaluate import showcase as showcase_of
+from anomaly.jobs.results import Registered, TrainResult
 from anomaly.model_folder import save_model_folder
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
@@ -57,15 +58,15 @@ from anomaly.training.factory import build_module, build_trainer
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig) -> TrainResult:
     """Train, calibrate, evaluate and log one model.
 
     Args:
         cfg: The composed ``config.yaml``.
 
     Returns:
-        ``run_id``, ``model_dir``, ``output_dir``, ``tracking_uri``, ``metrics`` (image and
-        pixel AUROC etc. when the data has a labelled test split) and ``calibration``.
+        The run, the model folder, test-set metrics (image and pixel AUROC etc. when the
+        data has a labelled test split), the calibration and the registered version.
     """
     check_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -195,7 +196,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # other rank and calibrates, evaluates and saves alone, without barriers.
             torch.distributed.destroy_process_group()
         if not rank_zero:
-            return {"run_id": None, "rank_zero": False, "output_dir": str(output_dir)}
+            return TrainResult(rank_zero=False, output_dir=str(output_dir))
         # Batches, not optimiser steps: the adversarial model steps twice per batch.
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
         seen = batches * int(cfg.data.batch_size)
@@ -269,24 +270,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 calibration=detector.calibration,
             )
             tags = card_tags(file_sets, metrics, detector.calibration)
-            log_training_card(run, card, tags, registered)
+            log_training_card(run, card, tags, registered and asdict(registered))
 
     for name, value in sorted(metrics.items()):
         log.info("%s = %.4f", name, value)
-    return {
-        "run_id": run.run_id,
-        "model_dir": str(model_dir),
-        "output_dir": str(output_dir),
-        "tracking_uri": uri,
-        "experiment": str(t.experiment),
-        "metrics": metrics,
-        "calibration": detector.calibration,
-        "registered": registered,
-        "not_uploaded": list(run.failed),
-        "skipped": [(str(p), reason) for p, reason in datamodule.skipped],
-        "skipped_test": [(str(p), reason) for p, reason in test_errors],
+    return TrainResult(
+        run_id=run.run_id,
+        model_dir=str(model_dir),
+        output_dir=str(output_dir),
+        tracking_uri=uri,
+        experiment=str(t.experiment),
+        metrics=metrics,
+        calibration=detector.calibration,
+        registered=registered,
+        not_uploaded=list(run.failed),
+        skipped=[(str(p), reason) for p, reason in datamodule.skipped],
+        skipped_test=[(str(p), reason) for p, reason in test_errors],
         **speed,
-    }
+    )
 
 
 def is_rank_zero() -> bool:
@@ -320,7 +321,7 @@ def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(path)
 
 
-def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> dict[str, str] | None:
+def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> Registered | None:
     """Log the pyfunc model; register it and point ``candidate`` at the new version."""
     name = t.registered_model or None
     info = run.call("the pyfunc model", log_pyfunc, model_dir, registered_name=name)
@@ -329,7 +330,7 @@ def _log_model(run: RunLogger, model_dir: Path, t: DictConfig) -> dict[str, str]
     version = str(info.registered_model_version)
     run.call("the candidate alias", set_alias, run.uri, name, "candidate", version)
     log.info("registered %s version %s (alias candidate)", name, version)
-    return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}
+    return Registered(name=name, version=version, uri=f"models:/{name}/{version}")
 
 
 def _grid_image(detector: Detector, samples: list[Sample]) -> Image.Image:

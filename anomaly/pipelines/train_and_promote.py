@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +28,15 @@ from anomaly.data.folder import fingerprint, scan_dataset
 from anomaly.errors import ConfigError
 from anomaly.io import read_errors_csv
 from anomaly.jobs.checks import check_config
-from anomaly.pipelines.gate import DECISION_TAG, GATE_METRICS, REASON_TAG, gate, record_gate
+from anomaly.jobs.results import JobResult, Skipped, TrainResult
+from anomaly.pipelines.gate import (
+    DECISION_TAG,
+    GATE_METRICS,
+    REASON_TAG,
+    GateDecision,
+    gate,
+    record_gate,
+)
 from anomaly.pipelines.lock import locked
 from anomaly.scoring.evaluation import evaluate
 from anomaly.tracking.mlflow_logger import (
@@ -63,7 +71,49 @@ def pipeline_key(cfg: DictConfig, data_fingerprint: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, Any]:
+@dataclass(kw_only=True)
+class PipelineResult(JobResult):
+    """What one run of the pipeline planned and, when it ran, decided.
+
+    Attributes:
+        key: The key of the data and the config (the registered version's tag).
+        name: The registered model.
+        alias: The champion alias.
+        action: ``dry_run``, ``up_to_date`` or ``done``.
+        plan: What it would do or did, in sentences.
+        version: The candidate version (the existing one when up to date).
+        decision: The gate's decision (``done`` only).
+        champion_before: The champion's version before the gate, or None.
+        champion_after: The champion's version after it, or None.
+        train: The training's result (None when the version existed).
+        model_dir: The candidate's model folder.
+        skipped: Unreadable training images.
+        skipped_test: Unreadable test images (the command exits 5).
+        test_errors_csv: Where those are listed.
+    """
+
+    key: str
+    name: str
+    alias: str
+    action: str
+    plan: list[str] = field(default_factory=list)
+    version: str | None = None
+    decision: GateDecision | None = None
+    champion_before: str | None = None
+    champion_after: str | None = None
+    train: TrainResult | None = None
+    model_dir: str = ""
+    skipped: Skipped = field(default_factory=list)
+    skipped_test: Skipped = field(default_factory=list)
+    test_errors_csv: str = ""
+
+    @property
+    def n_skipped(self) -> int:
+        """Unreadable training and test images."""
+        return len(self.skipped) + len(self.skipped_test)
+
+
+def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> PipelineResult:
     """Run the pipeline (``conf/train_and_promote.yaml``).
 
     Args:
@@ -71,13 +121,8 @@ def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, An
         dry_run: Only say what would be done.
 
     Returns:
-        ``action`` (``dry_run``, ``up_to_date`` or ``done``), ``key``, ``plan`` (sentences),
-        and when it ran: ``version``, ``decision`` (:class:`GateDecision` as a dict),
-        ``champion_before``, ``champion_after``, ``run_id``, ``train`` (the training's
-        result), ``tracking_uri``, ``not_uploaded``, ``skipped`` (unreadable training
-        images), ``skipped_test`` (unreadable test images; the command exits 5) and
-        ``test_errors_csv`` (where those are listed). A run resumed at the gate reports
-        what the attempt that trained the version could not read.
+        What was planned and, when it ran, decided (:class:`PipelineResult`). A run resumed
+        at the gate reports what the attempt that trained the version could not read.
 
     Raises:
         LockedError: Another run of the pipeline works on the same registered model.
@@ -104,7 +149,7 @@ def train_and_promote(cfg: DictConfig, *, dry_run: bool = False) -> dict[str, An
         return _pipeline(cfg, name, alias, dry_run=False)
 
 
-def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[str, Any]:
+def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> PipelineResult:
     p = cfg.pipeline
     splits = scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix))
     data_fp = fingerprint([s.path for s in [*splits.train, *splits.test]])
@@ -123,11 +168,13 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
             f"{existing.tags.get(REASON_TAG, '')}"
         )
         log.info(sentence)
-        return {**base, "action": "up_to_date", "plan": [sentence], "version": existing.version}
+        return PipelineResult(
+            **base, action="up_to_date", plan=[sentence], version=existing.version
+        )
 
     plan = _plan(cfg, splits, existing, champion, work, name, alias)
     if dry_run:
-        return {**base, "action": "dry_run", "plan": plan}
+        return PipelineResult(**base, action="dry_run", plan=plan)
     for line in plan:
         log.info("plan: %s", line)
 
@@ -150,22 +197,22 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
                 "key": key,
             }
         )
-        trained: dict[str, Any] | None = None
+        trained: TrainResult | None = None
         test_errors_csv = work / "evaluation" / "errors.csv"
         if existing is None:
             trained = _train_step(cfg, work)
-            reg = trained["registered"]
+            reg = trained.registered
             if not reg:
                 raise ConfigError(
                     "the trained model was not registered (see the warnings above); the gate "
                     "needs a registered version"
                 )
-            version = str(reg["version"])
+            version = str(reg.version)
             tag_version(uri, name, version, {KEY_TAG: key})
-            candidate_metrics = dict(trained["metrics"])
-            model_dir = Path(trained["model_dir"])
-            skipped = list(trained.get("skipped", []))
-            skipped_test = list(trained.get("skipped_test", []))
+            candidate_metrics = dict(trained.metrics)
+            model_dir = Path(trained.model_dir)
+            skipped = list(trained.skipped)
+            skipped_test = list(trained.skipped_test)
         else:
             # Registered by a run that died before its gate: straight to the gate.
             version = existing.version
@@ -203,23 +250,23 @@ def _pipeline(cfg: DictConfig, name: str, alias: str, *, dry_run: bool) -> dict[
                 "candidate.version": version,
             },
         )
-    return {
+    return PipelineResult(
         **base,
-        "action": "done",
-        "plan": plan,
-        "version": version,
-        "decision": asdict(decision) | {"word": decision.word},
-        "champion_before": champion.version if champion else None,
-        "champion_after": champion_after,
-        "run_id": parent.run_id,
-        "train": trained,
-        "model_dir": str(model_dir),
-        "not_uploaded": list(parent.failed) + list((trained or {}).get("not_uploaded", [])),
-        "skipped": skipped,
+        action="done",
+        plan=plan,
+        version=version,
+        decision=decision,
+        champion_before=champion.version if champion else None,
+        champion_after=champion_after,
+        run_id=parent.run_id,
+        train=trained,
+        model_dir=str(model_dir),
+        not_uploaded=list(parent.failed) + (trained.not_uploaded if trained else []),
+        skipped=skipped,
         # The champion is evaluated on the same test split: the same images are skipped.
-        "skipped_test": skipped_test,
-        "test_errors_csv": str(test_errors_csv),
-    }
+        skipped_test=skipped_test,
+        test_errors_csv=str(test_errors_csv),
+    )
 
 
 def _plan(
@@ -258,7 +305,7 @@ def _plan(
     return lines
 
 
-def _train_step(cfg: DictConfig, work: Path) -> dict[str, Any]:
+def _train_step(cfg: DictConfig, work: Path) -> TrainResult:
     """The training job as a child run, in a work folder fixed by the key (so it resumes)."""
     from anomaly.jobs.train import train
 

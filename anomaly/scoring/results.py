@@ -68,12 +68,17 @@ class ScoreSummary:
         """Share of scored images judged defective."""
         return self.n_defective / self.n_scored if self.n_scored else 0.0
 
+    @property
+    def images_per_second(self) -> float:
+        """Images judged per second, end to end."""
+        return self.n_scored / self.seconds if self.seconds else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         """Plain form for JSON."""
         return {
             **self.__dict__,
             "defect_rate": self.defect_rate,
-            "images_per_second": self.n_scored / self.seconds if self.seconds else 0.0,
+            "images_per_second": self.images_per_second,
         }
 
 

@@ -40,12 +40,12 @@ def _train(tiny_mvtec: Path, tmp_path: Path, *overrides: str) -> tuple[dict, str
 def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
     result, uri = _train(tiny_mvtec, tmp_path, f"model={model}")
     for name in ("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"):
-        assert 0.0 <= result["metrics"][name] <= 1.0, name
-    run = MlflowClient(uri).get_run(result["run_id"])
+        assert 0.0 <= result.metrics[name] <= 1.0, name
+    run = MlflowClient(uri).get_run(result.run_id)
     assert run.data.tags["model.name"] == model
     assert run.data.params["evaluation.pixel_metrics_at"] == "native"
     assert "train/loss" in run.data.metrics and run.data.metrics["train_images_per_second"] > 0
-    detector = load_detector(result["model_dir"])
+    detector = load_detector(result.model_dir)
     summary = score_folder(detector, tiny_mvtec / "test", tmp_path / "scored")
     assert summary.n_scored == 6 and summary.n_errors == 0
 
@@ -59,13 +59,13 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
         "model.ensemble.overrides=[{},{perlin:{shapes:[perlin,region]}}]",
         "data.flips=[horizontal,vertical]",
     )
-    assert 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
-    run = MlflowClient(uri).get_run(result["run_id"])
+    assert 0.0 <= result.metrics["pixel_auroc"] <= 1.0
+    run = MlflowClient(uri).get_run(result.run_id)
     assert run.data.params["model.ensemble.members"] == "2"
     flips = {k: v for k, v in run.data.params.items() if k.startswith("data.flips")}
     assert "horizontal" in str(flips) and "vertical" in str(flips), flips
     assert "train/segmentation_loss" in run.data.metrics
-    detector = load_detector(result["model_dir"])
+    detector = load_detector(result.model_dir)
     assert type(detector.model).__name__ == "EnsembleModule"
     assert [m.discriminative.out.in_channels for m in detector.model.members] == [8, 8]
     assert detector.model.scales == [1.0, 0.5]
@@ -75,7 +75,7 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
     assert summary.n_scored == 6 and summary.n_errors == 0
     # The feature score (on by default for draem): a Gaussian over both members' pooled
     # bottlenecks (256 channels x mean, max, spread each), fused at calibration.
-    model_dir = Path(result["model_dir"])
+    model_dir = Path(result.model_dir)
     assert detector.features.mean.shape == (1536,) and detector.features.n_images == 9
     assert set(detector.calibration.fusion) >= {"map_weight", "feature_std", "map_std"}
     # The patch map (on by default for draem): both members' bottlenecks side by side
@@ -94,11 +94,11 @@ def test_without_the_feature_score_the_model_folder_has_no_gaussian(tiny_mvtec, 
         "scoring.feature_score.enabled=false",
         "scoring.patch_map.enabled=false",
     )
-    detector = load_detector(result["model_dir"])
+    detector = load_detector(result.model_dir)
     assert detector.features is None and detector.calibration.fusion == {}
     assert detector.patches is None and detector.calibration.patch_scale == 0
-    assert not (Path(result["model_dir"]) / "features.npz").exists()
-    assert not (Path(result["model_dir"]) / "patches.npz").exists()
+    assert not (Path(result.model_dir) / "features.npz").exists()
+    assert not (Path(result.model_dir) / "patches.npz").exists()
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from anomaly.data.folder import list_files
 from anomaly.errors import ConfigError
 from anomaly.io import sha256_file
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.results import JobResult
 from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, Key, Manifest
 
@@ -179,21 +180,76 @@ def plan_run(settings: Settings, manifest: Manifest) -> Plan:
     return plan
 
 
-def dry_run(settings: Settings) -> dict[str, Any]:
+@dataclass(kw_only=True)
+class BatchPlan(JobResult):
+    """What a run would do (``dry_run=true``): relative paths of the inbox's images."""
+
+    dry_run: bool = True
+    inbox: str
+    output: str
+    done_folder: str
+    new: list[str]
+    changed: list[str]
+    to_score: list[str]
+    to_move: list[str]
+    done: list[str]
+    known_errors: list[str]
+    locked_by: str | None = None
+
+
+@dataclass(kw_only=True)
+class BatchResult(JobResult):
+    """What a run did; also its ``summary.json``.
+
+    Counts: ``n_new`` and ``n_changed`` images found, ``n_scored``, ``n_defective``,
+    ``n_errors`` (no verdict this run), ``n_already_done``, ``n_known_errors`` (unreadable
+    before, unchanged, not retried) and ``n_moved``; the model (``model_uri``,
+    ``model_version``, ``model_id``), the folders, the run's name and folder.
+    """
+
+    dry_run: bool = False
+    inbox: str
+    output: str
+    done_folder: str | None
+    manifest: str
+    log_file: str
+    n_listed: int
+    n_new: int
+    n_changed: int
+    n_scored: int = 0
+    n_defective: int = 0
+    n_errors: int = 0
+    n_already_done: int
+    n_known_errors: int
+    n_moved: int
+    model_uri: str
+    model_version: str = ""
+    model_id: str = ""
+    run: str = ""
+    run_dir: str = ""
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    @property
+    def n_skipped(self) -> int:
+        """Images that got no verdict this run."""
+        return self.n_errors
+
+
+def dry_run(settings: Settings) -> BatchPlan:
     """What a run would do, changing nothing (no lock, no MLflow, no model download)."""
     manifest = Manifest.load(settings.state / MANIFEST_FILE)
     plan = plan_run(settings, manifest)
     holder = locking.holder(settings.state / LOCK_FILE)
-    return {
-        "dry_run": True,
-        "inbox": str(settings.inbox),
-        "output": str(settings.output),
-        "done_folder": str(settings.done),
-        "new": [it.rel for it in plan.new],
-        "changed": [it.rel for it in plan.changed],
-        "to_score": [it.rel for it in plan.to_score],
-        "to_move": [it.rel for it in (plan.to_move + plan.to_score if settings.move else [])],
-        "done": [it.rel for it in plan.done],
-        "known_errors": [it.rel for it in plan.known_errors],
-        "locked_by": holder.describe() if holder else None,
-    }
+    return BatchPlan(
+        inbox=str(settings.inbox),
+        output=str(settings.output),
+        done_folder=str(settings.done),
+        new=[it.rel for it in plan.new],
+        changed=[it.rel for it in plan.changed],
+        to_score=[it.rel for it in plan.to_score],
+        to_move=[it.rel for it in (plan.to_move + plan.to_score if settings.move else [])],
+        done=[it.rel for it in plan.done],
+        known_errors=[it.rel for it in plan.known_errors],
+        locked_by=holder.describe() if holder else None,
+    )

@@ -35,6 +35,8 @@ from anomaly.pipelines.score_batch.files import (
 from anomaly.pipelines.score_batch.plan import (
     LOCK_FILE,
     MANIFEST_FILE,
+    BatchPlan,
+    BatchResult,
     Item,
     Plan,
     Settings,
@@ -59,7 +61,7 @@ PAUSE_PHASES = ("after_pictures", "mid_commit", "after_commit")
 _TABLES_EVERY_S = 60.0
 
 
-def score_batch(cfg: DictConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+def score_batch(cfg: DictConfig, *, progress: Progress | None = None) -> BatchResult | BatchPlan:
     """Score the new and changed images of ``cfg.inbox`` (``score_batch.yaml``).
 
     Args:
@@ -67,12 +69,8 @@ def score_batch(cfg: DictConfig, *, progress: Progress | None = None) -> dict[st
         progress: Called with ``(finished, total)`` image counts after each batch.
 
     Returns:
-        With ``dry_run``: ``to_score``, ``to_move``, ``done``, ``known_errors`` (relative
-        paths) and ``locked_by``. Otherwise counts (``n_new``, ``n_changed``, ``n_scored``,
-        ``n_defective``, ``n_errors`` (unreadable this run), ``n_already_done``,
-        ``n_known_errors``, ``n_moved``), ``seconds``, ``images_per_second``, the model
-        (``model_uri``, ``model_version``, ``model_id``), the folders, ``run_id`` and
-        ``not_uploaded``.
+        With ``dry_run``, what a run would do (:class:`BatchPlan`); otherwise what this
+        one did (:class:`BatchResult`, also written to ``summary.json``).
 
     Raises:
         ConfigError: A bad inbox, output, done or processed value.
@@ -124,7 +122,7 @@ class _Pause:
             self.stop(phase)
 
 
-def _run(cfg: DictConfig, settings: Settings, progress: Progress | None) -> dict[str, Any]:
+def _run(cfg: DictConfig, settings: Settings, progress: Progress | None) -> BatchResult:
     started = time.perf_counter()
     pause = _Pause(OmegaConf.select(cfg, "debug.pause_at", default=None))
     log.info(
@@ -148,14 +146,14 @@ def _run(cfg: DictConfig, settings: Settings, progress: Progress | None) -> dict
         result = _score_plan(cfg, settings, manifest, plan, pause, progress, moved=moved)
     finally:
         manifest.close()
-    result["seconds"] = round(time.perf_counter() - started, 3)
-    result["images_per_second"] = (
-        result["n_scored"] / result["seconds"] if result["seconds"] and result["n_scored"] else 0.0
+    result.seconds = round(time.perf_counter() - started, 3)
+    result.images_per_second = (
+        result.n_scored / result.seconds if result.seconds and result.n_scored else 0.0
     )
     try:
-        write_json_atomic(settings.output / "summary.json", result)
-        if result["run_dir"]:
-            write_json_atomic(Path(result["run_dir"]) / "summary.json", result)
+        write_json_atomic(settings.output / "summary.json", result.to_dict())
+        if result.run_dir:
+            write_json_atomic(Path(result.run_dir) / "summary.json", result.to_dict())
     except OSError as exc:
         raise OutputError(
             f"cannot write summary.json in {settings.output}: {exc.strerror}; every result is "
@@ -164,12 +162,12 @@ def _run(cfg: DictConfig, settings: Settings, progress: Progress | None) -> dict
     log.info(
         "score_batch: %d new, %d changed, %d defective, %d unreadable, %d already done, "
         "%d moved; results in %s",
-        result["n_new"],
-        result["n_changed"],
-        result["n_defective"],
-        result["n_errors"],
-        result["n_already_done"],
-        result["n_moved"],
+        result.n_new,
+        result.n_changed,
+        result.n_defective,
+        result.n_errors,
+        result.n_already_done,
+        result.n_moved,
         settings.output,
     )
     return result
@@ -184,40 +182,30 @@ def _score_plan(
     progress: Progress | None,
     *,
     moved: int,
-) -> dict[str, Any]:
+) -> BatchResult:
     started = time.perf_counter()
     to_score = plan.to_score
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
     run_name = f"{stamp}_{os.getpid()}"
-    result: dict[str, Any] = {
-        "dry_run": False,
-        "inbox": str(settings.inbox),
-        "output": str(settings.output),
-        "done_folder": str(settings.done) if settings.move else None,
-        "manifest": str(settings.state / MANIFEST_FILE),
-        "log_file": str(settings.output / "logs" / "score_batch.log"),
-        "n_listed": len(to_score) + len(plan.done) + len(plan.known_errors),
-        "n_new": len(plan.new),
-        "n_changed": len(plan.changed),
-        "n_scored": 0,
-        "n_defective": 0,
-        "n_errors": 0,
-        "n_already_done": len(plan.done),
-        "n_known_errors": len(plan.known_errors),
-        "n_moved": moved,
-        "model_uri": settings.model_uri,
-        "model_version": "",
-        "model_id": "",
-        "run": run_name if to_score else "",
-        "run_dir": "",
-        "run_id": None,
-        "tracking_uri": None,
-        "not_uploaded": [],
-    }
+    result = BatchResult(
+        inbox=str(settings.inbox),
+        output=str(settings.output),
+        done_folder=str(settings.done) if settings.move else None,
+        manifest=str(settings.state / MANIFEST_FILE),
+        log_file=str(settings.output / "logs" / "score_batch.log"),
+        n_listed=len(to_score) + len(plan.done) + len(plan.known_errors),
+        n_new=len(plan.new),
+        n_changed=len(plan.changed),
+        n_already_done=len(plan.done),
+        n_known_errors=len(plan.known_errors),
+        n_moved=moved,
+        model_uri=settings.model_uri,
+        run=run_name if to_score else "",
+    )
     if not to_score and not bool(cfg.log_idle_runs):
         return result
     uri = resolve_tracking_uri(cfg.tracking.uri)
-    result["tracking_uri"] = uri
+    result.tracking_uri = uri
     tags = base_tags(kind="score_batch") | {"model.uri": settings.model_uri}
     detector = None
     if to_score:
@@ -229,8 +217,8 @@ def _score_plan(
             source = f"models:/{version_tags['model.name']}/{version_tags['model.version']}"
         detector = load_model(source, tracking_uri=uri)
         tags |= version_tags | {"model.id": detector.model_id}
-        result["model_version"] = version_tags.get("model.version", "")
-        result["model_id"] = detector.model_id
+        result.model_version = version_tags.get("model.version", "")
+        result.model_id = detector.model_id
     with start_run(
         uri=uri,
         experiment=str(cfg.tracking.experiment),
@@ -240,7 +228,7 @@ def _score_plan(
         # A timer's run scores whatever the store's state; the store can catch up later.
         local_when_unusable=True,
     ) as run:
-        result["run_id"] = run.run_id
+        result.run_id = run.run_id
         run.params(
             {
                 "inbox": str(settings.inbox),
@@ -261,7 +249,7 @@ def _score_plan(
         new_records: list[dict[str, Any]] = []
         if detector is not None:
             run_dir = settings.output / "runs" / run_name
-            result["run_dir"] = str(run_dir)
+            result.run_dir = str(run_dir)
             new_records = _score_items(
                 cfg, settings, manifest, detector, to_score, result, pause, progress
             )
@@ -272,19 +260,19 @@ def _score_plan(
                     run.artifact(run_dir / name)
         run.metrics(
             {
-                "images_new": result["n_new"],
-                "images_changed": result["n_changed"],
-                "images_scored": result["n_scored"],
-                "images_defective": result["n_defective"],
-                "images_skipped": result["n_errors"],
-                "images_already_done": result["n_already_done"],
-                "images_known_errors": result["n_known_errors"],
-                "images_moved": result["n_moved"],
+                "images_new": result.n_new,
+                "images_changed": result.n_changed,
+                "images_scored": result.n_scored,
+                "images_defective": result.n_defective,
+                "images_skipped": result.n_errors,
+                "images_already_done": result.n_already_done,
+                "images_known_errors": result.n_known_errors,
+                "images_moved": result.n_moved,
                 "seconds": time.perf_counter() - started,
-                "images_per_second": result["n_scored"] / (time.perf_counter() - started),
+                "images_per_second": result.n_scored / (time.perf_counter() - started),
             }
         )
-        result["not_uploaded"] = run.failed
+        result.not_uploaded = run.failed
     return result
 
 
@@ -294,7 +282,7 @@ def _score_items(
     manifest: Manifest,
     detector: Detector,
     items: Sequence[Item],
-    result: dict[str, Any],
+    result: BatchResult,
     pause: _Pause,
     progress: Progress | None,
 ) -> list[dict[str, Any]]:
@@ -310,10 +298,10 @@ def _score_items(
     common = {
         "threshold": t_image,
         "model_id": detector.model_id,
-        "model_version": result["model_version"],
+        "model_version": result.model_version,
         "model_uri": settings.model_uri,
-        "run": result["run"],
-        "mlflow_run_id": result["run_id"] or "",
+        "run": result.run,
+        "mlflow_run_id": result.run_id or "",
     }
     last_tables = time.perf_counter()
     by_rel = {it.rel: it for it in items}
@@ -343,7 +331,7 @@ def _score_items(
             break
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         records = [
-            manifest_record(items[i], ERROR, now, reason=reason, run=result["run"])
+            manifest_record(items[i], ERROR, now, reason=reason, run=result.run)
             for i, reason in judged.errors
         ]
         records += [scored_record(items[i], verdict, now, common) for i, verdict in judged.scored]
@@ -358,12 +346,12 @@ def _score_items(
         manifest.append(records, _split=split)
         pause.check("after_commit")
         ok = [r for r in records if r["status"] == OK]
-        result["n_scored"] += len(ok)
-        result["n_defective"] += sum(int(r["is_defective"]) for r in ok)
-        result["n_errors"] += len(records) - len(ok)
+        result.n_scored += len(ok)
+        result.n_defective += sum(int(r["is_defective"]) for r in ok)
+        result.n_errors += len(records) - len(ok)
         new_records.extend(records)
         if settings.move:
-            result["n_moved"] += move_all([by_rel[r["path"]] for r in ok], settings)
+            result.n_moved += move_all([by_rel[r["path"]] for r in ok], settings)
         done += len(records)
         if progress is not None:
             progress(done, len(items))
