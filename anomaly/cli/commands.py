@@ -199,6 +199,10 @@ def _run_calibrate(cfg: DictConfig, console: Console) -> CommandResult:
         if not name.startswith("calibration/"):
             console.print(f"{name}: {value:.4f}")
     console.print(f"written:   {result.path}")
+    if result.unreadable:
+        console.print(
+            f"skipped:   {result.unreadable} unreadable validation image(s), named in the log"
+        )
     console.print(f"MLflow UI: {ui_command(result.tracking_uri)}")
     return result
 

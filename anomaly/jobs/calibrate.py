@@ -136,6 +136,7 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
         tracking_uri=uri,
         path=str(folder / CALIBRATION_FILE),
         not_uploaded=list(run.failed),
+        unreadable=len(validation) - calibration.n_images,
     )
 
 

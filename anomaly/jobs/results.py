@@ -134,6 +134,12 @@ class CalibrateResult(JobResult):
     previous: dict[str, float] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     path: str = ""
+    unreadable: int = 0
+
+    @property
+    def n_skipped(self) -> int:
+        """Validation images that could not be read (named in the log)."""
+        return self.unreadable
 
 
 @dataclass(kw_only=True)

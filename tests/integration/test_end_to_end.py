@@ -231,6 +231,35 @@ def test_calibrate_refits_without_retraining(trained, cli):
     assert too_few.returncode == 2 and "far" in too_few.stdout
 
 
+def test_calibrate_with_an_unreadable_validation_image_exits_5_and_names_it(trained, cli, tmp_path):
+    from omegaconf import OmegaConf
+
+    from anomaly.data.folder import scan_dataset, split_validation
+
+    root = tmp_path / "data"
+    shutil.copytree(trained["root"], root)
+    model = tmp_path / "model"
+    shutil.copytree(trained["work"] / "train" / "model", model)
+    # The training's split, which calibrate carves again: break one of its validation images.
+    config = OmegaConf.load(model / "config.yaml")
+    _, validation = split_validation(
+        scan_dataset(root).train, fraction=config.data.val_fraction, seed=config.seed
+    )
+    broken = validation[0].path
+    broken.write_bytes(b"not a png")
+    result = cli(
+        "calibrate",
+        f"model={model}",
+        f"data.root={root}",
+        f"tracking.uri={trained['uri']}",
+        cwd=trained["work"],
+    )
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "1 unreadable validation image" in result.stdout
+    assert broken.name in result.stdout + result.stderr
+    assert Calibration.load(model / "calibration.json").n_images == len(validation) - 1
+
+
 def test_calibrate_sets_or_drops_the_feature_score(trained, cli):
     from anomaly.model_folder import load_detector
 
