@@ -259,7 +259,7 @@ def train(cfg: DictConfig) -> TrainResult:
             model_facts = {
                 "model": f"{cfg.model.name} (loss {cfg.loss.name})",
                 "epochs": trainer.current_epoch,
-                "image size": OmegaConf.to_container(cfg.data, resolve=True).get("image_size"),
+                "image size": "x".join(str(side) for side in preprocess.image_size),
                 "run": run_name,
             }
             card = training_card(

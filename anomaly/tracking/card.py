@@ -36,9 +36,9 @@ def _fmt(value: float) -> str:
 
 
 def _threshold(which: str, value: float, calibration: Calibration) -> str:
-    methods = dict(part.split(":", 1) for part in calibration.method.split(",") if ":" in part)
     params = calibration.params.get(which) or {}
-    how = methods.get(which, calibration.method)
+    # The params name the method; calibration.json files without params only the summary.
+    how = str(params.get("method") or calibration.method)
     shown = {k: v for k, v in params.items() if k != "method"}  # the method leads already
     if shown:
         how += " " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
