@@ -68,9 +68,9 @@ format: $(STAMP)
 
 # A real tracking server on loopback: SQLite backend and artifact store inside the project.
 # Point runs at it with tracking.uri=http://127.0.0.1:$(MLFLOW_PORT).
+# Without MLflow's GenAI job runner: seven extra processes that nothing here uses.
 mlflow-server: $(STAMP)
 	mkdir -p mlruns-server/artifacts
-	# Without MLflow's GenAI job runner: seven extra processes that nothing here uses.
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		--backend-store-uri sqlite:///$(CURDIR)/mlruns-server/mlflow.db \
 		--artifacts-destination $(CURDIR)/mlruns-server/artifacts
