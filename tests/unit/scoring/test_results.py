@@ -1,3 +1,5 @@
+"""score_folder (scoring/results.py): tables, pictures, errors and a killed run's leftovers."""
+
 import csv
 import json
 
