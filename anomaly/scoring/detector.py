@@ -29,15 +29,17 @@ from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
 from anomaly.scoring.patches import PatchMemory
 from anomaly.scoring.tiling import tiled_map
 
-# Images per forward pass: one. A photo's result must not depend on its batch (a resumed
-# or distributed run scores it as the first run did), and float32 convolutions round
-# differently (~1e-8) in passes of different sizes or memory layouts, which the feature
-# score's Mahalanobis distance magnifies about ten-thousandfold. Features fitted one photo
-# at a time must also be scored that way. On two cores passes of one photo run the
-# default DRAEM faster than passes of 32 (activations stay in cache: 49 against 34
-# photos/s at 128x128); passes of four in channels-last ran at up to 65-75 but move
-# feature scores by ~3e-4 relative, so saved models would no longer score as saved.
-PASS_SIZE = 1
+# Images per forward pass. Small passes keep the activations in cache: on two cores four
+# photos per pass score the default DRAEM at 128x128 at ~1.3x, and the CAE at ~1.5x, the
+# photos/s of passes of 32. When the features for the feature score or the patch map are
+# taken, one photo per pass: a photo's result must not depend on its batch (a resumed or
+# distributed run scores it as the first run did), and float32 convolutions round
+# differently (~1e-8) in passes of different sizes, which the feature score's Mahalanobis
+# distance magnifies about ten-thousandfold; features fitted one photo at a time must
+# also be scored that way. (Channels-last passes ran faster still but move feature scores
+# by ~3e-4 relative, so saved models would no longer score as saved.)
+PASS_SIZE = 4
+FEATURE_PASS_SIZE = 1
 
 Images = torch.Tensor | Sequence[torch.Tensor]
 
@@ -177,13 +179,12 @@ class Detector:
         return result
 
     def _forward(self, batch: torch.Tensor, wants: Wants) -> Inspection:
-        """The model's outputs for a batch, in passes of :data:`PASS_SIZE` images.
+        """The model's outputs for a batch, in passes of :meth:`pass_size` images.
 
         The map is the model's own or computed from its reconstructions.
         """
-        parts = [
-            self._pass(batch[i : i + PASS_SIZE], wants) for i in range(0, batch.shape[0], PASS_SIZE)
-        ]
+        size = self.pass_size(wants)
+        parts = [self._pass(batch[i : i + size], wants) for i in range(0, batch.shape[0], size)]
 
         def joined(name: str) -> torch.Tensor | None:
             values = [getattr(p, name) for p in parts]
@@ -199,6 +200,17 @@ class Detector:
             reconstructions=recons,
             image_features=joined("image_features"),
             patch_features=joined("patch_features"),
+        )
+
+    @staticmethod
+    def pass_size(wants: Wants) -> int:
+        """Photos per forward pass: :data:`FEATURE_PASS_SIZE` when features are wanted."""
+        return FEATURE_PASS_SIZE if wants.image_features or wants.patch_features else PASS_SIZE
+
+    def scoring_wants(self) -> Wants:
+        """What scoring asks of the model: the map, and the features its add-ons need."""
+        return Wants(
+            image_features=self.features is not None, patch_features=self.patches is not None
         )
 
     def _pass(self, x: torch.Tensor, wants: Wants) -> Inspection:

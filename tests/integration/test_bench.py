@@ -42,6 +42,8 @@ def test_quick_bench_on_tiny_data(tmp_path):
         assert model["train_images_per_second"] > 0 and model["score_images_per_second"] > 0
         # The networks alone are the ceiling of scoring, which decodes and writes besides.
         assert model["network_images_per_second"] > model["score_images_per_second"]
+        # Scoring without the per-image pictures is measured beside it.
+        assert model["score_tables_only_images_per_second"] > 0
         assert set(model["score_stage_seconds"]) == {"decode", "model", "postprocess", "write"}
     speed = saved["speed"]["32"]
     assert speed["images"] == 6 and speed["forward_gflops"] > 0
@@ -49,7 +51,7 @@ def test_quick_bench_on_tiny_data(tmp_path):
     assert speed["flops_per_image"] > 1e6  # the CAE at 32x32 is tens of MFLOPs
     table = (tmp_path / "bench" / "results.md").read_text()
     assert "| cae-l2 |" in table and "| usad |" in table and "32x32" in table
-    assert "| score / networks |" in table
+    assert "| score / networks | without pictures |" in table
     # Data lineage, at a tenth of lineage_images in quick mode.
     assert saved["lineage"]["images"] == 500 and saved["lineage"]["hash_seconds"] > 0
     assert "Data lineage: describing 500 photos" in table

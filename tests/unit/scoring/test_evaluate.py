@@ -5,7 +5,7 @@ from anomaly.data.folder import Sample
 from anomaly.errors import ConfigError
 from anomaly.scoring.evaluation import evaluate
 from tests.conftest import write_png
-from tests.unit.scoring.test_score import _detector
+from tests.unit.scoring.test_results import _detector
 
 
 @pytest.fixture
