@@ -16,7 +16,9 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.scoring.addons import ADDONS, AddOn
 from anomaly.scoring.detector import gives
+from anomaly.scoring.fitting import CalibrationSpec
 from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.stream import Loading
 
 
 def map_settings(cfg: DictConfig) -> MapSettings:
@@ -45,18 +47,24 @@ def preprocess_settings(data: DictConfig) -> Preprocess:
     )
 
 
-def calibration_specs(cfg: DictConfig) -> dict[str, Any]:
-    """``image=``, ``pixel=``, ``map_weight=`` and ``patch_weight=`` arguments of ``calibrate``.
+def calibration_spec(cfg: DictConfig) -> CalibrationSpec:
+    """How to calibrate.
 
-    From ``scoring.calibration``, ``scoring.feature_score`` and ``scoring.patch_map``.
+    From ``scoring.calibration``, ``scoring.feature_score.map_weight`` and
+    ``scoring.patch_map.weight``.
     """
     c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
-    return {
-        "image": c["image"],
-        "pixel": c["pixel"],
-        "map_weight": float(cfg.scoring.feature_score.map_weight),
-        "patch_weight": float(cfg.scoring.patch_map.weight),
-    }
+    return CalibrationSpec(
+        image=c["image"],
+        pixel=c["pixel"],
+        map_weight=float(cfg.scoring.feature_score.map_weight),
+        patch_weight=float(cfg.scoring.patch_map.weight),
+    )
+
+
+def loading(cfg: DictConfig) -> Loading:
+    """How scoring feeds images to the model (``scoring.batch_size``, ``num_workers``)."""
+    return Loading(int(cfg.scoring.batch_size), int(cfg.scoring.num_workers))
 
 
 ENABLED_CHOICES = ("auto", True, False)

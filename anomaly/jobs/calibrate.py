@@ -10,15 +10,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
-from anomaly.errors import ConfigError, ModelFolderError
+from anomaly.errors import ModelFolderError
 from anomaly.jobs.checks import check_config
 from anomaly.jobs.results import CalibrateResult
 from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.evaluation import evaluate
-from anomaly.scoring.fitting import calibrate, fit_addons
-from anomaly.settings import calibration_specs, enabled_addons
+from anomaly.scoring.fitting import fit_and_calibrate
+from anomaly.settings import calibration_spec, enabled_addons, loading
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 
@@ -61,7 +61,7 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
     suffix = str(setting(cfg.data.mask_suffix, "data.mask_suffix", "_mask"))
     splits = scan_dataset(cfg.data.root, mask_suffix=suffix)
     training, validation = split_validation(splits.train, fraction=fraction, seed=seed)
-    batch = {"batch_size": int(cfg.scoring.batch_size), "num_workers": int(cfg.scoring.num_workers)}
+    feed = loading(cfg)
     wanted = enabled_addons(cfg, detector.model, detector.preprocess)
     for addon in ADDONS:
         if addon not in wanted:
@@ -70,25 +70,29 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
     # A model trained before an add-on existed (or with it off) gets it here, fitted on
     # the training part of the same split.
     missing = {a: s for a, s in wanted.items() if getattr(detector, a.attribute) is None}
-    fit_addons(detector, training, missing, **batch)
-    try:
-        calibration = calibrate(
-            detector,
-            validation,
-            **calibration_specs(cfg),
-            fingerprint=fingerprint([s.path for s in validation]),
-            seed=seed,
-            **batch,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    calibration = fit_and_calibrate(
+        detector,
+        training,
+        validation,
+        missing,
+        calibration_spec(cfg),
+        loading=feed,
+        fingerprint=fingerprint([s.path for s in validation]),
+        seed=seed,
+    )
     metrics = {
         "calibration/image_threshold": calibration.image_threshold,
         "calibration/pixel_threshold": calibration.pixel_threshold,
         "calibration/n_images": float(calibration.n_images),
     }
     if splits.test:
-        evaluation = evaluate(detector, splits.test, pixel_metrics_at=None, **batch)
+        evaluation = evaluate(
+            detector,
+            splits.test,
+            pixel_metrics_at=None,
+            batch_size=feed.batch_size,
+            num_workers=feed.num_workers,
+        )
         good = np.array([s.label == 0 for s in evaluation.samples])
         if good.any():
             flagged = evaluation.scores[good] > calibration.image_threshold

@@ -33,10 +33,11 @@ from anomaly.jobs.results import Registered, TrainResult
 from anomaly.model_folder import save_model_folder
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
-from anomaly.scoring.fitting import calibrate, fit_addons
+from anomaly.scoring.fitting import fit_and_calibrate
 from anomaly.settings import (
-    calibration_specs,
+    calibration_spec,
     enabled_addons,
+    loading,
     map_settings,
     preprocess_settings,
 )
@@ -205,23 +206,18 @@ def train(cfg: DictConfig) -> TrainResult:
 
         module.cpu()
         detector = Detector(module, preprocess, maps, model_id=run_id)
-        batch = {
-            "batch_size": int(cfg.scoring.batch_size),
-            "num_workers": int(cfg.scoring.num_workers),
-        }
-        # One pass over the training images fits every add-on.
-        fit_addons(detector, datamodule.train_samples, addons, **batch)
-        try:
-            calibrate(
-                detector,
-                datamodule.val_samples,
-                **calibration_specs(cfg),
-                fingerprint=fingerprint([s.path for s in datamodule.val_samples]),
-                seed=int(cfg.seed),
-                **batch,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        feed = loading(cfg)
+        # One pass over the training images fits every add-on, then the thresholds.
+        fit_and_calibrate(
+            detector,
+            datamodule.train_samples,
+            datamodule.val_samples,
+            addons,
+            calibration_spec(cfg),
+            loading=feed,
+            fingerprint=fingerprint([s.path for s in datamodule.val_samples]),
+            seed=int(cfg.seed),
+        )
         # The model folder is complete on disk before anything is uploaded.
         model_dir = save_model_folder(
             output_dir / "model",
@@ -247,7 +243,13 @@ def train(cfg: DictConfig) -> TrainResult:
         test_errors: list[tuple[Path, str]] = []
         eval_dir = output_dir / "evaluation"
         if splits.test:
-            evaluation = evaluate(detector, splits.test, **evaluation_kwargs, **batch)
+            evaluation = evaluate(
+                detector,
+                splits.test,
+                **evaluation_kwargs,
+                batch_size=feed.batch_size,
+                num_workers=feed.num_workers,
+            )
             metrics, test_errors = evaluation.metrics, evaluation.errors
             log_evaluation(run, evaluation, detector, eval_dir)
         grid = eval_dir / "samples.png"

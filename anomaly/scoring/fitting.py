@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader
 from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample
 from anomaly.data.transforms import Preprocess
-from anomaly.errors import DataError
+from anomaly.errors import ConfigError, DataError
 from anomaly.models.inspection import IMAGE_FEATURES, PATCH_FEATURES
 from anomaly.scoring.addons import FEATURE_SCORE, PATCH_MAP, AddOn
 from anomaly.scoring.calibration import Calibration, fit_calibration, fit_pixel_threshold
@@ -27,13 +28,65 @@ from anomaly.scoring.patches import (
     PatchMemory,
     patch_scale,
 )
-from anomaly.scoring.stream import Progress, inspect_batches
+from anomaly.scoring.stream import Loading, Progress, inspect_batches
 
 log = logging.getLogger(__name__)
 
 
 # Validation pixels kept per image for the pixel threshold: bounds memory on large sets.
 _PIXELS_PER_IMAGE = 200_000
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """How thresholds are fitted and the add-ons weighed (``scoring.calibration`` etc.).
+
+    Attributes:
+        image: The image threshold's method and its parameters (None: the default).
+        pixel: The pixel threshold's.
+        map_weight: The map's share of the fused image score (with the feature score).
+        patch_weight: The patch map's share of the map (with the patch map).
+    """
+
+    image: Mapping[str, Any] | None = None
+    pixel: Mapping[str, Any] | None = None
+    map_weight: float = DEFAULT_MAP_WEIGHT
+    patch_weight: float = DEFAULT_WEIGHT
+
+
+def fit_and_calibrate(
+    detector: Detector,
+    training: Sequence[Sample],
+    validation: Sequence[Sample],
+    addons: Mapping[AddOn, Mapping[str, Any]],
+    spec: CalibrationSpec,
+    *,
+    loading: Loading,
+    fingerprint: str = "",
+    seed: int = 0,
+) -> Calibration:
+    """Fit ``addons`` on ``training`` (one pass), then the thresholds on ``validation``.
+
+    Raises:
+        ConfigError: A calibration setting that these images cannot satisfy.
+        DataError: Too few readable images.
+    """
+    loader = {"batch_size": loading.batch_size, "num_workers": loading.num_workers}
+    fit_addons(detector, training, addons, **loader)
+    try:
+        return calibrate(
+            detector,
+            validation,
+            image=dict(spec.image) if spec.image is not None else None,
+            pixel=dict(spec.pixel) if spec.pixel is not None else None,
+            map_weight=spec.map_weight,
+            patch_weight=spec.patch_weight,
+            fingerprint=fingerprint,
+            seed=seed,
+            **loader,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def calibrate(

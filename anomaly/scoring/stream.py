@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch.utils.data import DataLoader
@@ -14,6 +15,14 @@ from anomaly.scoring.detector import Detector, Inspected
 
 # Progress callback: (files finished so far, total files).
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How images are fed to the model: photos per batch and loader worker processes."""
+
+    batch_size: int = 32
+    num_workers: int = 0
 
 
 def inspect_batches(
