@@ -33,9 +33,7 @@ from anomaly.io import default_file_mode, write_json_atomic, write_text_atomic
 from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
 from anomaly.scoring.detector import Detector
-from anomaly.scoring.features import FeatureGaussian
 from anomaly.scoring.maps import MapSettings
-from anomaly.scoring.patches import PatchMemory
 
 CHECKPOINT_FILE = "model.ckpt"
 META_FILE = "model.json"
@@ -46,25 +44,29 @@ def save_model_folder(
     folder: str | os.PathLike[str],
     *,
     trainer: pl.Trainer,
-    module: pl.LightningModule,
-    preprocess: Preprocess,
-    maps: MapSettings,
-    calibration: Calibration,
+    detector: Detector,
     config_yaml: str,
     model_name: str,
-    model_id: str,
-    features: FeatureGaussian | None = None,
-    patches: PatchMemory | None = None,
 ) -> Path:
     """Write a complete model folder (checkpoint first, metadata last).
 
-    ``features`` and ``patches``: the fitted add-ons (:data:`~anomaly.scoring.addons.ADDONS`,
-    by their detector attribute). Without one, a stale file from an earlier run into the
-    same folder is removed.
+    Args:
+        folder: The model folder (created if need be).
+        trainer: The trainer whose checkpoint of ``detector.model`` is written.
+        detector: The calibrated detector: its preprocessing, map settings, calibration,
+            identifier and fitted add-ons (:data:`~anomaly.scoring.addons.ADDONS`). An
+            add-on it lacks has a stale file from an earlier run into the folder removed.
+        config_yaml: The resolved training config.
+        model_name: The config's model name.
 
     Returns:
         The folder.
+
+    Raises:
+        ValueError: The detector is not calibrated.
     """
+    if detector.calibration is None:
+        raise ValueError("the detector is not calibrated; calibrate it before saving")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{CHECKPOINT_FILE}.tmp"
@@ -72,21 +74,21 @@ def save_model_folder(
     # Lightning's writer (fsspec) does not follow the umask; the folder's other files do.
     os.chmod(tmp, default_file_mode())
     os.replace(tmp, folder / CHECKPOINT_FILE)
-    parts = {"features": features, "patches": patches}
     for addon in ADDONS:
-        part = parts[addon.attribute]
+        part = getattr(detector, addon.attribute)
         if part is not None:
             addon.save(part, folder)
         else:
             (folder / addon.file).unlink(missing_ok=True)
-    calibration.save(folder / CALIBRATION_FILE)
+    detector.calibration.save(folder / CALIBRATION_FILE)
     write_text_atomic(folder / CONFIG_FILE, config_yaml)
+    module = detector.model
     meta = {
         "module_class": f"{type(module).__module__}.{type(module).__qualname__}",
         "model_name": model_name,
-        "model_id": model_id,
-        "preprocess": preprocess.to_dict(),
-        "maps": maps.to_dict(),
+        "model_id": detector.model_id,
+        "preprocess": detector.preprocess.to_dict(),
+        "maps": detector.maps.to_dict(),
         "package_version": anomaly.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -222,15 +222,9 @@ def train(cfg: DictConfig) -> TrainResult:
         model_dir = save_model_folder(
             output_dir / "model",
             trainer=trainer,
-            module=module,
-            preprocess=preprocess,
-            maps=maps,
-            calibration=detector.calibration,
+            detector=detector,
             config_yaml=config_yaml,
             model_name=str(cfg.model.name),
-            model_id=run_id,
-            features=detector.features,
-            patches=detector.patches,
         )
         run.metrics(
             {

@@ -150,14 +150,9 @@ def _folder(tmp_path, detector):
     return save_model_folder(
         tmp_path / "model",
         trainer=trainer,
-        module=detector.model,
-        preprocess=detector.preprocess,
-        maps=detector.maps,
-        calibration=detector.calibration,
+        detector=detector,
         config_yaml="{}",
         model_name="draem",
-        model_id="m1",
-        patches=detector.patches,
     )
 
 

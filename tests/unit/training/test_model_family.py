@@ -78,13 +78,15 @@ def test_checkpoint_reloads_alone_and_scores_identically(model, tmp_path):
     folder = save_model_folder(
         tmp_path / "model",
         trainer=trainer,
-        module=module,
-        preprocess=preprocess,
-        maps=map_settings(cfg),
-        calibration=Calibration(image_threshold=1.0, pixel_threshold=1.0),
+        detector=Detector(
+            module,
+            preprocess,
+            map_settings(cfg),
+            calibration=Calibration(image_threshold=1.0, pixel_threshold=1.0),
+            model_id="m",
+        ),
         config_yaml="",
         model_name=model,
-        model_id="m",
     )
     reloaded = type(module).load_from_checkpoint(folder / "model.ckpt")
     assert type(reloaded) is type(module)
