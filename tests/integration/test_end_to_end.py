@@ -474,3 +474,30 @@ def test_photos_that_cannot_be_judged_are_listed_never_passed(trained, cli, tmp_
     assert frame["error"][1].startswith(expected["nan.tif"])
     assert frame["error"][2] == "" and np.isfinite(frame["score"][2])
     assert frame.loc[:1, ["score", "p_value", "is_defective"]].isna().all().all()
+
+
+def test_the_demo_makes_its_data_trains_scores_and_says_where_to_look(cli, tmp_path):
+    # The README's first command, on a small copy of its data and a few training steps.
+    result = cli(
+        "demo",
+        f"data.root={tmp_path / 'demo-data'}",
+        "demo.size=32",
+        "demo.n_train=12",
+        "demo.n_test_good=4",
+        "demo.n_test_per_class=1",
+        "data.image_size=32",
+        "data.val_fraction=0.25",
+        "trainer.max_steps=2",
+        "trainer.progress_bar=false",
+        f"output_dir={tmp_path / 'out'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "out"
+    assert "demo test-set metrics" in result.stdout
+    assert "scored 8 test images" in result.stdout  # 4 good, one of each of 4 defect classes
+    assert "samples:" in result.stdout and "scores:" in result.stdout
+    assert (out / "evaluation" / "samples.png").is_file()
+    assert (out / "score" / "scores.csv").is_file()
+    assert "registered:   anomaly-demo version 1" in result.stdout
