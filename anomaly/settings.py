@@ -76,8 +76,8 @@ def use_addon(
     """Whether ``scoring.<addon>.enabled`` (auto, true or false) asks for ``addon``.
 
     Raises:
-        ConfigError: An unknown value or setting, or ``true`` for a model that does not
-            give what the add-on needs.
+        ConfigError: An unknown value, or ``true`` for a model that does not give what the
+            add-on needs.
     """
     group = cfg.scoring[addon.name]
     enabled = group.enabled
@@ -89,10 +89,7 @@ def use_addon(
             f"{addon.key}.enabled=true, but {type(model).__name__} gives no {addon.what} in "
             "this mode (draem and its ensembles in resize mode do); set it to auto or false"
         )
-    use = enabled is not False and supported
-    if use:
-        addon_settings(cfg, addon)
-    return use
+    return enabled is not False and supported
 
 
 def addon_settings(cfg: DictConfig, addon: AddOn) -> dict[str, Any]:
@@ -107,10 +104,10 @@ def addon_settings(cfg: DictConfig, addon: AddOn) -> dict[str, Any]:
 def enabled_addons(
     cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess
 ) -> dict[AddOn, dict[str, Any]]:
-    """The add-ons the config asks for on ``model``, each with its fitting arguments.
+    """The add-ons the config asks for on ``model``, each with its (checked) fitting arguments.
 
     Raises:
-        ConfigError: As :func:`use_addon`.
+        ConfigError: As :func:`use_addon`, or a setting of an add-on in use out of range.
     """
     return {
         addon: addon_settings(cfg, addon)

@@ -100,20 +100,19 @@ def _run_score(cfg: DictConfig, console: Console) -> CommandResult:
     from anomaly.jobs.score import score
 
     result = with_progress(console, score, cfg)
+    s = result.summary
     console.print(
-        f"scored {result.summary.n_scored} of {result.summary.n_images} images: "
-        f"{result.summary.n_defective} defective ({result.summary.defect_rate:.1%}), "
-        f"{result.summary.n_errors} skipped (see errors.csv)"
-        if result.summary.n_errors
-        else f"scored {result.summary.n_scored} images: {result.summary.n_defective} defective "
-        f"({result.summary.defect_rate:.1%})"
+        f"scored {s.n_scored} of {s.n_images} images: {s.n_defective} defective "
+        f"({s.defect_rate:.1%}), {s.n_errors} skipped (see errors.csv)"
+        if s.n_errors
+        else f"scored {s.n_scored} images: {s.n_defective} defective ({s.defect_rate:.1%})"
     )
     console.print(
         f"results:   {result.output_dir} (scores.csv, regions.csv, masks/, heatmaps/, "
         "overlays/, summary.json)"
     )
     console.print(
-        f"p-values:  smallest possible {result.summary.min_p_value:.3g} (from the number of "
+        f"p-values:  smallest possible {s.min_p_value:.3g} (from the number of "
         "validation images); flag with p_value < alpha only for alpha above it"
     )
     console.print(f"run id:    {result.run_id}")

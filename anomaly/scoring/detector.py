@@ -8,7 +8,7 @@ features that the feature score and the patch map need, for a whole batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -146,16 +146,18 @@ class Detector:
         if self.preprocess.tile:
             return self._inspect_tiles(images, reconstructions)
         fitting = image_features or patch_features
-        if image_features or (not fitting and self.features is not None):
-            self.check(FEATURE_SCORE)
-        if patch_features or (not fitting and self.patches is not None):
-            self.check(PATCH_MAP)
-        wants = Wants(
-            map=not fitting,
+        wants = replace(
+            Wants(map=False, image_features=image_features, patch_features=patch_features)
+            if fitting
+            else self.scoring_wants(),
             reconstruction=reconstructions,
-            image_features=image_features or (not fitting and self.features is not None),
-            patch_features=patch_features or (not fitting and self.patches is not None),
         )
+        for addon, wanted in (
+            (FEATURE_SCORE, wants.image_features),
+            (PATCH_MAP, wants.patch_features),
+        ):
+            if wanted:
+                self.check(addon)
         batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
         out = self._forward(batch, wants)
         features = None if out.image_features is None else out.image_features.double().numpy()

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from anomaly.data.dataset import ImageDataset, collate
 from anomaly.data.folder import Sample
-from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError
 from anomaly.models.inspection import IMAGE_FEATURES, PATCH_FEATURES
 from anomaly.scoring.addons import FEATURE_SCORE, PATCH_MAP, AddOn
 from anomaly.scoring.calibration import Calibration, fit_calibration, fit_pixel_threshold
-from anomaly.scoring.detector import Detector
+from anomaly.scoring.detector import Detector, Inspected
 from anomaly.scoring.features import DEFAULT_MAP_WEIGHT, FeatureGaussian, ScoreFusion
 from anomaly.scoring.patches import (
     DEFAULT_CORESET,
@@ -212,12 +209,12 @@ def fit_addons(
     needs = {addon.needs for addon in addons}
     for addon in addons:
         detector.check(addon)
-    wants = {"image_features": IMAGE_FEATURES in needs, "patch_features": PATCH_FEATURES in needs}
     names = " and ".join(addon.name.replace("_", " ") for addon in addons)
     outputs = _training_outputs(
+        detector,
         samples,
-        detector.preprocess,
-        lambda images: detector.inspect(images, **wants),
+        image_features=IMAGE_FEATURES in needs,
+        patch_features=PATCH_FEATURES in needs,
         purpose=names,
         key=next(iter(addons)).key,
         batch_size=batch_size,
@@ -271,7 +268,7 @@ def fit_patches(
     """Fit the patch map's memory alone (:func:`fit_addons`) and return it.
 
     Args:
-        detector: A detector whose model gives feature maps (:meth:`Detector.check_patches`).
+        detector: A detector whose model gives feature maps (:meth:`Detector.check`).
         samples: Defect-free training images; unreadable ones are skipped with a warning.
         coreset: Share of all their bottleneck positions kept in the memory.
         max_patches: The most positions kept.
@@ -297,34 +294,41 @@ def fit_patches(
 
 
 def _training_outputs(
+    detector: Detector,
     samples: Sequence[Sample],
-    preprocess: Preprocess,
-    extract: Callable[[torch.Tensor], Any],
     *,
+    image_features: bool,
+    patch_features: bool,
     purpose: str,
     key: str,
     batch_size: int,
     num_workers: int,
     progress: Progress | None,
-) -> list[Any]:
-    """``extract`` of every readable training image's batch, batch by batch.
+) -> list[Inspected]:
+    """Every readable training image's features, batch by batch.
 
     Unreadable images are skipped with a warning that names them and ``purpose``.
 
     Raises:
         DataError: Fewer than two images could be read (the message names ``key``).
     """
-    dataset = ImageDataset(samples, preprocess, skip_errors=True)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    chunks: list[Any] = []
+    outputs: list[Inspected] = []
     done = read = 0
-    for batch in loader:
+    for batch, inspected in inspect_batches(
+        detector,
+        samples,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        skip_errors=True,
+        image_features=image_features,
+        patch_features=patch_features,
+    ):
         for i, reason in batch["errors"]:
             log.warning(
                 "skipped training image %s for the %s: %s", samples[i].path, purpose, reason
             )
         if "image" in batch:
-            chunks.append(extract(batch["image"]))
+            outputs.append(inspected)
             read += len(batch["index"])
         done += len(batch["index"]) + len(batch["errors"])
         if progress is not None:
@@ -334,4 +338,4 @@ def _training_outputs(
             f"the {purpose} needs at least two readable training images, got {read}; add "
             f"images or set {key}.enabled=false"
         )
-    return chunks
+    return outputs

@@ -262,10 +262,6 @@ class _Rows:
         self.regions: list[pd.DataFrame] = []
         self.defective = 0
 
-    @property
-    def n(self) -> int:
-        return len(self.scores)
-
     def add(self, path: str, result: ImageResult, threshold: float, model_id: str) -> None:
         self.scores.append(
             [
@@ -291,7 +287,6 @@ class _Rows:
         scores.append(self.scores)
         summary.n_scored += len(self.scores)
         summary.n_defective += self.defective
-        self.__init__()
 
 
 def _finish(

@@ -35,6 +35,8 @@ def inspect_batches(
     skip_errors: bool = False,
     keep_original: bool = False,
     timings: dict[str, float] | None = None,
+    image_features: bool = False,
+    patch_features: bool = False,
 ) -> Iterator[tuple[dict[str, Any], Inspected]]:
     """Stream ``(batch, inspected)`` over samples; decoding happens in loader workers.
 
@@ -42,7 +44,8 @@ def inspect_batches(
     score, their feature scores. Batches whose every file failed yield no maps, so callers
     still see their ``errors``.
     With ``timings``, seconds spent waiting for decoded images (``decode``) and computing
-    maps (``model``) are added to it.
+    maps (``model``) are added to it. With ``image_features`` or ``patch_features``, the
+    batches are inspected for fitting the add-ons instead (features, no maps).
     """
     dataset = ImageDataset(
         samples,
@@ -59,7 +62,13 @@ def inspect_batches(
         decoded = time.perf_counter()
         if batch is None:
             return
-        inspected = detector.inspect(batch["image"]) if "image" in batch else Inspected(maps=[])
+        inspected = (
+            detector.inspect(
+                batch["image"], image_features=image_features, patch_features=patch_features
+            )
+            if "image" in batch
+            else Inspected(maps=[])
+        )
         if timings is not None:
             timings["decode"] = timings.get("decode", 0.0) + decoded - started
             timings["model"] = timings.get("model", 0.0) + time.perf_counter() - decoded

@@ -61,9 +61,9 @@ _LINE_WIDTH = (1, 3)
 _LINE_LENGTH = (0.15, 0.8)
 
 
-# Brightness change of a `shade` anomaly, as a share of the intensity range (either sign).
 # Limits of the anomalies' own numeric parameters (the mask's are in perlin.py).
 ANOMALY_RANGES = {"max_opacity": (0.0, 1.0)}
+# Brightness change of a `shade` anomaly, as a share of the intensity range (either sign).
 _SHADE = (0.1, 0.3)
 
 
