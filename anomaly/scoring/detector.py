@@ -17,6 +17,7 @@ from torch import nn
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.models.inspection import (
+    RECONSTRUCTION,
     InspectableModel,
     Inspection,
     Wants,
@@ -150,7 +151,8 @@ class Detector:
             Wants(map=False, image_features=image_features, patch_features=patch_features)
             if fitting
             else self.scoring_wants(),
-            reconstruction=reconstructions,
+            # A model that compares in feature space (feature_ae) has no image to show.
+            reconstruction=reconstructions and RECONSTRUCTION in self.network.gives,
         )
         for addon, wanted in (
             (FEATURE_SCORE, wants.image_features),
@@ -165,7 +167,7 @@ class Detector:
             return Inspected(maps=[], image_features=features, patch_features=out.patch_features)
         model_maps = self._smoothed(list(out.map.unbind(0)))
         result = Inspected(maps=model_maps, model_maps=model_maps)
-        if reconstructions:
+        if wants.reconstruction:
             result.reconstructions = list(out.reconstructions[0][1].unbind(0))
         if self.features is not None:
             result.distances = self.features.distances(features)
@@ -224,7 +226,7 @@ class Detector:
     def _inspect_tiles(self, images: Images, reconstructions: bool) -> Inspected:
         maps = self._smoothed(self._tiled(images, lambda w: self._pass(w, Wants()).map))
         result = Inspected(maps=maps, model_maps=maps)
-        if reconstructions:
+        if reconstructions and RECONSTRUCTION in self.network.gives:
             only = Wants(map=False, reconstruction=True)
             result.reconstructions = self._tiled(
                 images, lambda w: self.network.inspect(w, only).reconstructions[0][1]

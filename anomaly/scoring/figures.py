@@ -28,9 +28,12 @@ def sample_grid(
 ) -> Figure:
     """One row per image: input, reconstruction, error map, predicted defects overlaid.
 
+    A model without reconstructions (``recons`` empty: it compares in feature space)
+    gets no reconstruction column.
+
     Args:
         images: ``(C, H, W)`` arrays in ``[0, 1]`` (sizes may differ between rows).
-        recons: Reconstructions, same shapes.
+        recons: Reconstructions, same shapes; empty for none.
         maps: Anomaly maps ``(H, W)``.
         pixel_threshold: Map values above it are drawn as defect (red); None (during
             training, before calibration) draws no predicted defects.
@@ -43,7 +46,8 @@ def sample_grid(
     n = max(1, len(images))
     # Figure() without pyplot: no global backend or figure registry to manage.
     fig = Figure(figsize=(8, 2.1 * n))
-    axes = fig.subplots(n, 4, squeeze=False)
+    columns = 4 if len(recons) else 3
+    axes = fig.subplots(n, columns, squeeze=False)
     vmax = max([float(m.max()) for m in maps] + [pixel_threshold or 0.0]) or 1.0
     for i in range(len(images)):
         image = _display(images[i])
@@ -52,7 +56,7 @@ def sample_grid(
         overlay[predicted] = 0.5 * overlay[predicted] + 0.5 * np.array([1.0, 0.0, 0.0])
         panels = [
             (image, "input", "gray"),
-            (_display(recons[i]), "reconstruction", "gray"),
+            *([(_display(recons[i]), "reconstruction", "gray")] if len(recons) else []),
             (maps[i], "error map", "inferno"),
             (overlay, "defects", None),
         ]
@@ -64,7 +68,7 @@ def sample_grid(
             if i == 0:
                 ax.set_title(name, fontsize=9)
         if true_masks is not None and true_masks[i].any():
-            axes[i][3].contour(true_masks[i], levels=[0.5], colors="lime", linewidths=0.8)
+            axes[i][-1].contour(true_masks[i], levels=[0.5], colors="lime", linewidths=0.8)
         if titles:
             axes[i][0].set_ylabel(titles[i], fontsize=7)
     fig.tight_layout()

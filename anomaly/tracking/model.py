@@ -15,11 +15,13 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from hydra.utils import get_class
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 import anomaly
 from anomaly.errors import ImageReadError, ModelFolderError, TrackingError
+from anomaly.model_folder import read_meta
 from anomaly.scoring.regions import RegionSettings
 from anomaly.tracking.store import ensure_store
 
@@ -301,17 +303,28 @@ def log_pyfunc(model_dir: str | os.PathLike[str], *, registered_name: str | None
         input_example=pd.DataFrame({"image": [np.full((32, 32), 0.5).tolist()]}),
         registered_model_name=registered_name,
         # Stated, not inferred: inference would re-import the model in a subprocess.
-        pip_requirements=[
-            f"anomaly=={anomaly.__version__}",
-            "torch",
-            "pytorch-lightning",
-            "hydra-core",
-            "mlflow",
-            "scikit-image",
-            "pandas",
-            "pillow",
-        ],
+        pip_requirements=pip_requirements(model_dir),
     )
+
+
+def pip_requirements(model_dir: str | os.PathLike[str]) -> list[str]:
+    """What a serving environment must install to load the model folder.
+
+    A module class may name more (``pip_requirements``): one on a pretrained backbone
+    needs its architecture's package, not the weights, which travel in the checkpoint.
+    """
+    requirements = [
+        f"anomaly=={anomaly.__version__}",
+        "torch",
+        "pytorch-lightning",
+        "hydra-core",
+        "mlflow",
+        "scikit-image",
+        "pandas",
+        "pillow",
+    ]
+    module_class = get_class(read_meta(model_dir)["module_class"])
+    return requirements + list(getattr(module_class, "pip_requirements", ()))
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: int | str) -> str | None:

@@ -36,7 +36,7 @@ def _train(tiny_mvtec: Path, tmp_path: Path, *overrides: str) -> tuple[dict, str
     return train(cfg), uri
 
 
-@pytest.mark.parametrize("model", ["dae", "usad", "linear_ae", "dense_ae", "vae"])
+@pytest.mark.parametrize("model", ["dae", "usad", "linear_ae", "dense_ae", "vae", "feature_ae"])
 def test_train_calibrate_evaluate_and_score(model, tiny_mvtec, tmp_path):
     result, uri = _train(tiny_mvtec, tmp_path, f"model={model}")
     for name in ("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"):

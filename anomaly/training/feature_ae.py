@@ -1,0 +1,99 @@
+"""The LightningModule that trains an autoencoder on a frozen backbone's features."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from anomaly.errors import ConfigError
+from anomaly.models.feature_ae import FeatureAENetwork
+from anomaly.training.autoencoder import check_lr_schedule, configure_optimizer
+from anomaly.training.draem import ScoredByNetwork
+
+# True while a checkpoint is being loaded: the trained backbone's weights are in it, so
+# the shipped or local weight file is not needed (nor present, on a scoring machine).
+_RESTORING: ContextVar[bool] = ContextVar("restoring", default=False)
+
+
+class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
+    """Trains :class:`~anomaly.models.feature_ae.FeatureAENetwork`'s autoencoder.
+
+    Only the autoencoder learns; the backbone is frozen. The loss is the mean squared
+    error of the standardised feature maps (``loss=`` does not apply: the comparison is in
+    feature space).
+
+    Args:
+        backbone: :class:`~anomaly.models.backbones.Backbone` settings (``name``,
+            ``weights``, ``stages``).
+        bottleneck: Code channels.
+        hidden: Hidden channels (None: between features and code).
+        smoothing: Side of the local average over feature positions.
+        optimizer: Partial optimiser config (Adam by default).
+        lr_schedule: ``constant`` or ``cosine``.
+        loss: Accepted for the common config and ignored (see above).
+    """
+
+    # A serving environment needs the architecture; the weights are in the checkpoint.
+    pip_requirements = ("efficientnet-lite-pytorch==0.1.0",)
+
+    def __init__(
+        self,
+        backbone: dict[str, Any] | None = None,
+        bottleneck: int = 32,
+        hidden: int | None = None,
+        smoothing: int = 3,
+        optimizer: dict[str, Any] | None = None,
+        lr_schedule: str = "cosine",
+        loss: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_lr_schedule(lr_schedule)
+        self.save_hyperparameters()
+        if _RESTORING.get():
+            backbone = {**(backbone or {}), "weights": "none"}
+        try:
+            self.network = FeatureAENetwork(
+                backbone=backbone, bottleneck=bottleneck, hidden=hidden, smoothing=smoothing
+            )
+        except ValueError as exc:
+            raise ConfigError(f"model=feature_ae: {exc}") from exc
+
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> FeatureAEModule:  # type: ignore[override]
+        """Lightning's loading, with the backbone built empty: its weights are in the file."""
+        token = _RESTORING.set(True)
+        try:
+            return super().load_from_checkpoint(*args, **kwargs)
+        finally:
+            _RESTORING.reset(token)
+
+    def _loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.error(self.network.features(x)).mean()
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        loss = self._loss(batch["image"])
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=batch["image"].shape[0],
+        )
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One step: the feature maps of defect-free images, reconstructed."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The reconstruction error of held-out defect-free images' features."""
+        return self._step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        """The optimiser over the autoencoder only, with the learning-rate schedule."""
+        return configure_optimizer(self)
