@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
+from anomaly.models.inspection import inspectable
 from anomaly.scoring.addons import ADDONS, AddOn
 from anomaly.scoring.detector import gives
 from anomaly.scoring.fitting import CalibrationSpec
@@ -84,6 +85,9 @@ def use_addon(
     if enabled not in ENABLED_CHOICES:
         raise ConfigError(f"{addon.key}.enabled={enabled!r} is unknown; choose auto, true or false")
     supported = gives(model, preprocess, addon)
+    if enabled == "auto" and addon.name in getattr(inspectable(model), "auto_off", ()):
+        # The model says the add-on repeats what its map already measures.
+        return False
     if enabled is True and not supported:
         raise ConfigError(
             f"{addon.key}.enabled=true, but {type(model).__name__} gives no {addon.what} in "

@@ -47,6 +47,8 @@ def _steps(v: float) -> bool:
 # (key pattern, check, what is valid). The first matching pattern decides.
 RULES: tuple[tuple[str, Check, str], ...] = (
     ("data.image_size*", _at_least_one, "a positive number of pixels"),
+    ("data.short_side", lambda v: v >= 16, "16 pixels or more"),
+    ("data.max_aspect", lambda v: v >= 1, "1 or more (longest side over shortest)"),
     ("data.channels", lambda v: v in (1, 3), "1 (gray) or 3 (RGB)"),
     ("data.val_fraction", _unit_open, "a share between 0 and 1 (e.g. 0.1)"),
     ("data.scale", _positive, "a positive factor (1.0 = native size)"),
@@ -56,6 +58,7 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("*num_workers", _non_negative, "0 or more worker processes"),
     ("*patches_per_image", _at_least_one, "a positive whole number"),
     ("trainer.max_epochs", _at_least_one, "a positive whole number"),
+    ("trainer.min_steps", _non_negative, "0 (off) or a positive whole number"),
     ("trainer.max_steps", _steps, "-1 (no limit) or a positive whole number"),
     ("*.lr", _positive, "a positive learning rate (e.g. 2e-4)"),
     ("*.weight_decay", _non_negative, "0 or more"),

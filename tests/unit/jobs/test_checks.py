@@ -55,6 +55,9 @@ def test_every_shipped_command_config_and_experiment_passes():
         ("model.module.anomaly_p=1.5", "model.module.anomaly_p", "(0, 1]"),
         ("model.module.perlin.threshold=2", "model.module.perlin.threshold", "Perlin level"),
         ("model.ensemble.members=0", "model.ensemble.members", "positive whole"),
+        ("data.short_side=8", "data.short_side", "16 pixels or more"),
+        ("data.max_aspect=0.5", "data.max_aspect", "1 or more"),
+        ("trainer.min_steps=-1", "trainer.min_steps", "0 (off)"),
         ("model.ensemble.scales=[1.0,0]", "model.ensemble.scales.1", "(0, 4]"),
         # A member's own settings are checked by the rules of the common ones.
         (
@@ -67,7 +70,8 @@ def test_every_shipped_command_config_and_experiment_passes():
 )
 def test_bad_numbers_are_named_with_what_is_valid(override, key, valid):
     with pytest.raises(ConfigError, match=rf"^{key}=") as info:
-        check_config(_compose(overrides=(override,)))
+        # The model whose settings most rules are about (the default is feature_ae).
+        check_config(_compose(overrides=("model=draem", override)))
     assert valid in str(info.value)
 
 

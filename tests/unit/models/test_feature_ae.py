@@ -40,7 +40,7 @@ def test_the_trunk_stays_frozen_in_eval_mode():
     assert not any(p.requires_grad for p in backbone.parameters())
 
 
-@pytest.mark.parametrize("stages", [(), (5, 3), (3, 3), (6,)])
+@pytest.mark.parametrize("stages", [(), (5, 3), (3, 3), (8,)])
 def test_bad_stages_name_the_key(stages):
     with pytest.raises(ConfigError, match=r"model\.module\.backbone\.stages"):
         Backbone(weights="none", stages=stages)

@@ -1,0 +1,55 @@
+"""model=feature_ae's module: its config, its add-ons and its training length."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from anomaly.data.transforms import Preprocess
+from anomaly.jobs.train import epochs_for
+from anomaly.settings import enabled_addons
+from anomaly.training.factory import build_module
+
+CONF = Path(__file__).resolve().parents[3] / "conf"
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(
+            "config",
+            overrides=[
+                "model=feature_ae",
+                "data.root=unused",
+                "model.module.backbone.weights=none",
+                *overrides,
+            ],
+        )
+
+
+def test_its_config_states_its_side_and_training_length():
+    cfg = _cfg()
+    assert cfg.data.short_side == 224 and cfg.data.image_size == "auto"
+    assert cfg.trainer.max_epochs == 10 and cfg.trainer.min_steps == 100
+    # Another model keeps the from-scratch side and length.
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        other = compose("config", overrides=["model=cae", "data.root=unused"])
+    assert other.data.short_side == 128 and other.trainer.max_epochs == 30
+    assert other.trainer.min_steps == 0
+
+
+def test_auto_leaves_the_patch_map_off_and_true_turns_it_on():
+    preprocess = Preprocess.create(image_size=64, channels=1)
+    cfg = _cfg()
+    module = build_module(cfg)
+    assert {a.name for a in enabled_addons(cfg, module, preprocess)} == {"feature_score"}
+    cfg = _cfg("scoring.patch_map.enabled=true")
+    names = {a.name for a in enabled_addons(cfg, module, preprocess)}
+    assert names == {"feature_score", "patch_map"}
+
+
+def test_min_steps_adds_epochs_for_small_data_only():
+    assert epochs_for(10, 100, 2) == 50  # 30 photos in batches of 16
+    assert epochs_for(10, 100, 43) == 10  # 685 photos: 430 batches already
+    assert epochs_for(10, 100, 9) == 12  # ceil(100 / 9)
+    assert epochs_for(10, 0, 1) == 10
