@@ -84,8 +84,8 @@ def resolve_image_size(
     short_side: int,
     max_aspect: float,
     tile: bool,
-) -> list[int]:
-    """``data.image_size`` as ``[height, width]``, choosing it when it is ``auto``.
+) -> object:
+    """``data.image_size``, ``[height, width]`` chosen from the photos when it is ``auto``.
 
     In tile mode the input is a square window of ``short_side``: the photo keeps its own
     shape around the windows.
@@ -95,7 +95,7 @@ def resolve_image_size(
             f"data.image_size={image_size!r}: give auto, a side in pixels, or [height,width]"
         )
     if image_size != "auto":
-        return [int(image_size)] * 2 if isinstance(image_size, int) else list(image_size)
+        return image_size  # as stated (Preprocess checks it)
     if tile:
         side = _round(short_side)
         size = (side, side)

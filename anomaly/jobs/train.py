@@ -102,9 +102,11 @@ def train(cfg: DictConfig) -> TrainResult:
     )
     datamodule.setup()
     splits = datamodule.splits
+    # trainer.min_steps lengthens the model's own number of epochs, never one given by hand.
+    stated = not OmegaConf.is_interpolation(cfg.trainer, "max_epochs")
     cfg.trainer.max_epochs = epochs_for(
         int(cfg.trainer.max_epochs),
-        int(cfg.trainer.get("min_steps") or 0),
+        0 if stated else int(cfg.trainer.get("min_steps") or 0),
         len(datamodule.train_dataloader()),
     )
     # Under DDP every process runs this function; only rank 0 talks to MLflow and writes.

@@ -33,6 +33,10 @@ def trained(tmp_path_factory):
     result = spawn_cli(
         "train",
         f"data.root={root}",
+        # The from-scratch model: its patch map and feature score are what this file's
+        # calibration tests are about (the default, feature_ae, goes through score-batch,
+        # Spark and the MLflow server tests).
+        "model=draem",
         "data.image_size=32",
         "data.val_fraction=0.25",
         "trainer.max_epochs=2",

@@ -40,6 +40,8 @@ def test_training_scoring_and_score_batch_files_follow_the_umask(tmp_path, umask
         trained = run_cli(
             "train", f"data.root={root}", "data.image_size=32", "data.val_fraction=0.25",
             "trainer.max_epochs=1", "trainer.progress_bar=false",
+            # Every file a model folder can hold, the patch memory included.
+            "scoring.patch_map.enabled=true",
             f"output_dir={tmp_path / 'train'}", *track, cwd=tmp_path,
         )  # fmt: skip
         assert trained.returncode == 0, trained.stdout + trained.stderr

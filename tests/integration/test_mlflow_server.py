@@ -68,7 +68,7 @@ def test_training_run_over_http(trained):
     experiment = client.get_experiment_by_name("server-e2e")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`anomaly.kind` = 'train'")
     assert run.data.params["data.root"] == str(trained["root"])
-    assert run.data.params["model.name"] == "draem"
+    assert run.data.params["model.name"] == "feature_ae"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [0, 1, 2]
     for name in (
@@ -233,7 +233,7 @@ def test_the_run_and_its_version_describe_themselves(trained):
     run = _train_run(client)
     card = run.data.tags["mlflow.note.content"]
     calibration = json.loads((trained["work"] / "train/model/calibration.json").read_text())
-    assert card.startswith(f"### draem on {trained['root'].name}")
+    assert card.startswith(f"### feature_ae on {trained['root'].name}")
     assert f"| **image AUROC** | **{run.data.metrics['image_auroc']:.4g}** |" in card
     assert f"| image threshold | {calibration['image_threshold']:.4g} (" in card
     assert f"| pixel threshold | {calibration['pixel_threshold']:.4g} (" in card

@@ -54,6 +54,7 @@ def test_an_ensemble_trains_saves_and_scores_as_one_model(tiny_mvtec, tmp_path):
     result, uri = _train(
         tiny_mvtec,
         tmp_path,
+        "model=draem",
         "model.ensemble.members=2",
         "model.ensemble.scales=[1.0,0.5]",
         "model.ensemble.overrides=[{},{perlin:{shapes:[perlin,region]}}]",

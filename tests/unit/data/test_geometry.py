@@ -47,7 +47,7 @@ def test_sizes_come_from_the_files_and_unreadable_ones_are_passed_over(tmp_path)
 
 
 def test_explicit_sizes_and_tile_mode_pass_through():
-    assert resolve_image_size(64, [], short_side=128, max_aspect=4, tile=False) == [64, 64]
+    assert resolve_image_size(64, [], short_side=128, max_aspect=4, tile=False) == 64
     assert resolve_image_size([32, 48], [], short_side=128, max_aspect=4, tile=False) == [32, 48]
     # Tile windows are squares of the short side; the photo keeps its shape around them.
     assert resolve_image_size("auto", [], short_side=100, max_aspect=4, tile=True) == [96, 96]
