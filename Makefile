@@ -51,9 +51,16 @@ java:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends default-jre-headless; }
 
-# Quality and speed on ../shared/data/magnetic_tile (results in bench/, git-ignored).
+# Quality and speed on ../shared/data/magnetic_tile (results in bench/, git-ignored), then
+# the default recipe and the tuned draem on KolektorSDD and on the demo's data: a table
+# per data set (bench/kolektorsdd/results.md, bench/demo/results.md).
 bench: $(STAMP)
 	$(BIN)/anomaly bench
+	$(BIN)/anomaly bench data_root=../shared/data/kolektorsdd output=bench/kolektorsdd \
+		'only=[default,draem]' 'speed_sizes=[]' lineage_images=0
+	$(BIN)/python -c "from anomaly.data.demo import make_demo_dataset as m; m('data/demo')"
+	$(BIN)/anomaly bench data_root=data/demo output=bench/demo \
+		'only=[default,draem]' 'speed_sizes=[]' lineage_images=0
 
 bench-quick: $(STAMP)
 	$(BIN)/anomaly bench --quick

@@ -93,6 +93,10 @@ def _quiet_third_party_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
+    # feature_ae's frozen backbone stays in eval mode on purpose.
+    warnings.filterwarnings(
+        "ignore", message=r".*module\(s\) in eval mode at the start of training.*"
+    )
 
 
 def run_command(command: str, overrides: list[str]) -> int:

@@ -82,3 +82,16 @@ def test_an_entry_budget_beats_the_common_one_but_not_quick_mode(tmp_path, quick
     assert cfg.model.ensemble.members == recipe.model.ensemble.members
     assert cfg.data.normalize == recipe.data.normalize == "mean_std"
     assert cfg.model.name == "draem"
+
+
+def test_the_default_entry_trains_as_a_user_would(tmp_path):
+    from anomaly.jobs.bench import _train_config
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        bench = compose("bench")
+        cfg = _train_config(bench, CONF, "default", list(bench.models.default), tmp_path)
+        cae = _train_config(bench, CONF, "cae-l2", list(bench.models["cae-l2"]), tmp_path)
+    # No budget: the model's own size rule and length, as `anomaly train data.root=...`.
+    assert cfg.model.name == "feature_ae" and cfg.data.image_size == "auto"
+    assert OmegaConf.is_interpolation(cfg.trainer, "max_epochs") and cfg.trainer.max_epochs == 10
+    assert cae.data.image_size == 128 and cae.trainer.max_epochs == 10
