@@ -131,3 +131,37 @@ def test_an_unknown_place_for_pixel_metrics_fails_before_training(tiny_mvtec, tm
         _train(tiny_mvtec, tmp_path, "scoring.pixel_metrics_at=photo")
     assert not (tmp_path / "out" / "model").exists()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tmp_path):
+    """No size or length given: 96x32 photos train at 96x32-shaped input, >= min_steps."""
+    import numpy as np
+
+    from tests.conftest import write_png
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tall"
+    for i in range(10):
+        rows = np.linspace(0.2, 0.8, 96)[:, None] * np.ones((1, 32))
+        write_png(root / f"{i:02d}.png", (rows + 0.02 * rng.random((96, 32))).clip(0, 1))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"data.root={root}",
+                "data.short_side=32",
+                "model.min_steps=12",
+                "trainer.progress_bar=false",
+                f"output_dir={tmp_path / 'out'}",
+                f"tracking.uri={uri}",
+            ],
+        )
+    result = train(cfg)
+    detector = load_detector(result.model_dir)
+    assert type(detector.model).__name__ == "FeatureAEModule"
+    assert tuple(detector.preprocess.image_size) == (96, 32)
+    run = MlflowClient(uri).get_run(result.run_id)
+    # 9 training photos are one batch an epoch: 12 epochs to reach 12 batches, not 10.
+    assert run.data.params["trainer.max_epochs"] == "12"
+    assert run.data.params["data.image_size"] == "[96, 32]"
