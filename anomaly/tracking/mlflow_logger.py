@@ -355,8 +355,11 @@ class SampleGridCallback(pl.Callback):
     Args:
         logger: The run.
         render: Draws the current state of the module as an image.
-        every_n_epochs: Period; 0 disables it.
+        every_n_epochs: Period; 0 disables it. A long training of few photos (100 short
+            epochs) is drawn at most :attr:`MAX_PICTURES` times, not at every epoch.
     """
+
+    MAX_PICTURES = 20
 
     def __init__(
         self,
@@ -374,7 +377,8 @@ class SampleGridCallback(pl.Callback):
         last = epoch + 1 == trainer.max_epochs
         if not self.logger.enabled or self.every_n_epochs <= 0:
             return
-        if (epoch + 1) % self.every_n_epochs and not last:
+        period = max(self.every_n_epochs, -(-int(trainer.max_epochs) // self.MAX_PICTURES))
+        if (epoch + 1) % period and not last:
             return
         was_training = pl_module.training
         try:
