@@ -11,7 +11,7 @@ import torch
 from anomaly.errors import ConfigError
 from anomaly.models.feature_ae import FeatureAENetwork
 from anomaly.training.autoencoder import check_lr_schedule, configure_optimizer
-from anomaly.training.draem import ScoredByNetwork
+from anomaly.training.draem import ScoredByNetwork, log_losses
 
 # True while a checkpoint is being loaded: the trained backbone's weights are in it, so
 # the shipped or local weight file is not needed (nor present, on a scoring machine).
@@ -78,17 +78,8 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
         return self.network.error(self.network.features(x)).mean()
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        loss = self._loss(batch["image"])
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=True,
-            batch_size=batch["image"].shape[0],
-        )
-        return loss
+        losses = {"feature_error": self._loss(batch["image"])}
+        return log_losses(self, losses, stage, batch_size=batch["image"].shape[0])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One step: the feature maps of defect-free images, reconstructed."""
