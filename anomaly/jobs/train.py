@@ -123,7 +123,9 @@ def train(cfg: DictConfig) -> TrainResult:
         "data.fingerprint": fingerprint([s.path for s in splits.train]),
     }
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    run_name = f"train-{cfg.model.name}-{cfg.loss.name}"
+    # A model that compares features, not pixels (feature_ae), has no loss= to name.
+    uses_loss = getattr(module, "uses_loss", True)
+    run_name = f"train-{cfg.model.name}" + (f"-{cfg.loss.name}" if uses_loss else "")
     t = cfg.tracking
     checkpoints = ResumableCheckpoint(output_dir / "checkpoints")
     run_file = checkpoints.folder / "mlflow_run_id"
@@ -270,7 +272,7 @@ def train(cfg: DictConfig) -> TrainResult:
         registered = _log_model(run, model_dir, t)
         if run.enabled:
             model_facts = {
-                "model": f"{cfg.model.name} (loss {cfg.loss.name})",
+                "model": f"{cfg.model.name}" + (f" (loss {cfg.loss.name})" if uses_loss else ""),
                 "epochs": trainer.current_epoch,
                 "image size": "x".join(str(side) for side in preprocess.image_size),
                 "run": run_name,

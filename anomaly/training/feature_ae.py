@@ -36,6 +36,8 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
         loss: Accepted for the common config and ignored (see above).
     """
 
+    # loss= does not apply (the run name and card then leave it out).
+    uses_loss = False
     # A serving environment needs the architecture; the weights are in the checkpoint.
     pip_requirements = ("efficientnet-lite-pytorch==0.1.0",)
     # scoring.patch_map.enabled=auto leaves the patch map off: nearest training positions
