@@ -44,6 +44,8 @@ class AnomalyDataModule(pl.LightningDataModule):
             ``vertical`` (a list, or one name), each with probability one half.
             Validation images never are.
         seed: Seed of the validation split.
+        splits: The root already scanned (by a caller that needed its file list first);
+            None scans it in :meth:`setup`.
 
     Raises:
         ConfigError: An unknown name in ``flips``.
@@ -61,9 +63,11 @@ class AnomalyDataModule(pl.LightningDataModule):
         patches_per_image: int = 1,
         flips: str | Sequence[str] = (),
         seed: int = 0,
+        splits: DatasetSplits | None = None,
     ) -> None:
         super().__init__()
         self.root = root
+        self._scanned = splits
         self.preprocess = preprocess
         self.val_fraction = val_fraction
         self.batch_size = batch_size
@@ -82,7 +86,9 @@ class AnomalyDataModule(pl.LightningDataModule):
         """Scan the root and split it (idempotent)."""
         if self.splits is not None:
             return
-        splits = scan_dataset(self.root, mask_suffix=self.mask_suffix)
+        splits = self._scanned if self._scanned is not None else scan_dataset(
+            self.root, mask_suffix=self.mask_suffix
+        )
         # Every training image is decoded once here: a bad file is skipped with a warning
         # now rather than stopping the run in the middle of an epoch.
         readable, self.skipped = check_images(splits.train, channels=self.preprocess.channels)

