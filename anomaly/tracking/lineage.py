@@ -133,4 +133,11 @@ def _log_input(files: FileSet) -> None:
         dataset = mlflow.data.from_pandas(
             files.frame, source=str(files.source), name=files.name, digest=files.digest
         )
-    mlflow.log_input(dataset, context=files.context, tags={"files": str(files.n_files)})
+    tags = {"files": str(files.n_files)}
+    try:
+        mlflow.log_input(dataset, context=files.context, tags=tags)
+    except mlflow.exceptions.MlflowException:
+        # Two runs of one experiment (a parallel sweep) logging the same photos at the
+        # same moment both insert the dataset, and the store refuses the second (UNIQUE
+        # constraint). Once the first has landed, linking to it works: try once more.
+        mlflow.log_input(dataset, context=files.context, tags=tags)
