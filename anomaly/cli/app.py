@@ -38,6 +38,7 @@ from anomaly.cli.checks import (
     unwritable_output,
 )
 from anomaly.cli.commands import COMMANDS
+from anomaly.cli.plain import PLAIN_COMMANDS, run_plain
 from anomaly.cli.printers import comparison_table, completion_code, swept_keys, ui_command
 from anomaly.errors import (
     AnomalyError,
@@ -73,6 +74,10 @@ commands:
   bench   quality and speed of each model on an MVTec-style root (--quick: a smoke run)
           e.g. anomaly bench data_root=../shared/data/magnetic_tile
   demo    generate the embedded demo data set, train on it, score its test images
+  report  rebuild a results folder's report.html from its files (no model needed)
+          e.g. anomaly report outputs/score/<date_time>
+  review  apply a report's exported review.csv to a part's data, or its statistics
+          e.g. anomaly review apply review=review.csv data.root=path/to/images
 
 Each command takes Hydra overrides; add --help for the options of one command and
 --cfg job to print its resolved configuration.
@@ -239,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] not in COMMANDS and "LOCAL_RANK" in os.environ:
         args = _ddp_child_args(args)
     command, overrides = args[0], args[1:]
+    if command in PLAIN_COMMANDS:
+        return run_plain(command, overrides)
     if command not in COMMANDS:
         print(f"anomaly: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -45,6 +45,8 @@ def _run_train(cfg: DictConfig, console: Console) -> CommandResult:
             f"promote with: anomaly promote name={reg.name} version={reg.version}"
         )
     console.print(f"results:      {result.output_dir}")
+    if result.report:
+        console.print(f"report:       {result.report}")
     if result.skipped:
         console.print(
             f"skipped:      {len(result.skipped)} unreadable training image(s), listed in "
@@ -111,6 +113,8 @@ def _run_score(cfg: DictConfig, console: Console) -> CommandResult:
         f"results:   {result.output_dir} (scores.csv, regions.csv, masks/, heatmaps/, "
         "overlays/, summary.json)"
     )
+    if result.report:
+        console.print(f"report:    {result.report}")
     console.print(
         f"p-values:  smallest possible {s.min_p_value:.3g} (from the number of "
         "validation images); flag with p_value < alpha only for alpha above it"
@@ -149,6 +153,8 @@ def _run_score_batch(cfg: DictConfig, console: Console) -> CommandResult:
         f"results:  {result.output} (scores.csv, regions.csv, errors.csv, masks/, "
         "heatmaps/, overlays/)"
     )
+    if result.report:
+        console.print(f"report:   {result.report}")
     console.print(f"log:      {result.log_file}")
     if result.run_id:
         console.print(f"run id:   {result.run_id}")
@@ -177,6 +183,8 @@ def _run_evaluate(cfg: DictConfig, console: Console) -> CommandResult:
         f"results:   {result.output_dir} (scores.csv, metrics.json, curves.png, "
         "score_histogram.png, samples.png)"
     )
+    if result.report:
+        console.print(f"report:    {result.report}")
     console.print(f"run id:    {result.run_id}")
     console.print(f"MLflow UI: {ui_command(result.tracking_uri)}")
     return result
@@ -240,6 +248,8 @@ def _run_demo(cfg: DictConfig, console: Console) -> CommandResult:
     console.print(f"results:      {trained.output_dir}")
     console.print(f"  samples:    {Path(trained.output_dir) / 'evaluation' / 'samples.png'}")
     console.print(f"  scores:     {Path(scored.output_dir) / 'scores.csv'}")
+    if scored.report:
+        console.print(f"  report:     {scored.report}  (open it in a browser)")
     console.print(f"model folder: {trained.model_dir}")
     if trained.registered:
         reg = trained.registered

@@ -21,7 +21,9 @@ from anomaly.data.folder import Sample, scan_dataset
 from anomaly.errors import DataError
 from anomaly.io import atomic_open, write_errors_csv, write_json_atomic
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.report import report_context, write_report
 from anomaly.jobs.results import EvaluateResult
+from anomaly.scoring.calibration import p_values
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import Evaluation, check_pixel_metrics_at, evaluate
 from anomaly.scoring.figures import curves_figure, histogram_figure, sample_grid, save_figure
@@ -29,7 +31,7 @@ from anomaly.scoring.metrics import by_class
 from anomaly.scoring.stream import Progress
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import RunLogger, base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import load_model, model_run_tags
+from anomaly.tracking.model import load_model, model_run_tags, model_version_tags
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,14 @@ def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> Eval
             progress=progress,
             **options,
         )
-        log_evaluation(run, evaluation, detector, output_dir)
+        report = log_evaluation(
+            run,
+            evaluation,
+            detector,
+            output_dir,
+            model=model,
+            version_tags=model_version_tags(model, tracking_uri=uri),
+        )
         write_json_atomic(
             output_dir / "metrics.json",
             {
@@ -136,19 +145,38 @@ def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> Eval
         tracking_uri=uri,
         model=model,
         not_uploaded=list(run.failed),
+        report=report,
     )
 
 
 def log_evaluation(
-    run: RunLogger, evaluation: Evaluation, detector: Detector, folder: Path
-) -> None:
+    run: RunLogger,
+    evaluation: Evaluation,
+    detector: Detector,
+    folder: Path,
+    *,
+    model: str = "",
+    version_tags: dict[str, str] | None = None,
+) -> str:
     """Write an evaluation's files to ``folder`` and log them with its metrics.
 
     ``scores.csv`` (one row per scored image, with the verdict at the calibrated
     threshold), ``errors.csv`` (unreadable images, when any), the ROC/PR curves and the
     score histogram; the run gets the metrics, the parameter
     ``evaluation.pixel_metrics_at`` and the tables ``scores_table.json`` and
-    ``metrics_per_class.json`` (comparable across runs in the MLflow UI).
+    ``metrics_per_class.json`` (comparable across runs in the MLflow UI), and
+    ``report.html``, the page a reviewer reads (:mod:`anomaly.report`).
+
+    Args:
+        run: The run to log to.
+        evaluation: What :func:`evaluate` measured.
+        detector: The model that was measured.
+        folder: Where the files go.
+        model: The folder or URI the model came from, for the report's header.
+        version_tags: Its registry name and version, when registered.
+
+    Returns:
+        The report's path ("" when it could not be written).
     """
     # What was used, which differs from the config when the photos were too large.
     run.params({"evaluation.pixel_metrics_at": evaluation.pixel_metrics_at})
@@ -164,6 +192,14 @@ def log_evaluation(
     for name, figure in _evaluation_figures(evaluation, detector).items():
         save_figure(figure, folder / name)
         run.artifact(folder / name, "evaluation")
+    context = report_context(
+        detector,
+        kind="evaluation",
+        model=model or str(folder.parent / "model"),
+        version_tags=version_tags,
+    ) | {"metrics": evaluation.metrics}
+    report = write_report(folder, context, run, artifact_path="evaluation")
+    return report.path if report else ""
 
 
 def write_test_scores(path: Path, evaluation: Evaluation, detector: Detector) -> pd.DataFrame:
@@ -178,6 +214,9 @@ def write_test_scores(path: Path, evaluation: Evaluation, detector: Detector) ->
             "defect_class": [s.defect_class for s in samples],
             "label": [s.label for s in samples],
             "score": scores,
+            "p_value": p_values(scores, np.asarray(detector.calibration.validation_scores))
+            if detector.calibration.validation_scores
+            else np.nan,
             "threshold": threshold,
             "is_defective": (scores > threshold).astype(int),
         }

@@ -26,11 +26,13 @@ class JobResult:
         tracking_uri: The MLflow store the job logged to ("" when it logged nothing).
         run_id: Its MLflow run (None when it made none).
         not_uploaded: What could not be logged to MLflow (local outputs are complete).
+        report: The ``report.html`` the job wrote ("" when none).
     """
 
     tracking_uri: str = ""
     run_id: str | None = None
     not_uploaded: list[str] = field(default_factory=list)
+    report: str = ""
 
     @property
     def n_skipped(self) -> int:

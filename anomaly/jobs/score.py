@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from anomaly.data.folder import Sample, list_images
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
+from anomaly.jobs.report import report_context, write_report
 from anomaly.jobs.results import ScoreResult
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.results import score_folder
@@ -19,7 +20,7 @@ from anomaly.scoring.stream import Progress
 from anomaly.scoring.writer import OutputSettings
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import load_model, model_run_tags
+from anomaly.tracking.model import load_model, model_run_tags, model_version_tags
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,16 @@ def run_scoring(
         for name in ("scores.csv", "regions.csv", "summary.json", "errors.csv"):
             if (output_dir / name).is_file():
                 run.artifact(output_dir / name)
+        context = report_context(
+            detector,
+            kind="score",
+            model=str(model),
+            version_tags=model_version_tags(str(model), tracking_uri=uri),
+            input_dir=input_dir,
+            image_threshold=image_threshold,
+            pixel_threshold=pixel_threshold,
+        )
+        report = write_report(output_dir, context, run)
         # A sample for reviewers: the overlays of the highest-scoring images.
         for path in frame.nlargest(OVERLAY_SAMPLE, "score")["path"]:
             overlay = output_dir / "overlays" / Path(path).with_suffix(".png")
@@ -122,6 +133,7 @@ def run_scoring(
         tracking_uri=uri,
         score_percentiles=percentiles,
         not_uploaded=list(run.failed),
+        report=report.path if report else "",
     )
 
 

@@ -259,6 +259,7 @@ def train(cfg: DictConfig) -> TrainResult:
         metrics: dict[str, float] = {}
         test_errors: list[tuple[Path, str]] = []
         eval_dir = output_dir / "evaluation"
+        report = ""
         if splits.test:
             evaluation = evaluate(
                 detector,
@@ -268,7 +269,7 @@ def train(cfg: DictConfig) -> TrainResult:
                 num_workers=feed.num_workers,
             )
             metrics, test_errors = evaluation.metrics, evaluation.errors
-            log_evaluation(run, evaluation, detector, eval_dir)
+            report = log_evaluation(run, evaluation, detector, eval_dir, model=str(model_dir))
         grid = eval_dir / "samples.png"
         write_sample_grid(grid, detector, showcase)
         run.artifact(grid, "evaluation")
@@ -305,6 +306,7 @@ def train(cfg: DictConfig) -> TrainResult:
         not_uploaded=list(run.failed),
         skipped=[(str(p), reason) for p, reason in datamodule.skipped],
         skipped_test=[(str(p), reason) for p, reason in test_errors],
+        report=report,
         **speed,
     )
 

@@ -350,6 +350,13 @@ def _evaluate_champion(
             **evaluation_options(cfg),
         )
         run.params({"model": champion.uri, "n_test": len(test)})
-        log_evaluation(run, evaluation, detector, folder)
+        log_evaluation(
+            run,
+            evaluation,
+            detector,
+            folder,
+            model=champion.uri,
+            version_tags={"model.name": champion.name, "model.version": str(champion.version)},
+        )
     log.info("champion version %s on this test split: %s", champion.version, evaluation.metrics)
     return dict(evaluation.metrics)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.folder import Sample
 from anomaly.errors import ConfigError, DataError, OutputError
 from anomaly.io import write_json_atomic
+from anomaly.jobs.report import report_context, write_report
 from anomaly.jobs.score import output_settings, region_settings
 from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, OK, Manifest
@@ -258,6 +259,23 @@ def _score_plan(
             for name in ("new_scores.csv", "new_errors.csv"):
                 if (run_dir / name).is_file():
                     run.artifact(run_dir / name)
+            # This run's images (last night's lot), pictures and regions from the
+            # results folder two levels up.
+            context = report_context(
+                detector,
+                kind="score_batch",
+                model=settings.model_uri,
+                version_tags=version_tags,
+                input_dir=settings.inbox,
+                image_threshold=cfg.scoring.threshold,
+                pixel_threshold=cfg.scoring.pixel_threshold,
+                scores_file="new_scores.csv",
+                errors_file="new_errors.csv",
+                regions_file="../../regions.csv",
+                pictures_dir="../..",
+            )
+            report = write_report(run_dir, context, run)
+            result.report = report.path if report else ""
         run.metrics(
             {
                 "images_new": result.n_new,

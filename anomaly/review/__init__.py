@@ -1,0 +1,1 @@
+"""What reviewers said about a report's verdicts, filed back into a part's data."""

@@ -1,0 +1,77 @@
+"""Results folders for the report's tests: real images scored by a real (trivial) detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from anomaly.data.transforms import Preprocess
+from anomaly.jobs.report import report_context, write_report
+from anomaly.scoring.calibration import Calibration
+from anomaly.scoring.detector import Detector
+from anomaly.scoring.maps import MapSettings
+from anomaly.scoring.results import score_folder
+from tests.conftest import write_png
+
+HOSTILE = "<img src=x onerror=alert(1)>.png"
+
+
+class Gray(nn.Module):
+    """'Reconstructs' every image as flat 0.5 gray: the L2 map is (x - 0.5)^2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, 0.5)
+
+
+def gray_detector() -> Detector:
+    """Scores an image by its brightest spot: flat 0.5 scores 0, a white square 0.25."""
+    return Detector(
+        model=Gray(),
+        preprocess=Preprocess.create(image_size=16, channels=1),
+        maps=MapSettings(kind="l2", smoothing_sigma=0),
+        calibration=Calibration(
+            image_threshold=0.1,
+            pixel_threshold=0.2,
+            method="image:quantile,pixel:quantile",
+            params={"image": {"q": 0.99}, "pixel": {"q": 0.999}},
+            n_images=9,
+            validation_scores=[0.0, 0.0, 0.01, 0.01, 0.02, 0.02, 0.03, 0.05, 0.3],
+        ),
+        model_id="gray-1",
+    )
+
+
+def make_images(root: Path, *, n_good: int = 12, n_bad: int = 8, seed: int = 0) -> Path:
+    """``good/`` flat images with faint noise, ``bad/`` with a white square of varying size,
+    the hostile file name (defective) and one unreadable file."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_good):
+        write_png(root / "good" / f"g{i:02d}.png", 0.5 + rng.uniform(-0.05, 0.05, (24, 32)))
+    for i in range(n_bad):
+        image = np.full((24, 32), 0.5)
+        side = 3 + i
+        image[4 : 4 + side, 6 : 6 + side] = 1.0 - 0.02 * i
+        write_png(root / "bad" / f"b{i:02d}.png", image)
+    hostile = np.full((24, 32), 0.5)
+    hostile[10:20, 10:20] = 1.0
+    write_png(root / "bad" / HOSTILE, hostile)
+    (root / "bad" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+def scored_folder(tmp: Path, **images: int) -> tuple[Path, Path]:
+    """Score :func:`make_images` into a results folder with its report.
+
+    Returns:
+        ``(input folder, results folder)``.
+    """
+    source = make_images(tmp / "in", **images)
+    out = tmp / "out"
+    detector = gray_detector()
+    score_folder(detector, source, out, model_uri="tiny-model")
+    context = report_context(detector, kind="score", model="tiny-model", input_dir=source)
+    assert write_report(out, context) is not None
+    return source, out
