@@ -13,7 +13,7 @@ MLFLOW_PORT ?= 5000
 # Test processes: one per core by default (make test TEST_WORKERS=0 runs in this process).
 TEST_WORKERS ?= auto
 
-.PHONY: install demo test lint format clean help mlflow-server bench bench-quick java
+.PHONY: install demo test lint format clean help mlflow-server bench bench-quick java chromium
 # root runs apt-get itself; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -30,7 +30,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,pretrained]"
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e ".[test,pretrained]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -41,7 +41,7 @@ demo: $(STAMP)
 
 # Whole test files go to one worker each (--dist loadfile), so a module's trained model or
 # MLflow server is made once.
-test: $(STAMP) java
+test: $(STAMP) java chromium
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The Spark test needs a Java runtime (17+); Debian's default one when none is installed.
@@ -50,6 +50,14 @@ java:
 		echo "installing a Java runtime for the Spark tests (default-jre-headless)"; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends default-jre-headless; }
+
+# The report's browser tests read it with Debian's Chromium (Playwright drives that
+# executable and never downloads a browser of its own).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Chromium for the report's browser tests (chromium)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 # Quality and speed on ../shared/data/magnetic_tile (results in bench/, git-ignored), then
 # the default recipe and the tuned draem on KolektorSDD and on the demo's data: a table

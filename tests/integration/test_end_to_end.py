@@ -81,6 +81,7 @@ def test_train_run_carries_params_metrics_and_artifacts(trained):
         "calibration.json",
         "evaluation/samples.png",
         "evaluation/scores.csv",
+        "evaluation/report.html",
     ):
         assert artifacts.get(name, 0) > 0, name
 
@@ -158,7 +159,12 @@ def test_score_writes_results_and_its_own_run(trained, cli, source):
     assert score_run.data.tags["anomaly.kind"] == "score"
     assert score_run.data.metrics["images_scored"] == 6
     assert "score_p95" in score_run.data.metrics
-    assert list_artifacts(client, score_run.info.run_id).get("scores.csv", 0) > 0
+    artifacts = list_artifacts(client, score_run.info.run_id)
+    assert artifacts.get("scores.csv", 0) > 0
+    # The page a reviewer reads, in the run and in the folder, naming the model's run.
+    assert artifacts.get("report.html", 0) == (out / "report.html").stat().st_size
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert train_run.info.run_id in page and "6 files: 6 judged, 0 skipped" in page
 
 
 def test_editing_the_threshold_changes_verdicts_without_retraining(trained, cli):
@@ -343,8 +349,9 @@ def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli
     with open(work / "evaluated" / "scores.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 6
     artifacts = list_artifacts(client, run.info.run_id)
-    for name in ("scores.csv", "curves.png", "score_histogram.png", "samples.png"):
+    for name in ("scores.csv", "curves.png", "score_histogram.png", "samples.png", "report.html"):
         assert artifacts.get(f"evaluation/{name}", 0) > 0, name
+    assert "defects caught" in (work / "evaluated" / "report.html").read_text(encoding="utf-8")
 
     # One unreadable test photo: skipped and listed, the others measured, exit code 5.
     root = work / "data-with-a-bad-photo"
@@ -504,4 +511,7 @@ def test_the_demo_makes_its_data_trains_scores_and_says_where_to_look(cli, tmp_p
     assert "samples:" in result.stdout and "scores:" in result.stdout
     assert (out / "evaluation" / "samples.png").is_file()
     assert (out / "score" / "scores.csv").is_file()
+    # It ends by saying where the report is.
+    assert f"report:     {out / 'score' / 'report.html'}" in result.stdout
+    assert (out / "score" / "report.html").is_file()
     assert "registered:   anomaly-demo version 1" in result.stdout

@@ -203,6 +203,12 @@ def test_reruns_score_only_new_and_changed_images(champion, tmp_path):
     assert "images_per_second" in runs[0].data.metrics and "seconds" in runs[0].data.metrics
     artifacts = list_artifacts(MlflowClient(champion["uri"]), runs[0].info.run_id)
     assert artifacts.get("new_scores.csv", 0) > 0
+    # The run's report: its 5 images (not the later runs'), pictures linked from two up.
+    assert artifacts.get("report.html", 0) > 0
+    reports = [p.read_text(encoding="utf-8") for p in (output / "runs").glob("*/report.html")]
+    (report,) = [page for page in reports if "5 files: 5 judged" in page]
+    assert "../../overlays/" in report
+    assert "report:" in first.stdout
     # Each run's batch is its input: the files it scored, with a digest of their contents.
     batches = [r.inputs.dataset_inputs for r in runs]
     assert [len(b) for b in batches] == [1, 1, 1]

@@ -69,6 +69,9 @@ def test_wheel_install_runs_train_cfg_job_from_elsewhere(tmp_path):
     ).stdout.strip()
     assert where.startswith(purelib), f"imported {where}, not the installed wheel"
     assert Path(where).parent.joinpath("conf", "config.yaml").is_file()
+    # The report's page parts are package files too.
+    for name in ("report.js", "report.css", "controls.html", "detail.html"):
+        assert Path(where).parent.joinpath("report", "static", name).is_file(), name
 
     out = _run(
         str(venv / "bin" / "anomaly"),
