@@ -75,3 +75,26 @@ def scored_folder(tmp: Path, **images: int) -> tuple[Path, Path]:
     context = report_context(detector, kind="score", model="tiny-model", input_dir=source)
     assert write_report(out, context) is not None
     return source, out
+
+
+def table_folder(folder: Path, n: int, *, labels: bool = False, seed: int = 0) -> Path:
+    """A results folder of ``n`` synthetic rows (no pictures): the report's large cases."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    scores = rng.gamma(2.0, 0.02, n)
+    frame = pd.DataFrame(
+        {
+            "path": [f"line{i % 7}/{i:05d}.png" for i in range(n)],
+            "score": scores,
+            "p_value": rng.uniform(0.001, 1, n),
+            "threshold": 0.1,
+            "is_defective": (scores > 0.1).astype(int),
+        }
+    )
+    if labels:
+        frame["label"] = (scores + rng.normal(0, 0.02, n) > 0.09).astype(int)
+        frame["defect_class"] = np.where(frame["label"] == 1, "crack", "good")
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "scores.csv", index=False)
+    return folder

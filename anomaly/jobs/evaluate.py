@@ -197,6 +197,8 @@ def log_evaluation(
         kind="evaluation",
         model=model or str(folder.parent / "model"),
         version_tags=version_tags,
+        # scores.csv names the test images as the data root was given: from here.
+        input_dir=Path.cwd(),
     ) | {"metrics": evaluation.metrics}
     report = write_report(folder, context, run, artifact_path="evaluation")
     return report.path if report else ""

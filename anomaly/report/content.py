@@ -136,6 +136,8 @@ def load_content(
     input_dir = Path(context["input_dir"]) if context.get("input_dir") else None
     boxes = _boxes(folder / context.get("regions_file", "regions.csv"))
     rows = [_row(record, pictures, input_dir, boxes) for record in frame.to_dict("records")]
+    if context.get("kind") == "evaluation":
+        context["input_dir"] = _shorten(rows) or context.get("input_dir", "")
     rows.sort(key=lambda r: -r.score if math.isfinite(r.score) else math.inf)
     errors = read_errors_csv(folder / context.get("errors_file", "errors.csv"))
     review = folder / REVIEW_FILE
@@ -176,6 +178,23 @@ def _row(
         heatmap=heatmap if heatmap.is_file() else None,
         boxes=boxes.get(path, []),
     )
+
+
+def _shorten(rows: list[Row]) -> str:
+    """Name an evaluation's images from the folder they share (``crack/001.png``).
+
+    Returns:
+        That folder ("" when the images are not all on this machine).
+    """
+    sources = [str(r.source.resolve()) for r in rows if r.source is not None]
+    if len(sources) != len(rows) or not rows:
+        return ""
+    common = os.path.commonpath(sources)
+    if len(rows) == 1:
+        common = os.path.dirname(common)
+    for row, source in zip(rows, sources, strict=True):
+        row.path = Path(os.path.relpath(source, common)).as_posix()
+    return common
 
 
 def _boxes(path: Path) -> dict[str, list[list[int]]]:

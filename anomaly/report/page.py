@@ -170,9 +170,13 @@ def _facts(content: ReportContent) -> str:
     ]
     if ctx.get("input_dir"):
         facts.insert(3, ("images from", str(ctx["input_dir"])))
-    for name in ("image_auroc", "pixel_auroc", "aupro"):
+    for name, words in (
+        ("image_auroc", "image AUROC"),
+        ("pixel_auroc", "pixel AUROC"),
+        ("pixel_aupro", "AUPRO"),
+    ):
         if name in content.metrics:
-            facts.append((name.replace("_", " "), f"{content.metrics[name]:.4f}"))
+            facts.append((words, f"{content.metrics[name]:.4f}"))
     counts = confusion(content)
     if counts:
         facts.append(

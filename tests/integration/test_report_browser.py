@@ -215,3 +215,21 @@ def test_review_apply_then_training_learns_it(browser, cli, tmp_path):
     confirmed = root / "test" / "spot" / "reviewed" / "bad__b01.png"
     assert tested[str(confirmed)]["label"] == "1"
     assert (tmp_path / "train" / "evaluation" / "report.html").is_file()
+
+
+def test_ten_thousand_rows_page_and_filter(browser, tmp_path):
+    from anomaly.report import build_report
+    from tests.reporting import table_folder
+
+    folder = table_folder(tmp_path / "big", 10_000)
+    build_report(folder)
+    page = Page(browser, (folder / "report.html").as_uri())
+    assert "of 10000" in page.page.inner_text("#page-info")
+    assert page.page.locator("#rows tbody tr").count() == 100  # one page drawn, not 10 000
+    page.page.click("#next-page")
+    assert "rows 101–200 of 10000" in page.page.inner_text("#page-info")
+    page.page.select_option("#f-folder", "line3")
+    assert all(p.startswith("line3/") for p in page.paths())
+    assert f"of {len(range(3, 10_000, 7))}" in page.page.inner_text("#page-info")
+    assert page.errors == []
+    page.close()

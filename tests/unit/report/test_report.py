@@ -189,3 +189,31 @@ def test_thumbnail_limit_keeps_the_highest_scores(scored, tmp_path):
     build_report(out, output=tmp_path / "few.html", max_thumbnails=3)
     rows = _data(_parse(tmp_path / "few.html"))["rows"]
     assert [bool(r["thumb"]) for r in rows] == [True] * 3 + [False] * 18
+
+
+def test_all_images_unreadable(tmp_path):
+    from anomaly.scoring.results import score_folder
+    from tests.reporting import gray_detector
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "in" / name).write_bytes(b"broken")
+    score_folder(gray_detector(), tmp_path / "in", tmp_path / "out")
+    info = build_report(tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert info.n_images == 0
+    assert "2 files: 0 judged, 2 skipped" in page and "No image was judged" in page
+    assert "a.png" in page and "b.jpg" in page
+
+
+def test_labels_without_masks_show_class_confusion_and_roc(tmp_path):
+    from tests.reporting import table_folder
+
+    folder = table_folder(tmp_path / "eval", 300, labels=True)
+    build_report(folder)
+    page = _parse(folder / "report.html")
+    text = " ".join(page.text)
+    assert "true class" in text and "defects caught" in text
+    assert any(tag == "svg" and "roc" in attrs.get("class", "") for tag, attrs in page.tags)
+    rows = _data(page)["rows"]
+    assert {r["cls"] for r in rows} == {"crack", "good"} and all(r["nr"] is None for r in rows)
