@@ -89,6 +89,7 @@ def render(content: ReportContent, pictures: list[Picture], *, report_id: str) -
         [
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            "<link rel='icon' href='data:,'>",  # nothing to fetch, not even a favicon
             f"<title>{escape(title)}</title><style>{css}</style></head><body>",
             f"<header><h1>{escape(title)}</h1>{_facts(content)}</header>",
             _review_section(content),

@@ -233,3 +233,58 @@ def test_ten_thousand_rows_page_and_filter(browser, tmp_path):
     assert f"of {len(range(3, 10_000, 7))}" in page.page.inner_text("#page-info")
     assert page.errors == []
     page.close()
+
+
+def test_in_the_mlflow_ui_and_from_a_static_server(browser, report, shared_mlflow_server):
+    """The artifact as reviewers open it in the MLflow UI, and the folder served as files."""
+    import functools
+    import http.server
+    import threading
+
+    import mlflow
+
+    from tests.integration.conftest import free_port
+
+    client = MlflowClient(shared_mlflow_server)
+    experiment = client.create_experiment("report-preview")
+    run = client.create_run(experiment)
+    client.log_artifact(run.info.run_id, str(report["out"] / "report.html"))
+    client.set_terminated(run.info.run_id)
+    mlflow.set_tracking_uri(None)
+    page = Page(
+        browser,
+        f"{shared_mlflow_server}/#/experiments/{experiment}/runs/{run.info.run_id}"
+        "/artifacts/report.html",
+    )
+    # The UI shows the page in a sandboxed frame (no storage there: the review still works
+    # for the visit, the script says nothing).
+    frame = page.page.frame_locator("iframe")
+    frame.locator("h1").wait_for(timeout=60_000)
+    assert "Inspection report" in frame.locator("h1").inner_text()
+    assert frame.locator("#rows tbody tr").count() == 21
+    assert "of 21" in frame.locator("#page-info").inner_text()
+    page.close()
+
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(report["out"].parent)
+    )
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{report['out'].name}/report.html"
+        page = Page(browser, url)
+        page.page.locator("#rows tbody tr").first.click()
+        overlay = page.page.locator("#d-panes img").nth(2)
+        overlay.wait_for()
+        page.page.wait_for_function(
+            "[...document.querySelectorAll('#d-panes img')].every(i => i.complete)"
+        )
+        widths = page.page.locator("#d-panes img").evaluate_all(
+            "els => els.map(e => e.naturalWidth)"
+        )
+        assert widths == [32, 32, 32]  # original, heat map and overlay, each served
+        assert page.errors == []
+        page.close()
+    finally:
+        server.shutdown()
