@@ -5,42 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from anomaly.data.transforms import Preprocess
 from anomaly.jobs.report import report_context, write_report
-from anomaly.scoring.calibration import Calibration
+from anomaly.report.bench import flat_detector
 from anomaly.scoring.detector import Detector
-from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.results import score_folder
 from tests.conftest import write_png
 
 HOSTILE = "<img src=x onerror=alert(1)>.png"
 
 
-class Gray(nn.Module):
-    """'Reconstructs' every image as flat 0.5 gray: the L2 map is (x - 0.5)^2."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(x, 0.5)
-
-
 def gray_detector() -> Detector:
     """Scores an image by its brightest spot: flat 0.5 scores 0, a white square 0.25."""
-    return Detector(
-        model=Gray(),
-        preprocess=Preprocess.create(image_size=16, channels=1),
-        maps=MapSettings(kind="l2", smoothing_sigma=0),
-        calibration=Calibration(
-            image_threshold=0.1,
-            pixel_threshold=0.2,
-            method="image:quantile,pixel:quantile",
-            params={"image": {"q": 0.99}, "pixel": {"q": 0.999}},
-            n_images=9,
-            validation_scores=[0.0, 0.0, 0.01, 0.01, 0.02, 0.02, 0.03, 0.05, 0.3],
-        ),
-        model_id="gray-1",
+    return flat_detector(
+        validation_scores=[0.0, 0.0, 0.01, 0.01, 0.02, 0.02, 0.03, 0.05, 0.3], model_id="gray-1"
     )
 
 

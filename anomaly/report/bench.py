@@ -21,22 +21,48 @@ from typing import Any
 import numpy as np
 
 
-def synthetic_folder(root: Path, n: int, *, seed: int = 0) -> Path:
-    """``n`` small PNGs (one in twenty with a bright square) scored into ``root/out``."""
+def flat_detector(
+    *, validation_scores: list[float], model_id: str, image_threshold: float = 0.1
+) -> Any:
+    """A detector that scores an image by its brightest spot: flat 0.5 gray scores 0.
+
+    Its "reconstruction" is flat gray, so the L2 map is ``(x - 0.5)^2``: fast, exact, and
+    enough to fill a report (also what the report's tests use).
+    """
     import torch
-    from PIL import Image
     from torch import nn
 
     from anomaly.data.transforms import Preprocess
-    from anomaly.jobs.report import report_context, write_context
     from anomaly.scoring.calibration import Calibration
     from anomaly.scoring.detector import Detector
     from anomaly.scoring.maps import MapSettings
-    from anomaly.scoring.results import score_folder
 
     class Gray(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.full_like(x, 0.5)
+
+    return Detector(
+        model=Gray(),
+        preprocess=Preprocess.create(image_size=16, channels=1),
+        maps=MapSettings(kind="l2", smoothing_sigma=0),
+        calibration=Calibration(
+            image_threshold=image_threshold,
+            pixel_threshold=0.2,
+            method="image:quantile,pixel:quantile",
+            params={"image": {"q": 0.99}, "pixel": {"q": 0.999}},
+            n_images=len(validation_scores),
+            validation_scores=sorted(validation_scores),
+        ),
+        model_id=model_id,
+    )
+
+
+def synthetic_folder(root: Path, n: int, *, seed: int = 0) -> Path:
+    """``n`` small PNGs (one in twenty with a bright square) scored into ``root/out``."""
+    from PIL import Image
+
+    from anomaly.jobs.report import report_context, write_context
+    from anomaly.scoring.results import score_folder
 
     rng = np.random.default_rng(seed)
     images = root / "in"
@@ -48,17 +74,7 @@ def synthetic_folder(root: Path, n: int, *, seed: int = 0) -> Path:
         folder = images / f"line{i % 4}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"{i:05d}.png")
-    detector = Detector(
-        model=Gray(),
-        preprocess=Preprocess.create(image_size=16, channels=1),
-        maps=MapSettings(kind="l2", smoothing_sigma=0),
-        calibration=Calibration(
-            image_threshold=0.1,
-            pixel_threshold=0.2,
-            validation_scores=list(np.linspace(0, 0.08, 99)),
-        ),
-        model_id="synthetic",
-    )
+    detector = flat_detector(validation_scores=list(np.linspace(0, 0.08, 99)), model_id="synthetic")
     out = root / "out"
     score_folder(detector, images, out, batch_size=64)
     write_context(out, report_context(detector, kind="score", model="synthetic", input_dir=images))
