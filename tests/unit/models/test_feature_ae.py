@@ -180,3 +180,55 @@ def test_one_pass_gives_map_and_both_feature_kinds():
     assert out.map.shape == (2, 1, 64, 48)
     assert out.patch_features.shape == (2, 152, 8, 6)
     assert out.image_features.shape[0] == 2
+
+
+def _randomise_batch_norms(module: nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for bn in module.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+            bn.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            bn.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            bn.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (70, 38), (97, 53)])
+def test_folded_trunk_equals_its_modules(size):
+    """Batch norms folded into the convolutions: the modules' result, to float rounding."""
+    torch.manual_seed(0)
+    trunk = Backbone(weights="none", stages=(3, 6, 7))
+    _randomise_batch_norms(trunk, seed=1)
+    trunk._unfold()
+    x = torch.rand(2, 1, *size)
+    with torch.enable_grad():  # the modules' own path (training a model never needs it)
+        reference = trunk(x)
+    with torch.no_grad():
+        folded = trunk(x)
+    for ref, got in zip(reference, folded, strict=True):
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_folded_trunk_follows_loaded_weights():
+    torch.manual_seed(0)
+    trunk = Backbone(weights="none", stages=(3,))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        before = trunk(x)[0]
+    other = Backbone(weights="none", stages=(3,))
+    _randomise_batch_norms(other, seed=2)
+    trunk.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        after, expected = trunk(x)[0], other(x)[0]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected)
+
+
+def test_pooled_spread_equals_torch_std():
+    from anomaly.models.inspection import pool_features
+
+    h = torch.randn(3, 7, 11, 5) * 4 + 2
+    pooled = pool_features(h)
+    torch.testing.assert_close(pooled[:, 14:], h.std(dim=(2, 3), correction=0))
+    torch.testing.assert_close(pooled[:, :7], h.mean(dim=(2, 3)))

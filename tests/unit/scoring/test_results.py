@@ -99,10 +99,15 @@ def test_p_values_regions_parquet_heatmaps_and_overlays(folder, tmp_path):
     parquet = pd.read_parquet(out / "scores.parquet")
     assert parquet["path"].tolist() == ["flat.png", "sub dir/spot.png"]
     with Image.open(out / "heatmaps" / "sub dir" / "spot.png") as heat:
-        assert heat.size == (30, 20) and heat.mode == "RGB"
+        # The colour map's 256 colours as a palette; the white square is the hottest.
+        assert heat.size == (30, 20) and heat.mode == "P"
+        colours = np.asarray(heat.convert("RGB"))
+    assert tuple(colours[10, 15]) != tuple(colours[0, 0])
     with Image.open(out / "overlays" / "sub dir" / "spot.png") as over:
         pixels = np.asarray(over)
     assert pixels.shape == (20, 30, 3)
+    with Image.open(out / "overlays" / "flat.png") as plain:
+        assert plain.mode == "L"  # a gray photo with nothing to outline stays gray
     red = (pixels[..., 0] == 255) & (pixels[..., 1] == 0)
     assert red.any() and not red[10, 15]  # outline around the defect, not over it
     summary = json.loads((out / "summary.json").read_text())
