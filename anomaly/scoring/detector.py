@@ -8,6 +8,7 @@ features that the feature score and the patch map need, for a whole batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -41,6 +42,34 @@ from anomaly.scoring.tiling import tiled_map
 # by ~3e-4 relative, so saved models would no longer score as saved.)
 PASS_SIZE = 4
 FEATURE_PASS_SIZE = 1
+
+
+def parallel_passes(
+    run: Callable[[torch.Tensor], Inspection], chunks: list[torch.Tensor]
+) -> list[Inspection]:
+    """``run`` on each chunk, as many at once as torch has threads, each on one thread.
+
+    Passes of one or a few photos keep the cores busier side by side than one pass after
+    another split over the cores (feature_ae at 560x224 on two cores: 26 ms a photo
+    against 47). Every pass runs on one thread whatever the machine, so a photo's
+    result does not depend on the number of cores or on what else is in its batch.
+    """
+    threads = torch.get_num_threads()
+    grad = torch.is_grad_enabled()
+
+    def one(chunk: torch.Tensor) -> Inspection:
+        with torch.set_grad_enabled(grad):  # grad mode is per thread
+            return run(chunk)
+
+    torch.set_num_threads(1)
+    try:
+        if threads == 1 or len(chunks) == 1:
+            return [one(c) for c in chunks]
+        with ThreadPoolExecutor(min(threads, len(chunks))) as pool:
+            return list(pool.map(one, chunks))
+    finally:
+        torch.set_num_threads(threads)
+
 
 Images = torch.Tensor | Sequence[torch.Tensor]
 
@@ -189,7 +218,8 @@ class Detector:
         The map is the model's own or computed from its reconstructions.
         """
         size = self.pass_size(wants)
-        parts = [self._pass(batch[i : i + size], wants) for i in range(0, batch.shape[0], size)]
+        chunks = [batch[i : i + size] for i in range(0, batch.shape[0], size)]
+        parts = parallel_passes(lambda x: self._pass(x, wants), chunks)
 
         def joined(name: str) -> torch.Tensor | None:
             values = [getattr(p, name) for p in parts]
