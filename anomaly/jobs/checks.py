@@ -60,6 +60,7 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("trainer.max_epochs", _at_least_one, "a positive whole number"),
     ("trainer.min_steps", _non_negative, "0 (off) or a positive whole number"),
     ("trainer.max_steps", _steps, "-1 (no limit) or a positive whole number"),
+    ("trainer.budget_minutes", _non_negative, "minutes of training (0 or null: no limit)"),
     ("*.lr", _positive, "a positive learning rate (e.g. 2e-4)"),
     ("*.weight_decay", _non_negative, "0 or more"),
     ("*.momentum", _unit_closed, "between 0 and 1"),

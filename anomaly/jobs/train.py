@@ -55,6 +55,7 @@ from anomaly.tracking.mlflow_logger import (
     start_run,
 )
 from anomaly.tracking.model import log_pyfunc, set_alias
+from anomaly.training.budget import TimeBudget
 from anomaly.training.checkpoints import ResumableCheckpoint, is_interruption
 from anomaly.training.factory import build_module, build_trainer
 
@@ -188,12 +189,14 @@ def train(cfg: DictConfig) -> TrainResult:
 
         showcase = showcase_of(splits.test) if splits.test else datamodule.val_samples[:4]
         maps_only = Detector(module, preprocess, maps)
+        budget = TimeBudget(cfg.trainer.get("budget_minutes"))
         callbacks = [
             EpochMetricsCallback(run),
             SampleGridCallback(
                 run, lambda m: _grid_image(maps_only, showcase), int(t.samples_every_n_epochs)
             ),
             checkpoints,
+            budget,
         ]
         trainer = build_trainer(cfg, output_dir, callbacks)
         module.train()
@@ -225,6 +228,12 @@ def train(cfg: DictConfig) -> TrainResult:
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
         seen = batches * int(cfg.data.batch_size)
         speed = {"train_seconds": seconds, "train_images_per_second": seen / seconds}
+        run.metrics(
+            {
+                "train/epochs": trainer.current_epoch,
+                "train/stopped_by_budget": int(budget.stopped_early),
+            }
+        )
         run.metrics(speed)
 
         module.cpu()
