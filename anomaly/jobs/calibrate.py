@@ -17,6 +17,7 @@ from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.evaluation import evaluate
+from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
 from anomaly.scoring.fitting import fit_and_calibrate
 from anomaly.settings import calibration_spec, enabled_addons, loading
 from anomaly.tracking.lineage import file_set, log_file_sets
@@ -59,6 +60,13 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
     fraction = float(setting(cfg.data.val_fraction, "data.val_fraction", 0.1))
     seed = int(setting(cfg.seed, "seed", 0))
     suffix = str(setting(cfg.data.mask_suffix, "data.mask_suffix", "_mask"))
+    cfg.scoring.feature_score.map_weight = float(
+        setting(
+            cfg.scoring.feature_score.map_weight,
+            "scoring.feature_score.map_weight",
+            DEFAULT_MAP_WEIGHT,
+        )
+    )
     splits = scan_dataset(cfg.data.root, mask_suffix=suffix)
     training, validation = split_validation(splits.train, fraction=fraction, seed=seed)
     feed = loading(cfg)

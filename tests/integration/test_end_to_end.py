@@ -299,6 +299,8 @@ def test_calibrate_sets_or_drops_the_feature_score(trained, cli):
     assert again.returncode == 0, again.stdout + again.stderr
     detector = load_detector(model)
     assert detector.features.n_images == 9 and detector.fusion is not None
+    # Without map_weight= the model keeps its own weight (its training's), not the last.
+    assert detector.fusion.map_weight == 0.5
 
 
 def test_calibrate_sets_or_drops_the_patch_map(trained, cli):

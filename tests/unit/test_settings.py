@@ -28,10 +28,17 @@ def test_the_shipped_scoring_config_becomes_typed_settings():
     assert addon_settings(cfg, FEATURE_SCORE) == {}
 
 
+def test_a_model_may_state_its_map_weight():
+    assert calibration_spec(_cfg()).map_weight == 0.25  # feature_ae, the default
+    assert calibration_spec(_cfg("model=draem")).map_weight == 0.5
+    given = _cfg("scoring.feature_score.map_weight=0.7")
+    assert calibration_spec(given).map_weight == 0.7
+
+
 def test_the_librarys_own_defaults_are_the_shipped_configs():
     # The commands take every value from the config; the Python API's keyword defaults
-    # must not tell another story.
-    cfg = _cfg().scoring
+    # must not tell another story (for a model that states no weight of its own).
+    cfg = _cfg("model=draem").scoring
     spec = CalibrationSpec()
     assert (spec.map_weight, spec.patch_weight) == (
         cfg.feature_score.map_weight,
