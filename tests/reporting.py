@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.jobs.report import report_context, write_report
+from anomaly.jobs.report import write_report
 from anomaly.report.bench import flat_detector
+from anomaly.report.context import report_context
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.results import score_folder
 from tests.conftest import write_png

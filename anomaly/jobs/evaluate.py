@@ -21,8 +21,9 @@ from anomaly.data.folder import Sample, scan_dataset
 from anomaly.errors import DataError
 from anomaly.io import atomic_open, write_errors_csv, write_json_atomic
 from anomaly.jobs.checks import check_config
-from anomaly.jobs.report import report_context, write_report
+from anomaly.jobs.report import write_report
 from anomaly.jobs.results import EvaluateResult
+from anomaly.report.context import report_context
 from anomaly.scoring.calibration import p_values
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import Evaluation, check_pixel_metrics_at, evaluate

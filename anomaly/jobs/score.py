@@ -12,8 +12,9 @@ from omegaconf import DictConfig
 from anomaly.data.folder import Sample, list_images
 from anomaly.errors import ConfigError
 from anomaly.jobs.checks import check_config
-from anomaly.jobs.report import report_context, write_report
+from anomaly.jobs.report import write_report
 from anomaly.jobs.results import ScoreResult
+from anomaly.report.context import report_context
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.results import score_folder
 from anomaly.scoring.stream import Progress

@@ -61,7 +61,8 @@ def synthetic_folder(root: Path, n: int, *, seed: int = 0) -> Path:
     """``n`` small PNGs (one in twenty with a bright square) scored into ``root/out``."""
     from PIL import Image
 
-    from anomaly.jobs.report import report_context, write_context
+    from anomaly.report.content import write_context
+    from anomaly.report.context import report_context
     from anomaly.scoring.results import score_folder
 
     rng = np.random.default_rng(seed)

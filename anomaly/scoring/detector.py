@@ -8,7 +8,6 @@ features that the feature score and the patch map need, for a whole batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +27,7 @@ from anomaly.scoring.addons import FEATURE_SCORE, PATCH_MAP, AddOn
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.features import FeatureGaussian, ScoreFusion
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
+from anomaly.scoring.passes import parallel_passes
 from anomaly.scoring.patches import PatchMemory
 from anomaly.scoring.tiling import tiled_map
 
@@ -42,33 +42,6 @@ from anomaly.scoring.tiling import tiled_map
 # by ~3e-4 relative, so saved models would no longer score as saved.)
 PASS_SIZE = 4
 FEATURE_PASS_SIZE = 1
-
-
-def parallel_passes(
-    run: Callable[[torch.Tensor], Inspection], chunks: list[torch.Tensor]
-) -> list[Inspection]:
-    """``run`` on each chunk, as many at once as torch has threads, each on one thread.
-
-    Passes of one or a few photos keep the cores busier side by side than one pass after
-    another split over the cores (feature_ae at 560x224 on two cores: 26 ms a photo
-    against 47). Every pass runs on one thread whatever the machine, so a photo's
-    result does not depend on the number of cores or on what else is in its batch.
-    """
-    threads = torch.get_num_threads()
-    grad = torch.is_grad_enabled()
-
-    def one(chunk: torch.Tensor) -> Inspection:
-        with torch.set_grad_enabled(grad):  # grad mode is per thread
-            return run(chunk)
-
-    torch.set_num_threads(1)
-    try:
-        if threads == 1 or len(chunks) == 1:
-            return [one(c) for c in chunks]
-        with ThreadPoolExecutor(min(threads, len(chunks))) as pool:
-            return list(pool.map(one, chunks))
-    finally:
-        torch.set_num_threads(threads)
 
 
 Images = torch.Tensor | Sequence[torch.Tensor]

@@ -161,7 +161,8 @@ def test_review_apply_then_training_learns_it(browser, cli, tmp_path):
     """review -> apply -> train: the false alarm is trained on, the defect is tested on."""
     batch = make_images(tmp_path / "batch", n_good=3, n_bad=2)
     out = tmp_path / "scored"
-    from anomaly.jobs.report import report_context, write_report
+    from anomaly.jobs.report import write_report
+    from anomaly.report.context import report_context
     from anomaly.scoring.results import score_folder
 
     detector = gray_detector()

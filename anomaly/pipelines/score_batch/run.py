@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.folder import Sample
 from anomaly.errors import ConfigError, DataError, OutputError
 from anomaly.io import write_json_atomic
-from anomaly.jobs.report import report_context, write_report
+from anomaly.jobs.report import write_report
 from anomaly.jobs.score import output_settings, region_settings
 from anomaly.pipelines import lock as locking
 from anomaly.pipelines.manifest import ERROR, OK, Manifest
@@ -45,6 +45,7 @@ from anomaly.pipelines.score_batch.plan import (
     plan_run,
     settings_from,
 )
+from anomaly.report.context import report_context
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.judging import Judging, judge_batches
 from anomaly.scoring.stream import Progress
