@@ -36,6 +36,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         root: Data root (``data.root``).
         preprocess: Model input size and channels.
         val_fraction: Share of the training images held out for validation.
+        min_val_images: At least this many held out, while three quarters stay for training.
         batch_size: Images per step.
         num_workers: DataLoader worker processes (0 decodes in the main process).
         mask_suffix: Suffix of mask files in ``ground_truth/``.
@@ -57,6 +58,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         *,
         preprocess: Preprocess,
         val_fraction: float = 0.1,
+        min_val_images: int = 0,
         batch_size: int = 16,
         num_workers: int = 0,
         mask_suffix: str = "_mask",
@@ -70,6 +72,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         self._scanned = splits
         self.preprocess = preprocess
         self.val_fraction = val_fraction
+        self.min_val_images = min_val_images
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.mask_suffix = mask_suffix
@@ -104,7 +107,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         splits.train = readable
         self.splits = splits
         self.train_samples, self.val_samples = split_validation(
-            readable, fraction=self.val_fraction, seed=self.seed
+            readable, fraction=self.val_fraction, seed=self.seed, min_images=self.min_val_images
         )
 
     def _loader(self, samples: list[Sample], *, shuffle: bool) -> DataLoader:

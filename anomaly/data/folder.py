@@ -222,7 +222,7 @@ def scan_dataset(root: str | os.PathLike[str], *, mask_suffix: str = "_mask") ->
 
 
 def split_validation(
-    samples: list[Sample], *, fraction: float, seed: int
+    samples: list[Sample], *, fraction: float, seed: int, min_images: int = 0
 ) -> tuple[list[Sample], list[Sample]]:
     """Carve a seeded validation split out of the defect-free training images.
 
@@ -230,6 +230,9 @@ def split_validation(
         samples: Training samples.
         fraction: Share that goes to validation, in ``(0, 1)``; at least one image each side.
         seed: Seed of the shuffle; the same seed and files give the same split.
+        min_images: At least this many validation images, as long as three quarters stay
+            for training: a new part's 35 photos give 8 instead of 4, so its smallest
+            p-value is 1/9 rather than 1/5 (0: the fraction alone).
 
     Returns:
         ``(train, validation)``, each in the original (sorted) order.
@@ -244,7 +247,8 @@ def split_validation(
             f"{len(samples)} training image(s): at least 2 are needed to carve a validation "
             "split for calibration; add defect-free images"
         )
-    n_val = min(len(samples) - 1, max(1, round(fraction * len(samples))))
+    n_val = max(round(fraction * len(samples)), min(min_images, len(samples) // 4))
+    n_val = min(len(samples) - 1, max(1, n_val))
     order = np.random.default_rng(seed).permutation(len(samples))
     val_idx = set(order[:n_val].tolist())
     train = [s for i, s in enumerate(samples) if i not in val_idx]

@@ -68,7 +68,11 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
         )
     )
     splits = scan_dataset(cfg.data.root, mask_suffix=suffix)
-    training, validation = split_validation(splits.train, fraction=fraction, seed=seed)
+    # A model trained before data.min_val_images existed was split by the fraction alone.
+    min_images = int(setting(cfg.data.get("min_val_images"), "data.min_val_images", 0))
+    training, validation = split_validation(
+        splits.train, fraction=fraction, seed=seed, min_images=min_images
+    )
     feed = loading(cfg)
     wanted = enabled_addons(cfg, detector.model, detector.preprocess)
     for addon in ADDONS:

@@ -51,6 +51,7 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("data.max_aspect", lambda v: v >= 1, "1 or more (longest side over shortest)"),
     ("data.channels", lambda v: v in (1, 3), "1 (gray) or 3 (RGB)"),
     ("data.val_fraction", _unit_open, "a share between 0 and 1 (e.g. 0.1)"),
+    ("data.min_val_images", _non_negative, "0 or more images"),
     ("data.scale", _positive, "a positive factor (1.0 = native size)"),
     ("data.tile_stride", _at_least_one, "a positive number of pixels, or null"),
     ("data.min_size", _at_least_one, "a positive number of pixels"),

@@ -97,6 +97,7 @@ def train(cfg: DictConfig) -> TrainResult:
         str(cfg.data.root),
         preprocess=preprocess,
         val_fraction=float(cfg.data.val_fraction),
+        min_val_images=int(cfg.data.get("min_val_images") or 0),
         batch_size=int(cfg.data.batch_size),
         num_workers=int(cfg.data.num_workers),
         mask_suffix=str(cfg.data.mask_suffix),

@@ -61,6 +61,20 @@ def test_validation_split_is_seeded_disjoint_and_complete(tiny_mvtec):
     assert other != val
 
 
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(35, 8), (33, 8), (167, 17), (761, 76), (12, 3), (200, 20), (60, 10), (3, 1)],
+)
+def test_few_photos_still_hold_out_enough_to_calibrate(tmp_path, n, expected):
+    from anomaly.data.folder import Sample
+
+    samples = [Sample(tmp_path / f"{i:04d}.png") for i in range(n)]
+    train, val = split_validation(samples, fraction=0.1, seed=0, min_images=10)
+    # max(10% of n, min(10, a quarter of n)), and at least one image each side.
+    assert len(val) == expected and len(train) == n - expected
+    assert len(split_validation(samples, fraction=0.1, seed=0)[1]) == max(1, round(0.1 * n))
+
+
 def test_split_needs_two_images(tiny_mvtec):
     one = scan_dataset(tiny_mvtec).train[:1]
     with pytest.raises(DataError, match="at least 2"):
