@@ -206,6 +206,7 @@ def test_reruns_score_only_new_and_changed_images(champion, tmp_path):
     # The run's report: its 5 images (not the later runs'), pictures linked from two up.
     assert artifacts.get("report.html", 0) > 0
     reports = [p.read_text(encoding="utf-8") for p in (output / "runs").glob("*/report.html")]
+    assert len(reports) == 3  # a folder of its own for each run that scored, even within a second
     (report,) = [page for page in reports if "5 files: 5 judged" in page]
     assert "../../overlays/" in report
     assert "report:" in first.stdout

@@ -187,7 +187,10 @@ def _score_plan(
 ) -> BatchResult:
     started = time.perf_counter()
     to_score = plan.to_score
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+    # Microseconds: two runs of one process within a second (an in-process scheduler, the
+    # tests) must not share a run folder, or the second's tables and report replace the
+    # first's.
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
     run_name = f"{stamp}_{os.getpid()}"
     result = BatchResult(
         inbox=str(settings.inbox),
