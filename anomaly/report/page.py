@@ -72,7 +72,10 @@ def render(content: ReportContent, pictures: list[Picture], *, report_id: str) -
         pictures: One per row of ``content.rows`` (thumbnail, size, sha256).
         report_id: Names this report's review in the browser's storage.
     """
-    rows = [_row_data(r, p, content.folder) for r, p in zip(content.rows, pictures, strict=True)]
+    rows = [
+        _row_data(r, p, content.folder, content.context)
+        for r, p in zip(content.rows, pictures, strict=True)
+    ]
     labelled = content.has_labels
     data = {
         "id": report_id,
@@ -115,7 +118,13 @@ def _kind_words(content: ReportContent) -> str:
     }.get(kind, "scored batch")
 
 
-def _row_data(row: Row, picture: Picture, folder: Path) -> dict[str, Any]:
+def _moved(row: Row, context: dict[str, Any]) -> str:
+    """Where score-batch's processed=move takes the photo ("" when it stays)."""
+    moved_to = context.get("moved_to")
+    return str(Path(moved_to) / row.path) if moved_to else ""
+
+
+def _row_data(row: Row, picture: Picture, folder: Path, context: dict[str, Any]) -> dict[str, Any]:
     return {
         "path": row.path,
         "folder": row.folder,
@@ -128,6 +137,7 @@ def _row_data(row: Row, picture: Picture, folder: Path) -> dict[str, Any]:
         "label": row.label,
         "sha": picture.sha256 or row.sha256,
         "src": str(row.source) if row.source else "",
+        "moved": _moved(row, context),
         "orig": link(row.source, folder) if picture.width else "",
         "ov": link(row.overlay, folder),
         "hm": link(row.heatmap, folder),

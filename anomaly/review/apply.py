@@ -76,6 +76,8 @@ def apply_review(
             result.unsure += 1
             continue
         source = Path(row["source"] or row["path"])
+        if not source.is_file() and row["moved_to"] and Path(row["moved_to"]).is_file():
+            source = Path(row["moved_to"])  # score-batch's processed=move took it there
         if not source.is_file():
             problems.append(f"{row['path']}: the image is not at {source}")
             continue

@@ -40,7 +40,8 @@ def read_review(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{path} row {first + 2}: decision {bad['decision'].iloc[0]!r} is not one of "
             f"{', '.join(DECISIONS)}"
         )
-    for column in ("source", "sha256", "defect_class", "model_verdict", "model", "model_id"):
+    optional = ("source", "moved_to", "sha256", "defect_class", "model_verdict", "model")
+    for column in (*optional, "model_id"):
         if column not in frame.columns:
             frame[column] = ""
     return frame

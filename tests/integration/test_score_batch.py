@@ -322,6 +322,9 @@ def test_processed_move_moves_committed_images_even_after_a_kill(champion, tmp_p
     ]  # fmt: skip
     assert sorted(p.name for p in inbox.rglob("*.png")) == ["broken.png"]  # the bad one stays
     assert len(_rows(output)) == 4
+    # The reports say where the photos went, so a review applied later finds them.
+    pages = "".join(p.read_text(encoding="utf-8") for p in output.glob("runs/*/report.html"))
+    assert json.dumps(str(done / "sub" / "b.png"))[1:-1] in pages
     again = _batch(champion, inbox, *extra)
     assert again.returncode == 0 and "scored 0 new image(s)" in again.stdout
     assert "; moved" not in again.stdout and len(_rows(output)) == 4

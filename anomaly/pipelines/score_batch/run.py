@@ -277,6 +277,9 @@ def _score_plan(
                 errors_file="new_errors.csv",
                 regions_file="../../regions.csv",
                 pictures_dir="../..",
+                # processed=move takes the photos there after this run: a review applied
+                # later finds them by that path.
+                moved_to=str(settings.done) if settings.move else "",
             )
             report = write_report(run_dir, context, run)
             result.report = report.path if report else ""

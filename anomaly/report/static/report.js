@@ -214,13 +214,13 @@
     return /[",\n\r]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
   }
   function exportReview() {
-    var header = ["path", "source", "sha256", "model_verdict", "score", "p_value", "decision",
+    var header = ["path", "source", "moved_to", "sha256", "model_verdict", "score", "p_value", "decision",
       "defect_class", "note", "reviewed_at", "model", "model_id", "report_images"];
     var lines = [header.join(",")];
     rows.forEach(function (r) {
       var review = reviews[r.path];
       if (!review) return;
-      lines.push([r.path, r.src, r.sha, r.defect ? "defect" : "good", r.score, r.p === null ? "" : r.p,
+      lines.push([r.path, r.src, r.moved, r.sha, r.defect ? "defect" : "good", r.score, r.p === null ? "" : r.p,
         review.decision, review.cls || "", review.note || "", review.time, data.model, data.modelId,
         rows.length].map(csvCell).join(","));
     });

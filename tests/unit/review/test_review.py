@@ -13,7 +13,7 @@ from anomaly.review.apply import apply_review, flat_name
 from anomaly.review.stats import review_stats, stats_by_model
 from tests.conftest import make_tiny_mvtec, write_png
 
-COLUMNS = ["path", "source", "sha256", "model_verdict", "score", "p_value", "decision",
+COLUMNS = ["path", "source", "moved_to", "sha256", "model_verdict", "score", "p_value", "decision",
            "defect_class", "note", "reviewed_at", "model", "model_id", "report_images"]  # fmt: skip
 
 
@@ -158,3 +158,19 @@ def test_stats_by_model_over_several_reviews(tmp_path, batch):
     assert frame.loc["part v1", "precision"] == pytest.approx(2 / 3)
     with pytest.raises(DataError, match="no review.csv"):
         stats_by_model([tmp_path / "batch"])
+
+
+def test_an_image_moved_by_score_batch_is_found_where_it_went(tmp_path, batch):
+    images, review = batch
+    done = tmp_path / "done"
+    frame = pd.read_csv(review, dtype=str, keep_default_na=False)
+    frame["moved_to"] = [str(done / p) for p in frame["path"]]
+    for path in frame["path"]:  # processed=move, after the report was written
+        target = done / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        images[path].rename(target)
+    frame.to_csv(tmp_path / "moved.csv", index=False)
+    root = make_tiny_mvtec(tmp_path / "part")
+    applied = apply_review(tmp_path / "moved.csv", root)
+    assert [s for s, _ in applied.to_train] == [str(done / "line1/a.png")]
+    assert len(applied.to_test) == 2
