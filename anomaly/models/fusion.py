@@ -10,12 +10,14 @@ ReLU6 is applied in place. The results are those of the modules, up to float rou
 activation's copies were a third of the trunk's time at 560x224.
 
 The modules keep the weights (the state dict is unchanged); the folded tensors are made
-from them when first needed and again after the weights change.
+from them when first needed and again after the weights change. Only what the shipped
+architecture builds is folded: ReLU6, no squeeze-and-excitation, and the padding fixed
+when the modules were built (:func:`fold_trunk` says None otherwise, and the modules run).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,8 +31,7 @@ class FoldedConv:
 
     ``padding`` is ``(left, right, top, bottom)`` as the module pads: fixed when the
     module was built for an image size (the reference code fixes it for 224x224 inputs,
-    whatever the input, and the trained models learned with that), else None for
-    TensorFlow's "same" padding computed from each input's size.
+    whatever the input, and the trained models learned with that).
     """
 
     weight: torch.Tensor
@@ -38,25 +39,17 @@ class FoldedConv:
     stride: tuple[int, int]
     groups: int
     relu6: bool
-    padding: tuple[int, int, int, int] | None
+    padding: tuple[int, int, int, int]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``relu6(bn(conv(pad(x))))``, or without the ReLU6."""
-        left, right, top, bottom = self.padding or self._same(x)
+        left, right, top, bottom = self.padding
         if left == right and top == bottom:
             y = F.conv2d(x, self.weight, self.bias, self.stride, (top, left), 1, self.groups)
         else:
             x = F.pad(x, [left, right, top, bottom])
             y = F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
         return y.clamp_(0.0, 6.0) if self.relu6 else y
-
-    def _same(self, x: torch.Tensor) -> tuple[int, int, int, int]:
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
-        sh, sw = self.stride
-        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
 
 
 def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d, *, relu6: bool) -> FoldedConv:
@@ -75,15 +68,13 @@ def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d, *, relu6: bool) -> FoldedConv:
         stride,
         conv.groups,
         relu6,
-        _padding(conv),  # type: ignore[arg-type]
+        _padding(conv),
     )
 
 
-def _padding(conv: nn.Conv2d) -> tuple[int, int, int, int] | None:
-    """The fixed padding of a static-same-padding convolution (None: computed per input)."""
-    static = getattr(conv, "static_padding", None)
-    if static is None:
-        return None
+def _padding(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    """The fixed padding of a static-same-padding convolution, ``(l, r, t, b)``."""
+    static = conv.static_padding
     if isinstance(static, nn.ZeroPad2d):
         return tuple(int(p) for p in static.padding)  # type: ignore[return-value]
     # An identity: no padding, plus the module's own (0 for these convolutions).
@@ -112,10 +103,25 @@ class FoldedBlock:
         return h.add_(x) if self.skip else h
 
 
-def foldable(block: nn.Module) -> bool:
-    """Whether ``block`` is an MBConv block this module can fold (ReLU6, no squeeze)."""
-    return (
-        hasattr(block, "_block_args")
-        and not getattr(block, "has_se", True)
-        and isinstance(getattr(block, "_swish", None), nn.ReLU6)
-    )
+def _static(conv: nn.Module) -> bool:
+    return hasattr(conv, "static_padding")
+
+
+def _foldable(block: nn.Module) -> bool:
+    """An MBConv block of ReLU6, no squeeze, and convolutions with fixed padding."""
+    if not hasattr(block, "_block_args") or getattr(block, "has_se", True):
+        return False
+    convs = [block._depthwise_conv, block._project_conv]
+    if block._block_args.expand_ratio != 1:
+        convs.append(block._expand_conv)
+    return isinstance(getattr(block, "_swish", None), nn.ReLU6) and all(map(_static, convs))
+
+
+def fold_trunk(
+    stem: Sequence[nn.Module], blocks: Sequence[nn.Module]
+) -> list[Callable[[torch.Tensor], torch.Tensor]] | None:
+    """The stem ``(conv, bn, ReLU6)`` and the blocks, folded; None when they cannot be."""
+    conv, bn, act = stem
+    if not (isinstance(act, nn.ReLU6) and _static(conv) and all(map(_foldable, blocks))):
+        return None
+    return [fold(conv, bn, relu6=True), *(FoldedBlock(b) for b in blocks)]
