@@ -32,7 +32,7 @@ from anomaly.scoring.metrics import by_class
 from anomaly.scoring.stream import Progress
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import RunLogger, base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import load_model, model_run_tags, model_version_tags
+from anomaly.tracking.model import load_model, model_run_tags
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def evaluate_model(cfg: DictConfig, *, progress: Progress | None = None) -> Eval
             detector,
             output_dir,
             model=model,
-            version_tags=model_version_tags(model, tracking_uri=uri),
+            version_tags=tags,  # the run's: the registry was asked once
         )
         write_json_atomic(
             output_dir / "metrics.json",
@@ -156,7 +156,7 @@ def log_evaluation(
     detector: Detector,
     folder: Path,
     *,
-    model: str = "",
+    model: str,
     version_tags: dict[str, str] | None = None,
 ) -> str:
     """Write an evaluation's files to ``folder`` and log them with its metrics.
@@ -174,7 +174,8 @@ def log_evaluation(
         detector: The model that was measured.
         folder: Where the files go.
         model: The folder or URI the model came from, for the report's header.
-        version_tags: Its registry name and version, when registered.
+        version_tags: Tags holding its registry name and version (``model.name``,
+            ``model.version``), when registered.
 
     Returns:
         The report's path ("" when it could not be written).
@@ -196,7 +197,7 @@ def log_evaluation(
     context = report_context(
         detector,
         kind="evaluation",
-        model=model or str(folder.parent / "model"),
+        model=model,
         version_tags=version_tags,
         # scores.csv names the test images as the data root was given: from here.
         input_dir=Path.cwd(),

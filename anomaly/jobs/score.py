@@ -21,7 +21,7 @@ from anomaly.scoring.stream import Progress
 from anomaly.scoring.writer import OutputSettings
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
-from anomaly.tracking.model import load_model, model_run_tags, model_version_tags
+from anomaly.tracking.model import load_model, model_run_tags
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def run_scoring(
             detector,
             kind="score",
             model=str(model),
-            version_tags=model_version_tags(str(model), tracking_uri=uri),
+            version_tags=tags,  # the run's: the registry was asked once
             input_dir=input_dir,
             image_threshold=image_threshold,
             pixel_threshold=pixel_threshold,

@@ -230,12 +230,12 @@ def train(cfg: DictConfig) -> TrainResult:
         seen = batches * int(cfg.data.batch_size)
         speed = {"train_seconds": seconds, "train_images_per_second": seen / seconds}
         run.metrics(
-            {
+            speed
+            | {
                 "train/epochs": trainer.current_epoch,
                 "train/stopped_by_budget": int(budget.stopped_early),
             }
         )
-        run.metrics(speed)
 
         module.cpu()
         detector = Detector(module, preprocess, maps, model_id=run_id)

@@ -105,14 +105,14 @@ class FeatureAENetwork(nn.Module):
         The first call in train mode updates the channel statistics.
         """
         with torch.no_grad():
+            # Channels-last throughout (cat keeps it): resampling and the local average run
+            # about 10x faster on CPU in that layout.
             maps = [m.contiguous(memory_format=torch.channels_last) for m in self.backbone(x)]
             size = maps[0].shape[-2:]
             maps = [maps[0]] + [
                 F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]
             ]
-            # Channels-last throughout: resampling and the local average run about 10x
-            # faster on CPU in that layout.
-            f = torch.cat(maps, dim=1).contiguous(memory_format=torch.channels_last)
+            f = torch.cat(maps, dim=1)
             if self.smoothing > 1:
                 pad = self.smoothing // 2
                 f = F.avg_pool2d(F.pad(f, (pad,) * 4, mode="replicate"), self.smoothing, stride=1)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from anomaly.report.browser import chromium
 
 
 def flat_detector(
@@ -84,14 +85,7 @@ def synthetic_folder(root: Path, n: int, *, seed: int = 0) -> Path:
 
 def first_page_seconds(report: Path, *, screenshot: Path | None = None) -> dict[str, Any]:
     """Open ``report`` in headless Chromium; seconds until the table's first page is drawn."""
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    executable = os.environ.get("ANOMALY_CHROMIUM") or shutil.which("chromium")
-    if not executable:
-        raise SystemExit("no chromium on PATH (make test installs Debian's chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -103,7 +97,6 @@ def first_page_seconds(report: Path, *, screenshot: Path | None = None) -> dict[
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot))
-        browser.close()
     return {"first_page_seconds": round(seconds, 3), "rows_drawn": rows, "errors": errors}
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
+
 from anomaly.report.content import ReportContent, Row
 from anomaly.report.pictures import Picture, histogram_svg, roc_svg
 from anomaly.report.words import (
@@ -237,8 +239,6 @@ def _errors_section(content: ReportContent) -> str:
 
 
 def _charts(content: ReportContent) -> str:
-    import numpy as np
-
     scores = np.array([r.score for r in content.rows], dtype=float)
     labels = np.array([r.label for r in content.rows]) if content.has_labels else None
     if labels is not None and any(r.label is None for r in content.rows):

@@ -43,7 +43,6 @@ from anomaly.scoring.tiling import tiled_map
 PASS_SIZE = 4
 FEATURE_PASS_SIZE = 1
 
-
 Images = torch.Tensor | Sequence[torch.Tensor]
 
 

@@ -118,10 +118,11 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
         image: ``(H, W, C)`` uint8 original image (C = 1 or 3).
         labels: ``(H, W)`` region labels (0 = background), same size.
     """
-    if not labels.any() and image.shape[-1] == 1:
+    outlined = labels.any()
+    if not outlined and image.shape[-1] == 1:
         return png_bytes(image[..., 0])  # nothing to draw: the gray photo, a third the bytes
     rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
-    if labels.any():
+    if outlined:
         # Thicker outlines on large photos, so they stay visible when viewed scaled down.
         width = max(1, round(max(labels.shape) / 400))
         # Only around the regions: the outlines are the same, at a fraction of the cost.

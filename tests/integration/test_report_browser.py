@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.browser import chromium
+from anomaly.report.browser import chromium
 from tests.conftest import make_tiny_mvtec
 from tests.reporting import HOSTILE, gray_detector, make_images, scored_folder
 

@@ -1,7 +1,7 @@
-"""Debian's Chromium, driven by Playwright: the browser the report's tests read it with.
+"""Debian's Chromium, driven by Playwright: how the report's tests and benchmark read it.
 
-Playwright is pointed at the installed executable and never downloads a browser.
-``make test`` installs Debian's ``chromium`` when it is missing.
+Playwright (a test extra) is pointed at the installed executable and never downloads a
+browser. ``make test`` installs Debian's ``chromium`` when it is missing.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
 
 def chromium_path() -> str:
@@ -27,7 +25,7 @@ def chromium_path() -> str:
         if candidate and Path(candidate).is_file():
             return candidate
     raise RuntimeError(
-        "no Chromium found for the browser tests: run `make test` (it installs Debian's "
+        "no Chromium found to read the report with: run `make test` (it installs Debian's "
         "chromium) or set ANOMALY_CHROMIUM to the executable"
     )
 
@@ -35,6 +33,7 @@ def chromium_path() -> str:
 @contextmanager
 def chromium() -> Iterator[Any]:
     """A headless Chromium browser (Playwright's ``Browser``)."""
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
