@@ -177,12 +177,12 @@
     });
   }
   function closeDetail() {
+    var at = detailAt;
     $("detail").hidden = true;
-    var tr = tbody.querySelector("tr[data-position='" + detailAt + "']");
     detailAt = -1;
-    renderPage();
-    tr = tbody.querySelector("tr[data-position='" + (tr ? tr.dataset.position : "") + "']");
-    if (tr) tr.focus();
+    renderPage();  // the review marks made in the detail view
+    var tr = tbody.querySelector("tr[data-position='" + at + "']");
+    if (tr) tr.focus();  // back where the keyboard left the table
   }
   function decide(decision) {
     if (detailAt < 0) return;
