@@ -9,6 +9,7 @@ tables and ``summary.json`` say.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ import pandas as pd
 
 from anomaly.errors import DataError
 from anomaly.io import read_errors_csv, write_json_atomic
+from anomaly.review.reading import read_review
+
+log = logging.getLogger(__name__)
 
 CONTEXT_FILE = "report_context.json"
 REPORT_FILE = "report.html"
@@ -113,12 +117,11 @@ def load_content(
             f"{folder} is not a results folder; point it at a folder `anomaly score` wrote"
         )
     context = _read_json(folder / CONTEXT_FILE)
-    summary = _read_json(folder / "summary.json")
     evaluation = _read_json(folder / "metrics.json")
     if not context:
-        context = _context_from_summary(summary, evaluation)
-    context.setdefault("created", _mtime(folder / (scores_file or "scores.csv")))
+        context = _context_from_summary(_read_json(folder / "summary.json"), evaluation)
     table = folder / (scores_file or context.get("scores_file") or "scores.csv")
+    context.setdefault("created", _mtime(table))
     if not table.is_file():
         raise DataError(
             f"{table} is missing: {folder} holds no scored images to report on "
@@ -140,16 +143,25 @@ def load_content(
         context["input_dir"] = _shorten(rows) or context.get("input_dir", "")
     rows.sort(key=lambda r: -r.score if math.isfinite(r.score) else math.inf)
     errors = read_errors_csv(folder / context.get("errors_file", "errors.csv"))
-    review = folder / REVIEW_FILE
-    reviews = pd.read_csv(review, dtype=str).fillna("") if review.is_file() else None
     return ReportContent(
         folder=folder,
         rows=rows,
         errors=errors,
         context=context,
         metrics=dict(context.get("metrics") or evaluation.get("metrics") or {}),
-        reviews=reviews,
+        reviews=_reviews(folder / REVIEW_FILE),
     )
+
+
+def _reviews(path: Path) -> pd.DataFrame | None:
+    """A ``review.csv`` beside the report, read as ``anomaly review`` reads it."""
+    if not path.is_file():
+        return None
+    try:
+        return read_review(path)
+    except DataError as exc:  # the page is still worth having without the review
+        log.warning("the report leaves out %s: %s", path, exc)
+        return None
 
 
 def _row(

@@ -217,3 +217,21 @@ def test_labels_without_masks_show_class_confusion_and_roc(tmp_path):
     assert any(tag == "svg" and "roc" in attrs.get("class", "") for tag, attrs in page.tags)
     rows = _data(page)["rows"]
     assert {r["cls"] for r in rows} == {"crack", "good"} and all(r["nr"] is None for r in rows)
+
+
+def test_rebuild_adds_the_review_beside_it(tmp_path):
+    _, out = scored_folder(tmp_path)
+    flagged = [r for r in load_content(out).rows if r.defective]
+    decisions = ["defect_confirmed", "false_alarm"]
+    review = "path,decision,model_verdict\n" + "".join(
+        f"{r.path},{d},defect\n" for r, d in zip(flagged[:2], decisions, strict=True)
+    )
+    (out / "review.csv").write_text(review)
+    build_report(out)
+    text = " ".join(_parse(out / "report.html").text)
+    # 1 confirmed of 2 judged flags; 1 false alarm among the 21 - 1 not confirmed defective.
+    assert "2 images reviewed: 1 defects confirmed, 1 false alarms" in text
+    assert "Precision of the flags reviewed: 50.0%" in text and "5.00%" in text
+    (out / "review.csv").write_text("path,decision\nx.png,maybe\n")  # not a review
+    build_report(out)
+    assert "Precision of the flags" not in (out / "report.html").read_text()
