@@ -85,11 +85,24 @@ class DenseAutoencoder(nn.Module):
             back = list(reversed(dims))
             self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(back))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct images ``(N, C, H, W)`` in ``[0, 1]``."""
+    def encode(self, x: torch.Tensor, *, activate: bool = True) -> torch.Tensor:
+        """Codes ``(N, latent_dim)`` of images ``(N, C, H, W)``.
+
+        Args:
+            x: The images.
+            activate: Apply the activation to the code layer too; False gives its raw
+                output, for a model that squashes the code its own way (the sparse AE).
+        """
         h = x.flatten(1)
-        for layer in self.encoder:
-            h = self.activation(layer(h))
+        last = len(self.encoder) - 1
+        for i, layer in enumerate(self.encoder):
+            h = layer(h)
+            if activate or i < last:
+                h = self.activation(h)
+        return h
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` in ``[0, 1]`` from codes ``(N, latent_dim)``."""
         n = len(self.encoder)
         for i in range(n):
             if self.tied:
@@ -98,4 +111,8 @@ class DenseAutoencoder(nn.Module):
             else:
                 h = self.decoder[i](h)
             h = torch.sigmoid(h) if i == n - 1 else self.activation(h)
-        return h.view(x.shape[0], *self.shape)
+        return h.view(h.shape[0], *self.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct images ``(N, C, H, W)`` in ``[0, 1]``."""
+        return self.decode(self.encode(x))

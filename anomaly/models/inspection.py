@@ -21,6 +21,8 @@ MAP = "map"
 RECONSTRUCTION = "reconstruction"
 IMAGE_FEATURES = "image_features"
 PATCH_FEATURES = "patch_features"
+# The model's own image score (GANomaly's latent distance, the AAE's prior NLL of the code).
+IMAGE_SCORE = "image_score"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Wants:
     reconstruction: bool = False
     image_features: bool = False
     patch_features: bool = False
+    image_score: bool = False
 
 
 @dataclass
@@ -49,12 +52,15 @@ class Inspection:
             pictures, and their weighted error maps form the map of a model without its own.
         image_features: ``(N, D)`` pooled features for the feature score.
         patch_features: ``(N, D, h, w)`` feature maps for the patch map.
+        image_score: ``(N,)`` the model's own image score (larger: more anomalous), which
+            the detector fuses with the map's score as it fuses the feature score.
     """
 
     map: torch.Tensor | None = None
     reconstructions: list[tuple[float, torch.Tensor]] = field(default_factory=list)
     image_features: torch.Tensor | None = None
     patch_features: torch.Tensor | None = None
+    image_score: torch.Tensor | None = None
 
 
 @runtime_checkable

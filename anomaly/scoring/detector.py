@@ -17,6 +17,7 @@ from torch import nn
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.models.inspection import (
+    IMAGE_SCORE,
     RECONSTRUCTION,
     InspectableModel,
     Inspection,
@@ -62,7 +63,8 @@ class Inspected:
     Attributes:
         maps: Smoothed anomaly maps, one ``(1, h, w)`` per image: the model's map plus,
             once calibrated, the weighted patch map.
-        distances: The images' feature scores ``(N,)`` (None without the feature score).
+        distances: The images' second image score ``(N,)``, fused with the map's: the
+            feature score, or the model's own (GANomaly's latent distance); None without.
         model_maps: The model's smoothed maps alone (``maps`` without the patch map).
         patch_maps: Smoothed, unweighted patch maps (None without the patch map).
         reconstructions: The first reconstruction of each image, when asked for.
@@ -173,6 +175,8 @@ class Detector:
             result.reconstructions = list(out.reconstructions[0][1].unbind(0))
         if self.features is not None:
             result.distances = self.features.distances(features)
+        elif out.image_score is not None:
+            result.distances = out.image_score.double().numpy()
         if self.patches is not None:
             raw = self.patches.patch_map(out.patch_features, tuple(batch.shape[-2:]))
             result.patch_maps = self._smoothed(list(raw.unbind(0)))
@@ -207,6 +211,7 @@ class Detector:
             reconstructions=recons,
             image_features=joined("image_features"),
             patch_features=joined("patch_features"),
+            image_score=joined("image_score"),
         )
 
     @staticmethod
@@ -215,9 +220,15 @@ class Detector:
         return FEATURE_PASS_SIZE if wants.image_features or wants.patch_features else PASS_SIZE
 
     def scoring_wants(self) -> Wants:
-        """What scoring asks of the model: the map, and the features its add-ons need."""
+        """What scoring asks of the model.
+
+        The map, the features its add-ons need, and the model's own image score when it
+        gives one and no feature score takes that place.
+        """
         return Wants(
-            image_features=self.features is not None, patch_features=self.patches is not None
+            image_features=self.features is not None,
+            patch_features=self.patches is not None,
+            image_score=self.features is None and IMAGE_SCORE in self.network.gives,
         )
 
     def _pass(self, x: torch.Tensor, wants: Wants) -> Inspection:
@@ -332,8 +343,8 @@ class Detector:
 
     @property
     def fusion(self) -> ScoreFusion | None:
-        """How image scores combine map and features; None when they are the map's."""
-        if self.features is None or self.calibration is None or not self.calibration.fusion:
+        """How image scores combine the map's with the second score; None when the map's alone."""
+        if self.calibration is None or not self.calibration.fusion:
             return None
         return ScoreFusion.from_dict(self.calibration.fusion, "calibration")
 

@@ -105,9 +105,10 @@ def calibrate(
     patch map, their scales matched on these images (``patch_weight``: the patch map's
     share; ``patch_scale`` in the calibration), and everything below is fitted on that.
     The pixel threshold is fitted first, since the ``area`` image score depends on it.
-    With a feature model (``detector.features``) the image score becomes the fusion of
-    feature and map scores, standardised on these images (``map_weight``: the map's
-    share), and the image threshold is fitted on that.
+    With a feature model (``detector.features``), or a model that gives its own image
+    score, the image score becomes the fusion of that score and the map's, standardised
+    on these images (``map_weight``: the map's share), and the image threshold is fitted
+    on that.
 
     Unreadable images are skipped with a warning that names them.
 
@@ -158,7 +159,7 @@ def calibrate(
     t_pixel = fit_pixel_threshold(values, pixel, seed=seed)
     image_scores_ = detector.map_scores(maps, pixel_threshold=t_pixel)
     fusion = None
-    if detector.features is not None:
+    if distances:
         feature_scores = np.concatenate(distances)
         fusion = ScoreFusion.fit(image_scores_, feature_scores, map_weight=map_weight)
         image_scores_ = fusion(image_scores_, feature_scores)

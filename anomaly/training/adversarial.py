@@ -25,13 +25,10 @@ from hydra.utils import instantiate
 
 from anomaly.errors import ConfigError
 from anomaly.models.inspection import RECONSTRUCTION, Inspection, Wants
-from anomaly.training.autoencoder import (
-    DEFAULT_OPTIMIZER,
-    check_lr_schedule,
-    cosine_scheduler,
-)
+from anomaly.training.autoencoder import check_lr_schedule
 from anomaly.training.corruptions import build_corruption
 from anomaly.training.losses import build_loss
+from anomaly.training.phases import phase_optimizers, run_phase, step_schedulers
 
 
 def usad_losses(
@@ -128,38 +125,24 @@ class USADModule(pl.LightningModule):
         x = batch["image"]
         # One corruption for both phases: they see the same batch, as without noise.
         inputs = self.corrupt(x) if self.corrupt is not None else x
-        opt1, opt2 = self.optimizers()
         n = self.epoch_n
-        for phase, opt in ((0, opt1), (1, opt2)):
-            # toggle_optimizer freezes the parameters the other optimiser owns, so a phase
-            # leaves the other decoder untouched and leaks no gradient into it.
-            self.toggle_optimizer(opt)
-            opt.zero_grad()
-            losses = usad_losses(x, *self.net(inputs), n, self.loss_fn)
-            self.manual_backward(losses[phase])
-            opt.step()
-            self.untoggle_optimizer(opt)
-            self.log(
-                f"train/loss{phase + 1}",
-                losses[phase].detach(),
-                on_step=False,
-                on_epoch=True,
-                prog_bar=True,
-                batch_size=x.shape[0],
-                # Under DDP: the mean over all ranks, not rank 0's share.
-                sync_dist=True,
+        for phase, opt in enumerate(self.optimizers()):
+            value = run_phase(
+                self, opt, lambda p=phase: usad_losses(x, *self.net(inputs), n, self.loss_fn)[p]
             )
-        # Manual optimisation: Lightning leaves the schedulers' steps to the module.
-        for scheduler in self.lr_schedulers() or ():
-            scheduler.step()
-        self.log(
-            "train/loss",
-            losses[0].detach(),
-            on_step=False,
-            on_epoch=True,
-            batch_size=x.shape[0],
-            sync_dist=True,
-        )
+            # Phase 1's loss1 is the model's training loss.
+            for name in (f"train/loss{phase + 1}",) + (("train/loss",) if phase == 0 else ()):
+                self.log(
+                    name,
+                    value,
+                    on_step=False,
+                    on_epoch=True,
+                    prog_bar=name != "train/loss",
+                    batch_size=x.shape[0],
+                    # Under DDP: the mean over all ranks, not rank 0's share.
+                    sync_dist=True,
+                )
+        step_schedulers(self)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Both losses on held-out defect-free images."""
@@ -172,17 +155,6 @@ class USADModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Adam over (E, D1) and Adam over (E, D2), each with its cosine schedule if set."""
-        factory = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)
         enc = list(self.net.encoder.parameters())
-        optimizers = [
-            factory(params=enc + list(self.net.decoder1.parameters())),
-            factory(params=enc + list(self.net.decoder2.parameters())),
-        ]
-        if self.hparams.lr_schedule == "constant":
-            return optimizers
-        # Stepped once per batch in training_step, after both phases' optimiser steps.
-        schedulers = [
-            cosine_scheduler(opt, self.trainer, steps_per_batch=len(optimizers))
-            for opt in optimizers
-        ]
-        return optimizers, schedulers
+        decoders = (self.net.decoder1, self.net.decoder2)
+        return phase_optimizers(self, [enc + list(d.parameters()) for d in decoders])

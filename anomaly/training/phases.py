@@ -1,0 +1,77 @@
+"""Training in phases: one optimiser per phase, each updating only its own parameters.
+
+The adversarial models (USAD, the adversarial autoencoder, GANomaly) take several
+optimiser steps per batch with Lightning's manual optimisation; these two helpers build
+their optimisers and run one phase, so that each model states only its phases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from anomaly.training.autoencoder import DEFAULT_OPTIMIZER, cosine_scheduler
+
+
+def phase_optimizers(
+    module: pl.LightningModule,
+    groups: Sequence[Sequence[torch.nn.Parameter]],
+    optimizers: Sequence[dict[str, Any] | None] | None = None,
+) -> Any:
+    """``configure_optimizers``' result: one optimiser per parameter group.
+
+    Args:
+        module: The module; its hyper-parameters give ``optimizer`` (a partial optimiser
+            config, Adam by default) and ``lr_schedule``.
+        groups: Each phase's parameters.
+        optimizers: Per phase, a partial optimiser config that replaces ``optimizer``
+            (None: ``optimizer``).
+    """
+    default = module.hparams.get("optimizer") or DEFAULT_OPTIMIZER
+    configs = list(optimizers or [None] * len(groups))
+    built = [
+        instantiate(config or default)(params=list(params))
+        for params, config in zip(groups, configs, strict=True)
+    ]
+    if module.hparams.get("lr_schedule", "constant") == "constant":
+        return built
+    # Stepped once per batch by run_phases' caller, after all phases' optimiser steps.
+    schedulers = [
+        cosine_scheduler(opt, module.trainer, steps_per_batch=len(built)) for opt in built
+    ]
+    return built, schedulers
+
+
+def run_phase(
+    module: pl.LightningModule,
+    optimizer: torch.optim.Optimizer,
+    loss: Callable[[], torch.Tensor],
+) -> torch.Tensor:
+    """One optimiser step on ``loss()``, with every parameter it does not own frozen.
+
+    ``toggle_optimizer`` turns off the gradients of the parameters the other optimisers
+    own, so a phase changes nothing but its own parameters and leaks no gradient into
+    the others. Returns the loss, detached.
+    """
+    module.toggle_optimizer(optimizer)
+    try:
+        optimizer.zero_grad()
+        value = loss()
+        module.manual_backward(value)
+        optimizer.step()
+    finally:
+        module.untoggle_optimizer(optimizer)
+    return value.detach()
+
+
+def step_schedulers(module: pl.LightningModule) -> None:
+    """Step every learning-rate scheduler once (manual optimisation leaves it to us)."""
+    schedulers = module.lr_schedulers()
+    if schedulers is None:
+        return
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        scheduler.step()
