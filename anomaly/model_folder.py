@@ -30,6 +30,7 @@ import anomaly
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.io import default_file_mode, write_json_atomic, write_text_atomic
+from anomaly.models.inspection import inspectable
 from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
 from anomaly.scoring.detector import Detector
@@ -164,12 +165,13 @@ def load_detector(folder: str | os.PathLike[str], *, calibrated: bool = True) ->
             "model.json of the same training together"
         ) from exc
     calibration = Calibration.load(folder / CALIBRATION_FILE) if calibrated else None
+    gives = inspectable(module).gives
     parts: dict[str, Any] = {}
     for addon in ADDONS:
         path = folder / addon.file
         parts[addon.attribute] = addon.load(path) if path.is_file() else None
         use = addon.used_by(calibration) if calibration is not None else ""
-        if use and parts[addon.attribute] is None:
+        if use and parts[addon.attribute] is None and addon.stood_in_by not in gives:
             raise ModelFolderError(
                 f"{folder / CALIBRATION_FILE} {use} but {path} is missing; restore it from "
                 "the model's MLflow run, fit a new one with `anomaly calibrate`, or re-fit "

@@ -47,6 +47,10 @@ class AAENet(nn.Module):
         size = check_size(image_size)
         self.latent_dim = latent_dim
         self.encoder = build_encoder(size, channels, latent_dim, width)
+        # Codes start at the prior's scale: a code squeezed into a small spot of the prior
+        # (the encoder's first outputs are tiny) is moved around as a whole by the
+        # discriminator's gradient, never spread over the prior.
+        self.code_norm = nn.BatchNorm1d(latent_dim)
         self.decoder = build_decoder(size, channels, latent_dim, width)
         layers: list[nn.Module] = []
         width_in = latent_dim
@@ -59,7 +63,7 @@ class AAENet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes ``(N, latent_dim)`` of images ``(N, C, H, W)``."""
-        return self.encoder(x).flatten(1)
+        return self.code_norm(self.encoder(x).flatten(1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images ``(N, C, H, W)`` in ``[0, 1]`` from codes ``(N, latent_dim)``."""

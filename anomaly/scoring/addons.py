@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anomaly.models.inspection import IMAGE_FEATURES, PATCH_FEATURES
+from anomaly.models.inspection import IMAGE_FEATURES, IMAGE_SCORE, PATCH_FEATURES
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.features import FEATURES_FILE, FeatureGaussian
 from anomaly.scoring.patches import PATCHES_FILE, PatchMemory, check_patch_settings
@@ -46,6 +46,9 @@ class AddOn:
         load: Reads its file.
         describe: One line about a fitted one, for the log.
         used_by: What in a calibration makes it count (in words), or "" when it does not.
+        stood_in_by: A model output that plays its part in the calibration for a model
+            that gives it (the model's own image score for the feature score), so that
+            such a model's folder needs no file of it; "" for none.
     """
 
     name: str
@@ -58,6 +61,7 @@ class AddOn:
     load: Callable[[str | os.PathLike[str]], Any]
     describe: Callable[[Any], str]
     used_by: Callable[[Calibration], str]
+    stood_in_by: str = ""
 
     @property
     def key(self) -> str:
@@ -99,6 +103,7 @@ FEATURE_SCORE = AddOn(
         f"images (shrinkage {g.shrinkage:.3f})"
     ),
     used_by=lambda c: "combines the map with a feature score" if c.fusion else "",
+    stood_in_by=IMAGE_SCORE,
 )
 
 PATCH_MAP = AddOn(

@@ -27,7 +27,13 @@ from anomaly.models.aae import gaussian_nll
 from anomaly.models.inspection import IMAGE_SCORE, RECONSTRUCTION, Inspection, Wants
 from anomaly.training.autoencoder import DEFAULT_OPTIMIZER, check_lr_schedule
 from anomaly.training.losses import build_loss
-from anomaly.training.phases import phase_optimizers, run_phase, step_schedulers
+from anomaly.training.phases import (
+    log_losses,
+    log_reconstruction_loss,
+    phase_optimizers,
+    run_phase,
+    step_schedulers,
+)
 
 PRIORS = ("gaussian",)
 
@@ -126,34 +132,18 @@ class AAEModule(pl.LightningModule):
             self, opt_gen, lambda: generator_loss(net.discriminator(net.encode(x)))
         )
         step_schedulers(self)
+        progress = tuple(losses)
         losses["loss"] = losses["reconstruction"]
-        for name, value in losses.items():
-            self.log(
-                f"train/{name}",
-                value,
-                on_step=False,
-                on_epoch=True,
-                prog_bar=name != "loss",
-                batch_size=x.shape[0],
-                sync_dist=True,
-            )
+        log_losses(self, losses, x.shape[0], progress=progress)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Reconstruction loss on held-out defect-free images."""
-        x = batch["image"]
-        self.log(
-            "val/loss",
-            self.loss_fn(self.net(x), x),
-            on_step=False,
-            on_epoch=True,
-            batch_size=x.shape[0],
-            sync_dist=True,
-        )
+        log_reconstruction_loss(self, batch)
 
     def configure_optimizers(self) -> Any:
         """One optimiser each for (encoder, decoder), the discriminator and the encoder."""
         net = self.net
-        encoder = list(net.encoder.parameters())
+        encoder = list(net.encoder.parameters()) + list(net.code_norm.parameters())
         adversarial = None
         if self.hparams.adversarial_lr is not None:
             adversarial = {

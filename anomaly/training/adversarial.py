@@ -28,7 +28,7 @@ from anomaly.models.inspection import RECONSTRUCTION, Inspection, Wants
 from anomaly.training.autoencoder import check_lr_schedule
 from anomaly.training.corruptions import build_corruption
 from anomaly.training.losses import build_loss
-from anomaly.training.phases import phase_optimizers, run_phase, step_schedulers
+from anomaly.training.phases import log_losses, phase_optimizers, run_phase, step_schedulers
 
 
 def usad_losses(
@@ -130,28 +130,17 @@ class USADModule(pl.LightningModule):
             value = run_phase(
                 self, opt, lambda p=phase: usad_losses(x, *self.net(inputs), n, self.loss_fn)[p]
             )
+            name = f"loss{phase + 1}"
             # Phase 1's loss1 is the model's training loss.
-            for name in (f"train/loss{phase + 1}",) + (("train/loss",) if phase == 0 else ()):
-                self.log(
-                    name,
-                    value,
-                    on_step=False,
-                    on_epoch=True,
-                    prog_bar=name != "train/loss",
-                    batch_size=x.shape[0],
-                    # Under DDP: the mean over all ranks, not rank 0's share.
-                    sync_dist=True,
-                )
+            losses = {name: value} | ({"loss": value} if phase == 0 else {})
+            log_losses(self, losses, x.shape[0], progress=(name,))
         step_schedulers(self)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Both losses on held-out defect-free images."""
         x = batch["image"]
         loss1, loss2 = usad_losses(x, *self.net(x), self.epoch_n, self.loss_fn)
-        for name, value in (("val/loss", loss1), ("val/loss2", loss2)):
-            self.log(
-                name, value, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True
-            )
+        log_losses(self, {"loss": loss1, "loss2": loss2}, x.shape[0], stage="val")
 
     def configure_optimizers(self) -> Any:
         """Adam over (E, D1) and Adam over (E, D2), each with its cosine schedule if set."""

@@ -78,22 +78,23 @@ class AutoencoderModule(pl.LightningModule):
         """``(weight, reconstruction)`` pairs whose weighted error maps form the anomaly map."""
         return [(1.0, self.net(x))]
 
-    def _loss(self, x: torch.Tensor, *, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The loss, and the net's own extra term in it (None for a plain net)."""
+    def _loss(self, x: torch.Tensor, *, train: bool) -> torch.Tensor:
         inputs = self.corrupt(x) if train and self.corrupt is not None else x
         train_fn = getattr(self.net, "forward_train", None)
         if train_fn is not None:
             recon, extra = train_fn(inputs)
-            return self.loss_fn(recon, x) + extra, extra
-        return self.loss_fn(self.net(inputs), x), None
+            # Kept for the log: how much of the loss the penalty (KL, sparsity, Jacobian) is.
+            self._penalty = extra.detach()
+            return self.loss_fn(recon, x) + extra
+        return self.loss_fn(self.net(inputs), x)
 
     def _logged_loss(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        loss, extra = self._loss(batch["image"], train=stage == "train")
-        if extra is not None:
-            # The weighted penalty (KL, sparsity, Jacobian norm): how much of the loss it is.
+        self._penalty: torch.Tensor | None = None
+        loss = self._loss(batch["image"], train=stage == "train")
+        if self._penalty is not None:
             self.log(
                 f"{stage}/penalty",
-                extra.detach(),
+                self._penalty,
                 on_step=False,
                 on_epoch=True,
                 sync_dist=True,

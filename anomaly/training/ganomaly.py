@@ -32,7 +32,13 @@ from anomaly.models.inspection import IMAGE_SCORE, RECONSTRUCTION, Inspection, W
 from anomaly.training.aae import discriminator_loss
 from anomaly.training.autoencoder import check_lr_schedule
 from anomaly.training.losses import build_loss
-from anomaly.training.phases import phase_optimizers, run_phase, step_schedulers
+from anomaly.training.phases import (
+    log_losses,
+    log_reconstruction_loss,
+    phase_optimizers,
+    run_phase,
+    step_schedulers,
+)
 
 DEFAULT_WEIGHTS = {"adversarial": 1.0, "contextual": 50.0, "latent": 1.0}
 
@@ -140,28 +146,11 @@ class GANomalyModule(pl.LightningModule):
         step_schedulers(self)
         logged = {k: v.detach() for k, v in parts.items()}
         logged |= {"generator": generator, "discriminator": d_loss, "loss": parts["contextual"]}
-        for name, value in logged.items():
-            self.log(
-                f"train/{name}",
-                value,
-                on_step=False,
-                on_epoch=True,
-                prog_bar=name in ("generator", "discriminator"),
-                batch_size=x.shape[0],
-                sync_dist=True,
-            )
+        log_losses(self, logged, x.shape[0], progress=("generator", "discriminator"))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """The contextual (reconstruction) loss on held-out defect-free images."""
-        x = batch["image"]
-        self.log(
-            "val/loss",
-            self.loss_fn(self.net(x), x),
-            on_step=False,
-            on_epoch=True,
-            batch_size=x.shape[0],
-            sync_dist=True,
-        )
+        log_reconstruction_loss(self, batch)
 
     def configure_optimizers(self) -> Any:
         """One optimiser over the generator (GE, GD, E), one over the discriminator."""

@@ -7,7 +7,7 @@ their optimisers and run one phase, so that each model states only its phases.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -75,3 +75,31 @@ def step_schedulers(module: pl.LightningModule) -> None:
         return
     for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
         scheduler.step()
+
+
+def log_losses(
+    module: pl.LightningModule,
+    losses: Mapping[str, torch.Tensor],
+    batch_size: int,
+    *,
+    stage: str = "train",
+    progress: Collection[str] = (),
+) -> None:
+    """Log ``<stage>/<name>`` per epoch for each loss; ``progress`` names go on the bar."""
+    for name, value in losses.items():
+        module.log(
+            f"{stage}/{name}",
+            value,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=name in progress,
+            batch_size=batch_size,
+            # Under DDP: the mean over all ranks, not rank 0's share.
+            sync_dist=True,
+        )
+
+
+def log_reconstruction_loss(module: pl.LightningModule, batch: dict[str, Any]) -> None:
+    """``val/loss``: the module's reconstruction loss on held-out defect-free images."""
+    x = batch["image"]
+    log_losses(module, {"loss": module.loss_fn(module.net(x), x)}, x.shape[0], stage="val")

@@ -118,22 +118,19 @@ def _gaussian_kl(z: torch.Tensor) -> float:
     return float(0.5 * (torch.trace(cov) + mean @ mean - k - torch.logdet(cov)))
 
 
-def test_aae_codes_are_pulled_to_the_prior():
+def test_aae_codes_follow_the_prior():
     images = _ramps(512)
     optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
-    aae = _fit(AAEModule(AAE_NET, optimizer=optimizer), images, 60)
-    # The same training with the prior's phases all but switched off.
-    plain = _fit(AAEModule(AAE_NET, optimizer=optimizer, adversarial_lr=1e-9), images, 60)
-    fresh = _ramps(1024, seed=1)
+    aae = _fit(AAEModule(AAE_NET, optimizer=optimizer, lr_schedule="cosine"), images, 60)
     with torch.no_grad():
-        z, z_plain = aae.net.encode(fresh), plain.net.encode(fresh)
-    kl, kl_plain = _gaussian_kl(z), _gaussian_kl(z_plain)
-    # In the prior's bulk (the plain codes lie tens of spreads away) ...
-    assert z.mean(0).abs().max() < 1.5, z.mean(0)
-    assert z.std(0).max() < 2.0, z.std(0)
-    assert kl < 0.1 * kl_plain, (kl, kl_plain)
-    # ... though on this tiny budget not yet spread over it (docs/quality.md).
-    assert z_plain.mean(0).abs().max() > 3.0
+        z = aae.net.encode(_ramps(1024, seed=1))
+    # Mean and spread near the prior's (0 and 1 in each unit), the two units not one
+    # collapsed direction; the covariance's off-diagonal varies from seed to seed on so
+    # short a training (docs/quality.md).
+    assert z.mean(0).abs().max() < 0.3, z.mean(0)
+    assert ((z.std(0) - 1).abs() < 0.2).all(), z.std(0)
+    assert torch.corrcoef(z.T)[0, 1].abs().item() < 0.8
+    assert _gaussian_kl(z) < 0.5
 
 
 def test_aae_image_score_is_the_codes_prior_nll():
