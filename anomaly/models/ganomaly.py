@@ -6,7 +6,8 @@ LeakyReLU, four halvings, then one convolution over the remaining grid to the co
 ``E`` that codes the reconstruction (``z_hat = E(GD(GE(x)))``), and a discriminator of
 the encoder's shape whose last grid of features serves the feature-matching loss. Input
 height and width must be divisible by 16. anomalib's GANomaly at 256x256 has 189 M
-parameters; here ``base`` channels (16 by default) keep it near 2 M at 128x128.
+parameters; here ``base`` channels (16 by default) keep all four networks near 3 M
+at 128x128.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class AAEModule(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         prior: dict[str, Any] | None = None,
         adversarial_lr: float | None = None,
-        prior_score: bool = True,
+        prior_score: bool = False,
         lr_schedule: str = "constant",
     ) -> None:
         super().__init__()

@@ -21,8 +21,17 @@ pytestmark = pytest.mark.integration
 OWN_SCORE = {"aae", "ganomaly"}
 
 
-@pytest.mark.parametrize("model", ["sparse_ae", "contractive_ae", "aae", "ganomaly"])
-def test_trains_calibrates_evaluates_scores_and_predicts(model, cli, tmp_path):
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("sparse_ae", ()),
+        ("contractive_ae", ()),
+        # The prior's likelihood in the image score is optional (off by default).
+        ("aae", ("model.module.prior_score=true",)),
+        ("ganomaly", ()),
+    ],
+)
+def test_trains_calibrates_evaluates_scores_and_predicts(model, extra, cli, tmp_path):
     from tests.conftest import make_tiny_mvtec
 
     root = make_tiny_mvtec(tmp_path / "data")
@@ -37,6 +46,7 @@ def test_trains_calibrates_evaluates_scores_and_predicts(model, cli, tmp_path):
         "trainer.max_epochs=2",
         "trainer.progress_bar=false",
         f"output_dir={tmp_path / 'train'}",
+        *extra,
         *common,
         cwd=tmp_path,
     )
