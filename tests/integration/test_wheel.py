@@ -86,4 +86,7 @@ def test_wheel_install_runs_train_cfg_job_from_elsewhere(tmp_path):
     assert "_target_: anomaly.models.conv_ae.ConvAutoencoder" in out.stdout
     assert "root: /some/images" in out.stdout and "image_size: 64" in out.stdout
     help_text = _run(str(venv / "bin" / "anomaly"), "train", "--help", cwd=elsewhere).stdout
-    assert "data.root" in help_text and "model: cae" in help_text
+    # The model group lists every packaged model config.
+    models = next(line for line in help_text.splitlines() if line.startswith("model: "))
+    assert "data.root" in help_text
+    assert {"cae", "feature_ae", "ganomaly"} <= set(models.removeprefix("model: ").split(", "))
