@@ -220,11 +220,7 @@ class Detector:
         return FEATURE_PASS_SIZE if wants.image_features or wants.patch_features else PASS_SIZE
 
     def scoring_wants(self) -> Wants:
-        """What scoring asks of the model.
-
-        The map, the features its add-ons need, and the model's own image score when it
-        gives one and no feature score takes that place.
-        """
+        """The map, the add-ons' features, the model's own score in the feature score's place."""
         return Wants(
             image_features=self.features is not None,
             patch_features=self.patches is not None,
@@ -292,14 +288,6 @@ class Detector:
                 f" mode gives no {addon.what} for the {addon.name.replace('_', ' ')}; set "
                 f"{addon.key}.enabled=false"
             )
-
-    def supports_features(self) -> bool:
-        """Whether the model gives image features for the feature score."""
-        return self.supports(FEATURE_SCORE)
-
-    def supports_patches(self) -> bool:
-        """Whether the model gives feature maps for the patch map."""
-        return self.supports(PATCH_MAP)
 
     def patch_features(self, images: Images) -> torch.Tensor:
         """Feature maps ``(N, D, h, w)`` of ``(N, C, H, W)`` model inputs.

@@ -14,6 +14,7 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError
 from anomaly.models.inspection import Wants
 from anomaly.models.unet import UNet
+from anomaly.scoring.addons import FEATURE_SCORE
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.features import ScoreFusion, pool_features
@@ -139,11 +140,11 @@ def test_models_without_features_are_refused_with_the_key():
             return x
 
     detector = Detector(Flat(), Preprocess.create(image_size=16, channels=1), MapSettings())
-    assert not detector.supports_features() and detector.feature_distances([]) is None
+    assert not detector.supports(FEATURE_SCORE) and detector.feature_distances([]) is None
     with pytest.raises(ConfigError, match="scoring.feature_score.enabled=false"):
         fit_features(detector, [])
     tiled = Detector(
         DraemModule(**MEMBER), Preprocess.create(image_size=16, channels=1, tile=True),
         MapSettings(),
     )  # fmt: skip
-    assert not tiled.supports_features()
+    assert not tiled.supports(FEATURE_SCORE)

@@ -15,6 +15,7 @@ from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, DataError, ModelFolderError
 from anomaly.model_folder import load_detector, save_model_folder
 from anomaly.models.inspection import Wants
+from anomaly.scoring.addons import PATCH_MAP
 from anomaly.scoring.calibration import CALIBRATION_FILE, Calibration
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
@@ -134,14 +135,14 @@ def test_models_without_feature_maps_are_refused_with_the_key():
             return x
 
     detector = Detector(Flat(), Preprocess.create(image_size=16, channels=1), MapSettings())
-    assert not detector.supports_patches()
+    assert not detector.supports(PATCH_MAP)
     with pytest.raises(ConfigError, match="scoring.patch_map.enabled=false"):
         fit_patches(detector, [])
     tiled = Detector(
         DraemModule(**MEMBER), Preprocess.create(image_size=16, channels=1, tile=True),
         MapSettings(),
     )  # fmt: skip
-    assert not tiled.supports_patches()
+    assert not tiled.supports(PATCH_MAP)
 
 
 def _folder(tmp_path, detector):
