@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomaly.models.conv_ae import build_decoder, build_encoder, check_size
+from anomaly.models.conv_ae import ConvAutoencoder
 from anomaly.models.dense_ae import _size
 
 VARIANTS = ("conv", "dense")
@@ -115,10 +115,7 @@ class ContractiveAutoencoder(nn.Module):
         self.probes = probes
         self.tied = tied
         if variant == "conv":
-            size = check_size(image_size)
-            self.shape = (channels, *size)
-            self.encoder = build_encoder(size, channels, latent_dim, width)
-            self.decoder = build_decoder(size, channels, latent_dim, width)
+            self.inner = ConvAutoencoder(image_size, channels, latent_dim, width)
         else:
             self.shape = (channels, *_size(image_size))
             features = channels * self.shape[1] * self.shape[2]
@@ -130,13 +127,13 @@ class ContractiveAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes ``(N, latent_dim)`` of images ``(N, C, H, W)``."""
         if self.variant == "conv":
-            return self.encoder(x).flatten(1)
+            return self.inner.encode(x).flatten(1)
         return torch.sigmoid(self.encoder(x.flatten(1)))
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
         """Images ``(N, C, H, W)`` in ``[0, 1]`` from codes ``(N, latent_dim)``."""
         if self.variant == "conv":
-            return self.decoder(h[:, :, None, None])
+            return self.inner.decode(h[:, :, None, None])
         out = (
             F.linear(h, self.encoder.weight.t(), self.decoder_bias)
             if self.tied
@@ -148,24 +145,25 @@ class ContractiveAutoencoder(nn.Module):
         """Reconstruct images ``(N, C, H, W)``."""
         return self.decode(self.encode(x))
 
+    def _code_and_norm(
+        self, x: torch.Tensor, *, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes ``(N, latent_dim)`` and their Jacobian norms ``(N,)`` from one encoder pass."""
+        if self.variant == "dense":
+            h = self.encode(x)
+            return h, sigmoid_jacobian_norm(h, self.encoder.weight)
+        x = x.detach().requires_grad_(True)
+        h = self.encode(x)
+        return h, autograd_jacobian_norm(h, x, probes=self.probes, create_graph=create_graph)
+
     def jacobian_norm(self, x: torch.Tensor) -> torch.Tensor:
         """``||dh/dx||_F^2`` per image ``(N,)``: closed form (``dense``) or autograd (``conv``)."""
-        if self.variant == "dense":
-            return sigmoid_jacobian_norm(self.encode(x), self.encoder.weight)
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            return autograd_jacobian_norm(self.encode(x), x, probes=self.probes, create_graph=False)
+            return self._code_and_norm(x, create_graph=False)[1]
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The reconstruction and the weighted mean Jacobian norm of the batch."""
-        if self.variant == "dense":
-            h = self.encode(x)
-            norm = sigmoid_jacobian_norm(h, self.encoder.weight)
-            return self.decode(h), self.weight * norm.mean()
-        if not torch.is_grad_enabled():
+        if self.variant == "conv" and not torch.is_grad_enabled():
             return self.forward(x), x.new_zeros(())
-        # One encoder pass serves the reconstruction and the norm.
-        x = x.detach().requires_grad_(True)
-        h = self.encode(x)
-        norm = autograd_jacobian_norm(h, x, probes=self.probes, create_graph=True)
+        h, norm = self._code_and_norm(x, create_graph=True)
         return self.decode(h), self.weight * norm.mean()

@@ -77,10 +77,9 @@ class Discriminator(nn.Module):
         """The last grid of features ``(N, 8 base, H/16, W/16)``."""
         return self.body(x)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits (N,), features)``: real-vs-reconstructed logits and the features."""
-        f = self.features(x)
-        return self.head(f).flatten(), f
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Real-vs-reconstructed logits ``(N,)``."""
+        return self.head(self.features(x)).flatten()
 
 
 class GANomalyNet(nn.Module):

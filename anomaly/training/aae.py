@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from anomaly.errors import ConfigError
 from anomaly.models.aae import gaussian_nll
 from anomaly.models.inspection import IMAGE_SCORE, RECONSTRUCTION, Inspection, Wants
-from anomaly.training.autoencoder import DEFAULT_OPTIMIZER, check_lr_schedule
+from anomaly.training.autoencoder import check_lr_schedule
 from anomaly.training.losses import build_loss
 from anomaly.training.phases import (
     log_losses,
@@ -86,7 +86,8 @@ class AAEModule(pl.LightningModule):
             raise ConfigError(
                 f"model.module.prior.name={prior.get('name')!r} is unknown; choose one of {PRIORS}"
             )
-        if not float(prior.get("std", 1.0)) > 0:
+        std = float(prior.get("std", 1.0))
+        if not std > 0:
             raise ConfigError(f"model.module.prior.std must be > 0, got {prior.get('std')!r}")
         if adversarial_lr is not None and not adversarial_lr > 0:
             raise ConfigError(f"model.module.adversarial_lr must be > 0, got {adversarial_lr!r}")
@@ -94,7 +95,7 @@ class AAEModule(pl.LightningModule):
         self.automatic_optimization = False
         self.net = instantiate(net, _convert_="all")
         self.loss_fn = build_loss(**(loss or {"name": "l2"}))
-        self.prior_std = float(prior.get("std", 1.0))
+        self.prior_std = std
         self.gives = frozenset({RECONSTRUCTION} | ({IMAGE_SCORE} if prior_score else set()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,14 +145,10 @@ class AAEModule(pl.LightningModule):
         """One optimiser each for (encoder, decoder), the discriminator and the encoder."""
         net = self.net
         encoder = list(net.encoder.parameters()) + list(net.code_norm.parameters())
-        adversarial = None
-        if self.hparams.adversarial_lr is not None:
-            adversarial = {
-                **(self.hparams.optimizer or DEFAULT_OPTIMIZER),
-                "lr": float(self.hparams.adversarial_lr),
-            }
+        lr = self.hparams.adversarial_lr
+        adversarial = {} if lr is None else {"lr": float(lr)}
         return phase_optimizers(
             self,
             [encoder + list(net.decoder.parameters()), net.discriminator.parameters(), encoder],
-            [None, adversarial, adversarial],
+            [{}, adversarial, adversarial],
         )

@@ -136,9 +136,7 @@ class GANomalyModule(pl.LightningModule):
         def disc() -> torch.Tensor:
             with torch.no_grad():
                 x_hat = self.net(x)
-            real, _ = self.net.discriminator(x)
-            fake, _ = self.net.discriminator(x_hat)
-            return discriminator_loss(real, fake)
+            return discriminator_loss(self.net.discriminator(x), self.net.discriminator(x_hat))
 
         d_loss = run_phase(self, opt_disc, disc)
         if d_loss.item() < self.hparams.reinit_below:

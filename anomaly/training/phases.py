@@ -1,8 +1,9 @@
 """Training in phases: one optimiser per phase, each updating only its own parameters.
 
 The adversarial models (USAD, the adversarial autoencoder, GANomaly) take several
-optimiser steps per batch with Lightning's manual optimisation; these two helpers build
-their optimisers and run one phase, so that each model states only its phases.
+optimiser steps per batch with Lightning's manual optimisation; these helpers build
+their optimisers, run one phase, step the schedulers and log the losses, so that each
+model states only its phases.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from anomaly.training.autoencoder import DEFAULT_OPTIMIZER, cosine_scheduler
 def phase_optimizers(
     module: pl.LightningModule,
     groups: Sequence[Sequence[torch.nn.Parameter]],
-    optimizers: Sequence[dict[str, Any] | None] | None = None,
+    overrides: Sequence[Mapping[str, Any]] | None = None,
 ) -> Any:
     """``configure_optimizers``' result: one optimiser per parameter group.
 
@@ -28,18 +29,18 @@ def phase_optimizers(
         module: The module; its hyper-parameters give ``optimizer`` (a partial optimiser
             config, Adam by default) and ``lr_schedule``.
         groups: Each phase's parameters.
-        optimizers: Per phase, a partial optimiser config that replaces ``optimizer``
-            (None: ``optimizer``).
+        overrides: Per phase, settings that replace those of ``optimizer`` (e.g.
+            ``{"lr": 1e-4}``); none when omitted.
     """
     default = module.hparams.get("optimizer") or DEFAULT_OPTIMIZER
-    configs = list(optimizers or [None] * len(groups))
+    changes = list(overrides or [{}] * len(groups))
     built = [
-        instantiate(config or default)(params=list(params))
-        for params, config in zip(groups, configs, strict=True)
+        instantiate({**default, **change})(params=list(params))
+        for params, change in zip(groups, changes, strict=True)
     ]
     if module.hparams.get("lr_schedule", "constant") == "constant":
         return built
-    # Stepped once per batch by run_phases' caller, after all phases' optimiser steps.
+    # Stepped once per batch (step_schedulers), after all phases' optimiser steps.
     schedulers = [
         cosine_scheduler(opt, module.trainer, steps_per_batch=len(built)) for opt in built
     ]
