@@ -4,7 +4,9 @@ A frozen backbone (:mod:`anomaly.models.backbones`) turns the image into multi-s
 feature maps; they are brought to the finest stage's grid, concatenated, locally
 averaged and standardised per channel. A small convolutional autoencoder with a narrow
 bottleneck learns to reproduce the feature maps of defect-free images, and the anomaly
-map is the per-position error of that reproduction, upsampled to the image. The same
+map is the per-position error of that reproduction, upsampled to the image: by default a
+weighted geometric mean of the finest stage's error (where) and the coarser stages'
+(what), so the coarse stages' wide receptive fields do not blur the outline. The same
 features serve the feature score and the patch map (nearest training position), so one
 forward pass gives all three.
 """
@@ -72,6 +74,10 @@ class FeatureAENetwork(nn.Module):
         hidden: Its hidden channels (None: between features and code).
         smoothing: Side of the local average over feature positions (PatchCore's
             neighbourhood aggregation; 1 for none).
+        fine_weight: Share of the finest stage's error in the map, which is
+            ``fine ** w * coarse ** (1 - w)`` of the mean squared errors of the finest
+            stride's channels and of the others'. None: the mean over all channels
+            (DFR's map), also when every stage has the finest stride.
     """
 
     gives = frozenset({MAP, IMAGE_FEATURES, PATCH_FEATURES})
@@ -82,13 +88,20 @@ class FeatureAENetwork(nn.Module):
         bottleneck: int = 32,
         hidden: int | None = None,
         smoothing: int = 3,
+        fine_weight: float | None = None,
     ) -> None:
         super().__init__()
         if smoothing < 1 or smoothing % 2 == 0:
             raise ValueError(f"smoothing must be an odd side >= 1, got {smoothing}")
+        if fine_weight is not None and not 0.0 <= fine_weight <= 1.0:
+            raise ValueError(f"fine_weight must be in [0, 1] or null, got {fine_weight}")
         self.backbone = Backbone(**(backbone or {}))
         self.smoothing = int(smoothing)
-        channels = sum(self.backbone.channels)
+        self.fine_weight = None if fine_weight is None else float(fine_weight)
+        strides, widths = self.backbone.strides, self.backbone.channels
+        # Stages come shallow first, so the finest stride's channels lead the features.
+        self.fine_channels = sum(c for c, s in zip(widths, strides, strict=True) if s == strides[0])
+        channels = sum(widths)
         # Per-channel statistics of the training features, cumulated over all batches
         # (momentum None): the stages' scales differ by an order of magnitude.
         self.norm = nn.BatchNorm2d(channels, affine=False, momentum=None)
@@ -122,13 +135,27 @@ class FeatureAENetwork(nn.Module):
         """Per-position squared reconstruction error ``(N, 1, h, w)``, mean over channels."""
         return (self.autoencoder(f) - f).pow(2).mean(dim=1, keepdim=True)
 
+    def score_map(self, f: torch.Tensor) -> torch.Tensor:
+        """Per-position anomaly score ``(N, 1, h, w)`` at the feature grid (see ``fine_weight``)."""
+        squared = (self.autoencoder(f) - f).pow(2)
+        w, n = self.fine_weight, self.fine_channels
+        if w is None or n == squared.shape[1]:
+            return squared.mean(dim=1, keepdim=True)
+        # The coarse stages' error spreads over their whole receptive field around a
+        # defect (a halo that outscores faint defects elsewhere: the demo's pooled pixel
+        # AUROC 0.970 against 0.999 with defect-free photos' pixels alone); the finest
+        # stage's error outlines it. A product keeps what both see.
+        fine = squared[:, :n].mean(dim=1, keepdim=True)
+        coarse = squared[:, n:].mean(dim=1, keepdim=True)
+        return fine.pow(w) * coarse.pow(1.0 - w)
+
     def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
         """The error map at the input's size, and the features, from one backbone pass."""
         f = self.features(x)
         out = Inspection()
         if wants.map:
             out.map = F.interpolate(
-                self.error(f), size=x.shape[-2:], mode="bilinear", align_corners=False
+                self.score_map(f), size=x.shape[-2:], mode="bilinear", align_corners=False
             )
         if wants.image_features:
             out.image_features = pool_features(f)

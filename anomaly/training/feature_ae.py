@@ -31,6 +31,8 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
         bottleneck: Code channels.
         hidden: Hidden channels (None: between features and code).
         smoothing: Side of the local average over feature positions.
+        fine_weight: Share of the finest stage's error in the map (None: the mean over
+            all channels, as models trained before it was a setting).
         optimizer: Partial optimiser config (Adam by default).
         lr_schedule: ``constant`` or ``cosine``.
         loss: Accepted for the common config and ignored (see above).
@@ -51,6 +53,7 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
         bottleneck: int = 32,
         hidden: int | None = None,
         smoothing: int = 3,
+        fine_weight: float | None = None,
         optimizer: dict[str, Any] | None = None,
         lr_schedule: str = "cosine",
         loss: dict[str, Any] | None = None,
@@ -62,7 +65,11 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
             backbone = {**(backbone or {}), "weights": "none"}
         try:
             self.network = FeatureAENetwork(
-                backbone=backbone, bottleneck=bottleneck, hidden=hidden, smoothing=smoothing
+                backbone=backbone,
+                bottleneck=bottleneck,
+                hidden=hidden,
+                smoothing=smoothing,
+                fine_weight=fine_weight,
             )
         except ValueError as exc:
             raise ConfigError(f"model=feature_ae: {exc}") from exc

@@ -158,6 +158,76 @@ def test_the_map_is_the_feature_error_by_hand():
     assert error[1, 0] == pytest.approx(0.75 * by_hand[0, 0] + 0.25 * by_hand[1, 0])
 
 
+def _fixed_network(fine_weight, stages=(3, 5)):
+    network = FeatureAENetwork(
+        backbone={"weights": "none", "stages": list(stages)}, smoothing=1, fine_weight=fine_weight
+    )
+    fine = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [0.0, 1.0]]])[None]
+    coarse = torch.full((1, 1, 1, 1), 2.0)
+    network.backbone = _Fixed([fine, coarse])
+    network.norm = nn.BatchNorm2d(3, affine=False, eps=0.0).eval()
+    network.autoencoder = _Zero()
+    return network.eval()
+
+
+@pytest.mark.parametrize("w", [0.0, 0.25, 0.5, 1.0])
+def test_the_map_weighs_the_fine_stage_against_the_coarse_ones_by_hand(w):
+    """fine ** w * coarse ** (1 - w) of the two channel groups' mean squared errors."""
+    network = _fixed_network(w)
+    assert network.fine_channels == 40  # stage 3 (stride 8) of stages 3, 5 (stride 16)
+    # The stand-in's two fine channels at the 2x2 grid, then the coarse one (2 upsampled).
+    fine = np.array([[1 + 0, 4 + 1], [9 + 0, 16 + 1]]) / 2
+    by_hand = fine**w * 4.0 ** (1 - w)
+    network.fine_channels = 2  # the stand-in's own widths
+    f = network.features(torch.zeros(1, 1, 4, 4))
+    np.testing.assert_allclose(network.score_map(f)[0, 0].numpy(), by_hand, rtol=1e-6)
+    error = network.inspect(torch.zeros(1, 1, 4, 4), Wants()).map[0, 0]
+    assert error[0, 0] == pytest.approx(by_hand[0, 0])
+    assert error[3, 3] == pytest.approx(by_hand[1, 1])
+    # The training loss stays the mean over every channel, whatever the map's weighting.
+    by_hand_mean = np.array([[1 + 0 + 4, 4 + 1 + 4], [9 + 0 + 4, 16 + 1 + 4]]) / 3
+    np.testing.assert_allclose(network.error(f)[0, 0].numpy(), by_hand_mean, rtol=1e-6)
+
+
+def test_a_product_map_is_sharper_than_the_channel_mean_around_a_defect():
+    """A coarse stage that sees a defect over a wide area, a fine one that sees its spot."""
+    network = FeatureAENetwork(backbone={"weights": "none", "stages": [3, 5]}, smoothing=1)
+    fine = torch.zeros(1, 2, 8, 8)
+    fine[0, :, 3, 3] = 3.0
+    coarse = torch.zeros(1, 1, 4, 4)
+    coarse[0, 0, 1:3, 1:3] = 3.0  # the defect's 2x2 coarse cells, 4x4 fine positions
+    network.backbone = _Fixed([fine, coarse])
+    network.norm = nn.BatchNorm2d(3, affine=False, eps=0.0).eval()
+    network.autoencoder = _Zero()
+    network.fine_channels = 2
+    network.eval()
+    f = network.features(torch.zeros(1, 1, 8, 8))
+    mean_map = network.score_map(f)[0, 0]
+    network.fine_weight = 0.25
+    product = network.score_map(f)[0, 0]
+    assert mean_map.argmax() == product.argmax() == 3 * 8 + 3
+    # The halo (positions off the spot that the coarse error reaches) keeps a third of
+    # the spot's score in the mean and nothing in the product.
+    halo = (coarse.repeat_interleave(2, -1).repeat_interleave(2, -2)[0, 0] > 0) & (fine[0, 0] == 0)
+    assert (mean_map[halo] / mean_map.max()).max() > 0.1
+    assert product[halo].max() == 0
+
+
+def test_without_a_coarser_stage_the_map_is_the_channel_mean():
+    network = FeatureAENetwork(
+        backbone={"weights": "none", "stages": [6, 7]}, smoothing=1, fine_weight=0.25
+    ).eval()
+    assert network.fine_channels == 512  # both at stride 32
+    f = network.features(torch.rand(1, 1, 64, 64))
+    torch.testing.assert_close(network.score_map(f), network.error(f))
+
+
+@pytest.mark.parametrize("w", [-0.1, 1.5])
+def test_a_fine_weight_outside_zero_to_one_is_refused(w):
+    with pytest.raises(ValueError, match="fine_weight"):
+        FeatureAENetwork(backbone={"weights": "none"}, fine_weight=w)
+
+
 def test_features_are_smoothed_like_a_uniform_filter_and_standardised():
     torch.manual_seed(0)
     network = FeatureAENetwork(backbone={"weights": "none", "stages": [3]}, smoothing=3)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from anomaly.data.transforms import Preprocess
+from anomaly.errors import ConfigError
 from anomaly.jobs.train import epochs_for
 from anomaly.settings import enabled_addons
 from anomaly.training.factory import build_module
@@ -36,6 +38,19 @@ def test_its_config_states_its_side_and_training_length():
         other = compose("config", overrides=["model=cae", "data.root=unused"])
     assert other.data.short_side == 128 and other.trainer.max_epochs == 30
     assert other.trainer.min_steps == 0
+
+
+def test_the_config_weighs_the_fine_stage_and_an_old_checkpoint_keeps_its_map():
+    module = build_module(_cfg())
+    assert module.network.fine_weight == 0.25
+    assert build_module(_cfg("model.module.fine_weight=null")).network.fine_weight is None
+    # A checkpoint saved before the setting existed has no such hyperparameter: it loads
+    # with the map it was calibrated with (the mean over all channels).
+    hparams = dict(module.hparams)
+    del hparams["fine_weight"]
+    assert type(module)(**hparams).network.fine_weight is None
+    with pytest.raises(ConfigError, match="fine_weight"):
+        build_module(_cfg("model.module.fine_weight=2"))
 
 
 def test_auto_leaves_the_patch_map_off_and_true_turns_it_on():
