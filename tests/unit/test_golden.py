@@ -44,7 +44,12 @@ def test_a_saved_model_folder_scores_as_when_it_was_saved(name):
     np.testing.assert_allclose(np.stack(maps), want["maps"], rtol=1e-5, atol=1e-6)
     rows = predict_images(detector, [str(p) for p in INPUTS])
     assert (rows["error"] == "").all()
-    np.testing.assert_allclose(rows["score"].to_numpy(float), want["scores"], rtol=1e-5)
+    # The score sums standardised parts: this tiny fixture's map maxima spread by 0.005
+    # and its feature distances are Mahalanobis distances in the thousands, so the float
+    # rounding of another CPU's kernels (maps equal to 1e-6, as above) moves the score by
+    # up to 1e-3 of itself (0.0008 measured on an AVX-512/AMX machine against the one
+    # that saved it); verdicts, regions and p-values below must not move at all.
+    np.testing.assert_allclose(rows["score"].to_numpy(float), want["scores"], rtol=2e-3)
     np.testing.assert_array_equal(rows["is_defective"].to_numpy(bool), want["verdicts"])
     np.testing.assert_array_equal(rows["n_regions"].to_numpy(int), want["n_regions"])
     np.testing.assert_array_equal(rows["p_value"].to_numpy(float), want["p_values"])
