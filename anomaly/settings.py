@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.models.inspection import inspectable
-from anomaly.scoring.addons import ADDONS, AddOn
+from anomaly.scoring.addons import ADDONS, PATCH_MAP, POSITION_SCORE, AddOn
 from anomaly.scoring.detector import gives
 from anomaly.scoring.fitting import CalibrationSpec
 from anomaly.scoring.maps import MapSettings
@@ -111,10 +111,27 @@ def enabled_addons(
     """The add-ons the config asks for on ``model``, each with its (checked) fitting arguments.
 
     Raises:
-        ConfigError: As :func:`use_addon`, or a setting of an add-on in use out of range.
+        ConfigError: As :func:`use_addon`, a setting of an add-on in use out of range, or
+            the position score asked for beside the patch map or the ``area`` score (with
+            ``auto`` it gives way to them).
     """
-    return {
+    chosen = {
         addon: addon_settings(cfg, addon)
         for addon in ADDONS
         if use_addon(cfg, addon, model, preprocess)
     }
+    clash = (
+        "the patch map (scoring.patch_map), whose share of the map is fitted after it"
+        if PATCH_MAP in chosen
+        else "scoring.score=area, which counts pixels over the model map's own threshold"
+        if cfg.scoring.score == "area"
+        else ""
+    )
+    if POSITION_SCORE in chosen and clash:
+        if cfg.scoring.position_score.enabled is True:
+            raise ConfigError(
+                f"{POSITION_SCORE.key}.enabled=true cannot go with {clash}; set one of them "
+                "off (the position score standardises the model's map alone)"
+            )
+        del chosen[POSITION_SCORE]
+    return chosen

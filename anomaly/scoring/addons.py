@@ -1,4 +1,4 @@
-"""The detector's add-ons, registered in one place: the feature score and the patch map.
+"""The detector's add-ons, registered in one place: feature score, patch map, position score.
 
 An add-on is fitted on what the model gives for the defect-free training images, saved
 beside the checkpoint, loaded with it, and applied by :meth:`Detector.inspect` to the
@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from anomaly.models.inspection import IMAGE_FEATURES, IMAGE_SCORE, PATCH_FEATURES
+from anomaly.models.inspection import IMAGE_FEATURES, IMAGE_SCORE, MAP, PATCH_FEATURES
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.features import FEATURES_FILE, FeatureGaussian
 from anomaly.scoring.patches import PATCHES_FILE, PatchMemory, check_patch_settings
+from anomaly.scoring.positions import POSITIONS_FILE, PositionStats
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class AddOn:
         attribute: The :class:`~anomaly.scoring.detector.Detector` attribute that holds
             it once fitted or loaded.
         file: Its file in the model folder.
-        needs: The model output it is fitted on and applied to.
+        needs: The model output it is fitted on and applied to (``map``: the detector's
+            smoothed maps, pooled, :func:`~anomaly.scoring.positions.pooled`).
         what: That output in words, for error messages.
         settings: Its fitting arguments from its config group (``enabled`` removed).
         fit: Fits it on the stacked outputs of the training images with those arguments.
@@ -124,4 +126,20 @@ PATCH_MAP = AddOn(
     ),
 )
 
-ADDONS: tuple[AddOn, ...] = (FEATURE_SCORE, PATCH_MAP)
+POSITION_SCORE = AddOn(
+    name="position_score",
+    attribute="positions",
+    file=POSITIONS_FILE,
+    needs=MAP,
+    what="map of its own",
+    settings=lambda group: {},
+    fit=lambda outputs, **_: PositionStats.fit([m for maps in outputs for m in maps]),
+    load=PositionStats.load,
+    describe=lambda p: (
+        f"position score: the map's mean and spread at {p.mean.size} positions over "
+        f"{p.n_images} training images"
+    ),
+    used_by=lambda c: "takes the map's score standardised per position" if c.positions else "",
+)
+
+ADDONS: tuple[AddOn, ...] = (FEATURE_SCORE, PATCH_MAP, POSITION_SCORE)

@@ -46,6 +46,9 @@ class Calibration:
         patch_scale: Weight of the patch map added to the model's map
             (:mod:`anomaly.scoring.patches`); 0 when the map is the model's alone. Every
             threshold here was fitted on the map with it.
+        positions: Whether the map's image score was taken on the map standardised per
+            position (:mod:`anomaly.scoring.positions`, ``positions.npz``); the image
+            threshold and the fusion were fitted on that score.
         schema_version: Version of this file's layout.
     """
 
@@ -59,6 +62,7 @@ class Calibration:
     validation_scores: list[float] = field(default_factory=list)
     fusion: dict[str, float] = field(default_factory=dict)
     patch_scale: float = 0.0
+    positions: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -121,6 +125,11 @@ class Calibration:
             raise ModelFolderError(
                 f"{path}: patch_scale must be a finite number >= 0 (0: no patch map), got "
                 f"{scale!r}; fix it or re-fit it with `anomaly calibrate`"
+            )
+        if not isinstance(raw.get("positions", False), bool):
+            raise ModelFolderError(
+                f"{path}: positions must be true or false, got {raw['positions']!r}; fix it "
+                "or re-fit it with `anomaly calibrate`"
             )
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
@@ -241,6 +250,7 @@ def fit_calibration(
     pixel_threshold: float | None = None,
     fusion: ScoreFusion | None = None,
     patch_scale: float = 0.0,
+    positions: bool = False,
 ) -> Calibration:
     """Fit image and pixel thresholds on defect-free validation images.
 
@@ -258,6 +268,7 @@ def fit_calibration(
         fusion: How ``image_scores`` were combined from map and feature scores, when
             they were.
         patch_scale: The patch map's weight in the maps these were fitted on.
+        positions: Whether the image scores took the map standardised per position.
 
     Returns:
         The calibration, with the sorted validation scores for p-values.
@@ -278,6 +289,7 @@ def fit_calibration(
         validation_scores=sorted(float(v) for v in scores),
         fusion=fusion.to_dict() if fusion is not None else {},
         patch_scale=float(patch_scale),
+        positions=bool(positions),
     )
 
 

@@ -27,9 +27,11 @@ from anomaly.models.inspection import (
 from anomaly.scoring.addons import FEATURE_SCORE, PATCH_MAP, AddOn
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.features import FeatureGaussian, ScoreFusion
+from anomaly.scoring.inspected import Images, Inspected, gives
 from anomaly.scoring.maps import MapSettings, image_scores, raw_map, smooth
 from anomaly.scoring.passes import parallel_passes
 from anomaly.scoring.patches import PatchMemory
+from anomaly.scoring.positions import PositionStats, pooled
 from anomaly.scoring.tiling import tiled_map
 
 # Images per forward pass. Small passes keep the activations in cache: on two cores four
@@ -43,42 +45,6 @@ from anomaly.scoring.tiling import tiled_map
 # by ~3e-4 relative, so saved models would no longer score as saved.)
 PASS_SIZE = 4
 FEATURE_PASS_SIZE = 1
-
-Images = torch.Tensor | Sequence[torch.Tensor]
-
-
-def gives(model: nn.Module, preprocess: Preprocess, addon: AddOn) -> bool:
-    """Whether ``model`` gives what ``addon`` needs under ``preprocess``.
-
-    Tile mode never does: a window is not an image, and a memory of whole-image
-    positions does not describe windows.
-    """
-    return addon.needs in inspectable(model).gives and not preprocess.tile
-
-
-@dataclass
-class Inspected:
-    """A batch of images as the detector sees them (:meth:`Detector.inspect`).
-
-    Attributes:
-        maps: Smoothed anomaly maps, one ``(1, h, w)`` per image: the model's map plus,
-            once calibrated, the weighted patch map.
-        distances: The images' second image score ``(N,)``, fused with the map's: the
-            feature score, or the model's own (GANomaly's latent distance); None without.
-        model_maps: The model's smoothed maps alone (``maps`` without the patch map).
-        patch_maps: Smoothed, unweighted patch maps (None without the patch map).
-        reconstructions: The first reconstruction of each image, when asked for.
-        image_features: ``(N, D)`` float64 features, when asked for.
-        patch_features: ``(N, D, h, w)`` feature maps, when asked for.
-    """
-
-    maps: list[torch.Tensor]
-    distances: np.ndarray | None = None
-    model_maps: list[torch.Tensor] | None = None
-    patch_maps: list[torch.Tensor] | None = None
-    reconstructions: list[torch.Tensor] | None = None
-    image_features: np.ndarray | None = None
-    patch_features: torch.Tensor | None = None
 
 
 @dataclass
@@ -99,6 +65,8 @@ class Detector:
         patches: Memory of the training images' bottleneck positions, for the patch map
             (None: the map is the model's alone). It counts once the calibration holds
             its ``patch_scale``.
+        positions: The training maps' mean and spread per position, for the position
+            score; it counts once the calibration says it was fitted with it.
     """
 
     model: nn.Module
@@ -108,6 +76,7 @@ class Detector:
     model_id: str = ""
     features: FeatureGaussian | None = None
     patches: PatchMemory | None = None
+    positions: PositionStats | None = None
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -121,6 +90,7 @@ class Detector:
         reconstructions: bool = False,
         image_features: bool = False,
         patch_features: bool = False,
+        fitting_maps: bool = False,
     ) -> Inspected:
         """Maps, feature scores and patch maps of a batch, from one forward pass per image.
 
@@ -132,6 +102,8 @@ class Detector:
                 from a model that compares in feature space, such as feature_ae).
             image_features: Only the features for fitting the feature score (no maps).
             patch_features: Only the feature maps for fitting the patch map (no maps).
+            fitting_maps: With either (or alone), the model's maps too, pooled
+                (:func:`~anomaly.scoring.positions.pooled`), for fitting the position score.
         """
         if len(images) == 0:
             return Inspected(maps=[], model_maps=[])
@@ -142,18 +114,25 @@ class Detector:
         self.model.eval()
         reconstructions = reconstructions and RECONSTRUCTION in self.network.gives
         try:
-            return self._inspect(images, reconstructions, image_features, patch_features)
+            return self._inspect(
+                images, reconstructions, image_features, patch_features, fitting_maps
+            )
         finally:
             self.model.train(was_training)
 
     def _inspect(
-        self, images: Images, reconstructions: bool, image_features: bool, patch_features: bool
+        self,
+        images: Images,
+        reconstructions: bool,
+        image_features: bool,
+        patch_features: bool,
+        fitting_maps: bool = False,
     ) -> Inspected:
         if self.preprocess.tile:
             return self._inspect_tiles(images, reconstructions)
-        fitting = image_features or patch_features
+        fitting = image_features or patch_features or fitting_maps
         wants = replace(
-            Wants(map=False, image_features=image_features, patch_features=patch_features)
+            Wants(map=fitting_maps, image_features=image_features, patch_features=patch_features)
             if fitting
             else self.scoring_wants(),
             reconstruction=reconstructions,
@@ -168,7 +147,8 @@ class Detector:
         out = self._forward(batch, wants)
         features = None if out.image_features is None else out.image_features.double().numpy()
         if fitting:
-            return Inspected(maps=[], image_features=features, patch_features=out.patch_features)
+            maps = pooled(self._smoothed(list(out.map.unbind(0)))) if fitting_maps else []
+            return Inspected(maps=maps, image_features=features, patch_features=out.patch_features)
         model_maps = self._smoothed(list(out.map.unbind(0)))
         result = Inspected(maps=model_maps, model_maps=model_maps)
         if wants.reconstruction:
@@ -381,10 +361,16 @@ class Detector:
     def map_scores(
         self, maps: Sequence[torch.Tensor], *, pixel_threshold: float | None = None
     ) -> np.ndarray:
-        """Image scores ``(N,)`` from the maps alone (``scoring.score``)."""
+        """Image scores ``(N,)`` from the maps alone (``scoring.score``).
+
+        With the position score (fitted, and in the calibration if there is one) the maps
+        are standardised per position first.
+        """
         pixel = pixel_threshold
         if pixel is None and self.calibration is not None:
             pixel = self.calibration.pixel_threshold
+        if self.positions is not None and (self.calibration is None or self.calibration.positions):
+            maps = [self.positions.standardised(m) for m in maps]
         return np.array(
             [
                 float(

@@ -13,7 +13,7 @@ import torch
 
 from anomaly.data.folder import Sample
 from anomaly.errors import ConfigError, DataError
-from anomaly.models.inspection import IMAGE_FEATURES, PATCH_FEATURES
+from anomaly.models.inspection import IMAGE_FEATURES, MAP, PATCH_FEATURES
 from anomaly.scoring.addons import FEATURE_SCORE, PATCH_MAP, AddOn
 from anomaly.scoring.calibration import Calibration, fit_calibration, fit_pixel_threshold
 from anomaly.scoring.detector import Detector, Inspected
@@ -108,7 +108,8 @@ def calibrate(
     With a feature model (``detector.features``), or a model that gives its own image
     score, the image score becomes the fusion of that score and the map's, standardised
     on these images (``map_weight``: the map's share), and the image threshold is fitted
-    on that.
+    on that. With the position score (``detector.positions``) the map's image score is
+    taken on the map standardised per position.
 
     Unreadable images are skipped with a warning that names them.
 
@@ -174,6 +175,7 @@ def calibrate(
         pixel_threshold=t_pixel,
         fusion=fusion,
         patch_scale=scale,
+        positions=detector.positions is not None,
     )
     return detector.calibration
 
@@ -216,6 +218,7 @@ def fit_addons(
         samples,
         image_features=IMAGE_FEATURES in needs,
         patch_features=PATCH_FEATURES in needs,
+        fitting_maps=MAP in needs,
         purpose=names,
         key=next(iter(addons)).key,
         batch_size=batch_size,
@@ -224,7 +227,8 @@ def fit_addons(
     )
     for addon, settings in addons.items():
         started = time.perf_counter()
-        part = addon.fit([getattr(o, addon.needs) for o in outputs], **settings)
+        got = [o.maps if addon.needs == MAP else getattr(o, addon.needs) for o in outputs]
+        part = addon.fit(got, **settings)
         setattr(detector, addon.attribute, part)
         log.info("%s (%.0f s)", addon.describe(part), time.perf_counter() - started)
     detector.calibration = None
@@ -300,6 +304,7 @@ def _training_outputs(
     *,
     image_features: bool,
     patch_features: bool,
+    fitting_maps: bool,
     purpose: str,
     key: str,
     batch_size: int,
@@ -323,6 +328,7 @@ def _training_outputs(
         skip_errors=True,
         image_features=image_features,
         patch_features=patch_features,
+        fitting_maps=fitting_maps,
     ):
         for i, reason in batch["errors"]:
             log.warning(

@@ -37,6 +37,7 @@ def inspect_batches(
     timings: dict[str, float] | None = None,
     image_features: bool = False,
     patch_features: bool = False,
+    fitting_maps: bool = False,
 ) -> Iterator[tuple[dict[str, Any], Inspected]]:
     """Stream ``(batch, inspected)`` over samples; decoding happens in loader workers.
 
@@ -45,7 +46,8 @@ def inspect_batches(
     still see their ``errors``.
     With ``timings``, seconds spent waiting for decoded images (``decode``) and computing
     maps (``model``) are added to it. With ``image_features`` or ``patch_features``, the
-    batches are inspected for fitting the add-ons instead (features, no maps).
+    batches are inspected for fitting the add-ons instead (features, no maps); with
+    ``fitting_maps`` too, or alone, their maps pooled for fitting the position score.
     """
     dataset = ImageDataset(
         samples,
@@ -64,7 +66,10 @@ def inspect_batches(
             return
         inspected = (
             detector.inspect(
-                batch["image"], image_features=image_features, patch_features=patch_features
+                batch["image"],
+                image_features=image_features,
+                patch_features=patch_features,
+                fitting_maps=fitting_maps,
             )
             if "image" in batch
             else Inspected(maps=[])

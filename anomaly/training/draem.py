@@ -152,6 +152,10 @@ class DraemModule(ScoredByNetwork, pl.LightningModule):
         ConfigError: A value out of range (names the ``model.module.*`` key).
     """
 
+    # scoring.position_score=auto leaves it off: measured on feature_ae's maps only, and
+    # beside the patch map (on by default here) it cannot be used.
+    auto_off = frozenset({"position_score"})
+
     def __init__(
         self,
         reconstructive: dict[str, Any],

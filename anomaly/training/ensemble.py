@@ -83,6 +83,10 @@ class EnsembleModule(ScoredByNetwork, pl.LightningModule):
             or ``model.module._target_`` key).
     """
 
+    # scoring.position_score=auto leaves it off: measured on feature_ae's maps only, and
+    # beside the patch map (on by default here) it cannot be used.
+    auto_off = frozenset({"position_score"})
+
     def __init__(
         self,
         member: dict[str, Any],

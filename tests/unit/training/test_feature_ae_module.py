@@ -57,7 +57,8 @@ def test_auto_leaves_the_patch_map_off_and_true_turns_it_on():
     preprocess = Preprocess.create(image_size=64, channels=1)
     cfg = _cfg()
     module = build_module(cfg)
-    assert {a.name for a in enabled_addons(cfg, module, preprocess)} == {"feature_score"}
+    names = {a.name for a in enabled_addons(cfg, module, preprocess)}
+    assert names == {"feature_score", "position_score"}
     cfg = _cfg("scoring.patch_map.enabled=true")
     names = {a.name for a in enabled_addons(cfg, module, preprocess)}
     assert names == {"feature_score", "patch_map"}
