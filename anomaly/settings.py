@@ -45,6 +45,7 @@ def preprocess_settings(data: DictConfig) -> Preprocess:
         scale=float(d["scale"]),
         tile_stride=d["tile_stride"],
         normalize=d.get("normalize", "none"),
+        upright=d.get("upright", False),
     )
 
 

@@ -138,7 +138,7 @@ class ImageDataset(Dataset):
             if self.with_masks:
                 size = tuple(item["image"].shape[-2:])
                 item["mask"], item["has_mask"], item["mask_error"] = _mask(
-                    sample, array.shape[:2], size
+                    sample, array.shape[:2], size, turn=self.preprocess.turns(*array.shape[:2])
                 )
         except ImageReadError as exc:
             if not self.skip_errors:
@@ -150,9 +150,12 @@ class ImageDataset(Dataset):
 
 
 def _mask(
-    sample: Sample, shape: tuple[int, ...], size: tuple[int, ...]
+    sample: Sample, shape: tuple[int, ...], size: tuple[int, ...], *, turn: bool = False
 ) -> tuple[torch.Tensor, bool, str]:
-    """The mask at the model's size, whether pixel metrics may use it, and why not."""
+    """The mask at the model's size, whether pixel metrics may use it, and why not.
+
+    ``turn``: the image was transposed before it was resized (``data.upright``).
+    """
     if sample.mask_path is None:
         # A defect-free image has an empty mask; a defective one without a mask file is
         # marked so that pixel metrics leave it out instead of counting it as all-good.
@@ -169,6 +172,8 @@ def _mask(
             f"{sample.path.name} is {shape[1]}x{shape[0]}; masks must match their image"
         )
         return torch.zeros(1, *size), False, reason
+    if turn:
+        mask = np.ascontiguousarray(mask.T)
     return resize_mask(torch.from_numpy(mask)[None], size), True, ""
 
 

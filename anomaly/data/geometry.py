@@ -112,3 +112,47 @@ def resolve_image_size(
             int(np.median(widths)),
         )
     return list(size)
+
+
+# data.upright=auto turns photos when at least this share of the training photos lie the
+# other way round from the input: then one input shape squeezes many photos.
+UPRIGHT_SHARE = 0.1
+
+
+def resolve_upright(
+    upright: object, train_paths: Sequence[Path], image_size: Sequence[int], *, tile: bool
+) -> bool:
+    """``data.upright``, decided from the training photos when it is ``auto``.
+
+    On when the input is not square and at least :data:`UPRIGHT_SHARE` of the training
+    photos are wider than tall where the input is taller than wide (or the reverse):
+    Magnetic Tile's photos (width / height 0.36-2.61) were squeezed up to three times
+    across, and its wide photos' defects scored lowest (docs/quality.md, "Photos of both
+    orientations").
+
+    Raises:
+        ConfigError: A value other than auto, true or false.
+    """
+    if upright not in ("auto", True, False):
+        raise ConfigError(f"data.upright={upright!r}: give auto, true or false")
+    if upright != "auto":
+        return bool(upright)
+    height, width = (int(v) for v in image_size)
+    if tile or height == width:
+        return False
+    sizes = photo_sizes(train_paths)
+    other = sum(1 for h, w in sizes if h != w and (w > h) != (width > height))
+    share = other / max(1, len(sizes))
+    turned = share >= UPRIGHT_SHARE
+    if other:
+        log.info(
+            "%d of %d training photos lie the other way round from the %dx%d input: they are "
+            "%s (data.upright=%s to choose)",
+            other,
+            len(sizes),
+            height,
+            width,
+            "turned upright before resizing" if turned else "resized as they are",
+            "false" if turned else "true",
+        )
+    return turned

@@ -56,6 +56,9 @@ class Preprocess:
         normalize: ``none``, or ``mean_std``: every image is shifted and stretched to the
             same mean and standard deviation, so that exposure and lamp drift between
             photos are not reported as defects (the model never sees them either).
+        upright: Resize mode: a photo whose orientation (wider than tall, or taller than
+            wide) is the opposite of the input's is transposed first, so it is not
+            squeezed into the input; its maps are transposed back (:meth:`to_photo`).
     """
 
     image_size: tuple[int, int]
@@ -64,6 +67,7 @@ class Preprocess:
     scale: float = 1.0
     tile_stride: tuple[int, int] | None = None
     normalize: str = "none"
+    upright: bool = False
 
     @classmethod
     def create(
@@ -75,6 +79,7 @@ class Preprocess:
         scale: float = 1.0,
         tile_stride: int | Sequence[int] | None = None,
         normalize: str = "none",
+        upright: bool = False,
     ) -> Preprocess:
         """Build from config values, validating them.
 
@@ -93,7 +98,25 @@ class Preprocess:
                 "image would never be inspected"
             )
         check_normalize(normalize, "data.normalize")
-        return cls(size, int(channels), bool(tile), float(scale), stride, normalize)
+        if upright not in (True, False):
+            raise ConfigError(f"data.upright must be true or false here, got {upright!r}")
+        if upright and tile:
+            raise ConfigError(
+                "data.upright applies to resize mode only (tiles keep the photo's shape); "
+                "set data.upright=false or data.tile=false"
+            )
+        return cls(size, int(channels), bool(tile), float(scale), stride, normalize, upright)
+
+    def turns(self, height: int, width: int) -> bool:
+        """Whether a photo of ``(height, width)`` is transposed before it is resized."""
+        h, w = self.image_size
+        return self.upright and height != width and h != w and (width > height) != (w > h)
+
+    def to_photo(self, score_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """A ``(1, h, w)`` map at the model's size, as the photo of ``size`` lies, resized."""
+        if self.turns(*size):
+            score_map = score_map.transpose(-1, -2)
+        return resize_map(score_map, size)
 
     @property
     def stride(self) -> tuple[int, int]:
@@ -117,10 +140,13 @@ class Preprocess:
             "scale": self.scale,
             "tile_stride": None if self.tile_stride is None else list(self.tile_stride),
             "normalize": self.normalize,
+            "upright": self.upright,
         }
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """Turn an ``(H, W, C)`` float array into a ``(C, h, w)`` tensor at working size."""
+        if self.turns(*image.shape[:2]):
+            image = np.swapaxes(image, 0, 1)
         out = resize_image(to_tensor(image), self.working_size(*image.shape[:2]))
         return standardize(out) if self.normalize == "mean_std" else out
 

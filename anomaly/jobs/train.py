@@ -20,7 +20,7 @@ from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.data.folder import Sample, fingerprint, scan_dataset
-from anomaly.data.geometry import resolve_image_size
+from anomaly.data.geometry import resolve_image_size, resolve_upright
 from anomaly.errors import ConfigError, TrainingInterruptedError
 from anomaly.io import write_errors_csv, write_text_atomic
 from anomaly.jobs.checks import check_config
@@ -83,6 +83,13 @@ def train(cfg: DictConfig) -> TrainResult:
         [s.path for s in scanned.train],
         short_side=int(cfg.data.get("short_side", 128)),
         max_aspect=float(cfg.data.get("max_aspect", 4.0)),
+        tile=bool(cfg.data.tile),
+    )
+    size = OmegaConf.to_container(cfg.data, resolve=True)["image_size"]
+    cfg.data.upright = resolve_upright(
+        cfg.data.get("upright", False),
+        [s.path for s in scanned.train],
+        [size, size] if isinstance(size, int) else size,
         tile=bool(cfg.data.tile),
     )
     preprocess = preprocess_settings(cfg.data)

@@ -11,7 +11,6 @@ import numpy as np
 
 from anomaly.data.folder import Sample
 from anomaly.data.images import read_mask
-from anomaly.data.transforms import resize_map
 from anomaly.errors import ConfigError
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.metrics import RankedPixels, auroc, average_precision, best_f1, f1_at
@@ -176,7 +175,7 @@ def evaluate(
                 continue
             path = samples[i].mask_path
             mask = read_mask(path) if path is not None else np.zeros(size, dtype=bool)
-            native[i] = (mask, resize_map(score_map, size)[0].numpy())
+            native[i] = (mask, detector.preprocess.to_photo(score_map, size)[0].numpy())
     labels = np.array([s.label for s in samples])
     metrics: dict[str, float] = {}
     threshold = detector.calibration.image_threshold if detector.calibration else None

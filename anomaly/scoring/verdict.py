@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from anomaly.data.transforms import resize_map
 from anomaly.scoring.calibration import p_values
 from anomaly.scoring.detector import Detector, Inspected
 from anomaly.scoring.regions import RegionSettings, defect_regions
@@ -110,7 +109,7 @@ def analyse(
     pvals = p_values(scores, reference).tolist() if reference else [None] * len(scores)
     results = []
     for m, size, score, pval in zip(maps, original_sizes, scores, pvals, strict=True):
-        full = resize_map(m, tuple(size))[0].numpy()
+        full = detector.preprocess.to_photo(m, tuple(size))[0].numpy()
         error = unjudgeable(float(score), full)
         if error:
             # Flagged, so that a caller that overlooked ``error`` would stop the part,

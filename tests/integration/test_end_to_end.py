@@ -113,6 +113,8 @@ def test_model_folder_is_complete(trained):
         "scale": 1.0,
         "tile_stride": None,
         "normalize": "none",
+        # A square input: nothing to turn upright (data.upright=auto).
+        "upright": False,
     }
     with Image.open(trained["work"] / "train" / "evaluation" / "samples.png") as grid:
         assert grid.format == "PNG" and grid.size[0] > 300
