@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 from PIL import Image
+from torch import nn
+
+from anomaly.models.inspection import MAP, Inspection, Wants
 
 if TYPE_CHECKING:
     from anomaly.scoring.detector import Detector
@@ -152,3 +156,16 @@ def make_trainer(steps: int, **kwargs: object) -> pl.Trainer:
         accelerator="cpu",
         **kwargs,
     )
+
+
+class ImageIsTheMap(nn.Module):
+    """A stand-in model whose map is its input's first channel (so a test draws the maps)."""
+
+    gives = frozenset({MAP})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
+        return Inspection(map=x[:, :1] if wants.map else None)

@@ -18,7 +18,7 @@ from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.regions import RegionSettings
 from anomaly.scoring.verdict import analyse
-from tests.conftest import write_png
+from tests.conftest import ImageIsTheMap, write_png
 
 TALL = Preprocess.create(image_size=(32, 16), channels=1, upright=True)
 
@@ -69,17 +69,6 @@ def test_auto_turns_photos_when_a_tenth_or_more_lie_the_other_way(tmp_path):
         resolve_upright("sometimes", [], [64, 64], tile=False)
 
 
-class _ImageIsTheMap(nn.Module):
-    gives = frozenset({MAP})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.unused = nn.Parameter(torch.zeros(1))
-
-    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
-        return Inspection(map=x[:, :1])
-
-
 def test_a_wide_photos_map_and_mask_lie_where_its_defect_is(tmp_path):
     """The map of a turned photo, at the photo's size, is the photo's own (bright) spot."""
     photo = np.zeros((40, 80), np.uint8)
@@ -87,7 +76,7 @@ def test_a_wide_photos_map_and_mask_lie_where_its_defect_is(tmp_path):
     path = write_png(tmp_path / "wide.png", photo)
     mask_path = write_png(tmp_path / "wide_mask.png", photo)
     detector = Detector(
-        _ImageIsTheMap(),
+        ImageIsTheMap(),
         Preprocess.create(image_size=(64, 32), channels=1, upright=True),
         MapSettings(smoothing_sigma=0.0),
     )

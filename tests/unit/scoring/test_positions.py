@@ -9,13 +9,11 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from torch import nn
 
 from anomaly.data.folder import Sample
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.model_folder import load_detector, save_model_folder
-from anomaly.models.inspection import MAP, Inspection, Wants
 from anomaly.scoring.addons import POSITION_SCORE
 from anomaly.scoring.calibration import Calibration
 from anomaly.scoring.detector import Detector
@@ -24,7 +22,7 @@ from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.positions import FLOOR, POOL, PositionStats, pooled
 from anomaly.settings import enabled_addons
 from anomaly.training.factory import build_module
-from tests.conftest import stripes_and_noise, tiny_draem_detector
+from tests.conftest import ImageIsTheMap, stripes_and_noise, tiny_draem_detector
 from tests.unit.training.test_feature_ae_module import CONF
 
 
@@ -81,19 +79,6 @@ def test_save_and_load_round_trip_and_broken_files_name_the_file(tmp_path):
         PositionStats.load(path)
 
 
-class _ImageIsTheMap(nn.Module):
-    """A stand-in model whose map is its input (so the test draws the maps)."""
-
-    gives = frozenset({MAP})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.unused = nn.Parameter(torch.zeros(1))
-
-    def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
-        return Inspection(map=x[:, :1] if wants.map else None)
-
-
 def _read(detector: Detector, path) -> torch.Tensor:
     return detector.preprocess(np.asarray(Image.open(path), dtype=np.float32)[..., None] / 255)
 
@@ -119,7 +104,7 @@ def test_a_defect_fainter_than_the_border_outranks_good_photos_only_when_standar
     good = [_photo(tmp_path / f"g{i}.png", {}, rng.uniform(0.6, 0.9), rng) for i in range(6)]
     bad = [_photo(tmp_path / f"b{i}.png", {(16, 16): 0.5}, 0.6, rng) for i in range(3)]
     detector = Detector(
-        _ImageIsTheMap(),
+        ImageIsTheMap(),
         Preprocess.create(image_size=32, channels=1),
         MapSettings(smoothing_sigma=0.0),
     )
