@@ -77,18 +77,18 @@ def train(cfg: DictConfig) -> TrainResult:
     # Scanned once: data.image_size=auto reads the photos' sizes, then the data module
     # splits the same list.
     scanned = scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix))
+    paths = [s.path for s in scanned.train]
     # Concrete from here on: the model's config, the saved model and the run all see it.
-    cfg.data.image_size = resolve_image_size(
+    cfg.data.image_size = size = resolve_image_size(
         OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
-        [s.path for s in scanned.train],
+        paths,
         short_side=int(cfg.data.get("short_side", 128)),
         max_aspect=float(cfg.data.get("max_aspect", 4.0)),
         tile=bool(cfg.data.tile),
     )
-    size = OmegaConf.to_container(cfg.data, resolve=True)["image_size"]
     cfg.data.upright = resolve_upright(
         cfg.data.get("upright", False),
-        [s.path for s in scanned.train],
+        paths,
         [size, size] if isinstance(size, int) else size,
         tile=bool(cfg.data.tile),
     )

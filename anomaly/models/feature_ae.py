@@ -131,13 +131,17 @@ class FeatureAENetwork(nn.Module):
                 f = F.avg_pool2d(F.pad(f, (pad,) * 4, mode="replicate"), self.smoothing, stride=1)
             return self.norm(f)
 
+    def squared_error(self, f: torch.Tensor) -> torch.Tensor:
+        """Squared reconstruction error per channel and position ``(N, C, h, w)``."""
+        return (self.autoencoder(f) - f).pow(2)
+
     def error(self, f: torch.Tensor) -> torch.Tensor:
         """Per-position squared reconstruction error ``(N, 1, h, w)``, mean over channels."""
-        return (self.autoencoder(f) - f).pow(2).mean(dim=1, keepdim=True)
+        return self.squared_error(f).mean(dim=1, keepdim=True)
 
     def score_map(self, f: torch.Tensor) -> torch.Tensor:
         """Per-position anomaly score ``(N, 1, h, w)`` at the feature grid (see ``fine_weight``)."""
-        squared = (self.autoencoder(f) - f).pow(2)
+        squared = self.squared_error(f)
         w, n = self.fine_weight, self.fine_channels
         if w is None or n == squared.shape[1]:
             return squared.mean(dim=1, keepdim=True)

@@ -40,8 +40,10 @@ class AddOn:
         attribute: The :class:`~anomaly.scoring.detector.Detector` attribute that holds
             it once fitted or loaded.
         file: Its file in the model folder.
-        needs: The model output it is fitted on and applied to (``map``: the detector's
-            smoothed maps, pooled, :func:`~anomaly.scoring.positions.pooled`).
+        needs: The model output it is fitted on and applied to.
+        fitted_on: The attribute of the fitting pass's
+            :class:`~anomaly.scoring.inspected.Inspected` that holds that output (for
+            ``map``: ``maps``, pooled by :func:`~anomaly.scoring.positions.pooled`).
         what: That output in words, for error messages.
         settings: Its fitting arguments from its config group (``enabled`` removed).
         fit: Fits it on the stacked outputs of the training images with those arguments.
@@ -57,6 +59,7 @@ class AddOn:
     attribute: str
     file: str
     needs: str
+    fitted_on: str
     what: str
     settings: Callable[[Mapping[str, Any]], dict[str, Any]]
     fit: Callable[..., Any]
@@ -96,6 +99,7 @@ FEATURE_SCORE = AddOn(
     attribute="features",
     file=FEATURES_FILE,
     needs=IMAGE_FEATURES,
+    fitted_on="image_features",
     what="image features",
     settings=lambda group: {},
     fit=_gaussian,
@@ -113,6 +117,7 @@ PATCH_MAP = AddOn(
     attribute="patches",
     file=PATCHES_FILE,
     needs=PATCH_FEATURES,
+    fitted_on="patch_features",
     what="feature maps",
     settings=_patch_settings,
     fit=_memory,
@@ -131,6 +136,7 @@ POSITION_SCORE = AddOn(
     attribute="positions",
     file=POSITIONS_FILE,
     needs=MAP,
+    fitted_on="maps",
     what="map of its own",
     settings=lambda group: {},
     fit=lambda outputs, **_: PositionStats.fit([m for maps in outputs for m in maps]),

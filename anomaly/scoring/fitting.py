@@ -227,8 +227,7 @@ def fit_addons(
     )
     for addon, settings in addons.items():
         started = time.perf_counter()
-        got = [o.maps if addon.needs == MAP else getattr(o, addon.needs) for o in outputs]
-        part = addon.fit(got, **settings)
+        part = addon.fit([getattr(o, addon.fitted_on) for o in outputs], **settings)
         setattr(detector, addon.attribute, part)
         log.info("%s (%.0f s)", addon.describe(part), time.perf_counter() - started)
     detector.calibration = None
