@@ -52,8 +52,9 @@ def preprocess_settings(data: DictConfig) -> Preprocess:
 def calibration_spec(cfg: DictConfig) -> CalibrationSpec:
     """How to calibrate.
 
-    From ``scoring.calibration``, ``scoring.feature_score.map_weight`` and
-    ``scoring.patch_map.weight``.
+    From ``scoring.calibration``, ``scoring.feature_score.map_weight``,
+    ``scoring.patch_map.weight`` and ``scoring.position_score.pixels`` (resolved from
+    ``auto`` by the job, which knows the training photos: ``auto`` here counts as false).
     """
     c = OmegaConf.to_container(cfg.scoring.calibration, resolve=True)
     return CalibrationSpec(
@@ -61,6 +62,7 @@ def calibration_spec(cfg: DictConfig) -> CalibrationSpec:
         pixel=c["pixel"],
         map_weight=float(cfg.scoring.feature_score.map_weight),
         patch_weight=float(cfg.scoring.patch_map.weight),
+        position_pixels=cfg.scoring.position_score.get("pixels", False) is True,
     )
 
 

@@ -6,6 +6,11 @@ typical aspect: the short side is ``data.short_side`` (the model's preference: 1
 the from-scratch models, 224 for ImageNet features), the long side follows the median
 aspect of the training photos, capped at ``data.max_aspect`` times the short side, both
 rounded to multiples of 16 (the models' stride).
+
+The photos' sizes decide two more things: whether photos lying the other way round are
+turned upright (``data.upright: auto``), and whether they share one framing, so that the
+position score may standardise the pixel map too (``scoring.position_score.pixels:
+auto``).
 """
 
 from __future__ import annotations
@@ -156,3 +161,59 @@ def resolve_upright(
             "false" if turned else "true",
         )
     return turned
+
+
+# scoring.position_score.pixels=auto standardises the pixel map per position too when at
+# least FRAMING_SHARE of the training photos are within FRAMING_TOLERANCE of the median
+# height and width: photos of one framing, whose positions are the same place of the part.
+FRAMING_TOLERANCE = 0.1
+FRAMING_SHARE = 0.9
+
+
+def resolve_position_pixels(
+    setting: object, train_paths: Sequence[Path], *, tile: bool, used: bool = True
+) -> bool:
+    """``scoring.position_score.pixels``, decided from the training photos when it is ``auto``.
+
+    Per-position statistics of the maps say where a part is unusual *for that place* only
+    when a place is the same spot of the part in every photo, that is when the photos are
+    all framed alike (one size, within :data:`FRAMING_TOLERANCE`). There standardising
+    the pixel map lifted KolektorSDD's AUPRO from 0.833 to 0.878 and the demo's from 0.935
+    to 0.941; on Magnetic Tile's photos of every size (103-617 px wide) it cost 0.04
+    (docs/quality.md, "Photos of one framing"), so ``auto`` leaves it off there.
+
+    Args:
+        setting: auto, true or false.
+        train_paths: The training photos (their headers are read for ``auto``).
+        tile: Tile mode (no position score there).
+        used: Whether the position score is in use at all; false when it is not.
+
+    Raises:
+        ConfigError: A value other than auto, true or false.
+    """
+    if setting not in ("auto", True, False):
+        raise ConfigError(
+            f"scoring.position_score.pixels={setting!r}: give auto, true or false"
+        )
+    if not used:
+        return False
+    if setting != "auto":
+        return bool(setting)
+    if tile:
+        return False
+    sizes = np.array(photo_sizes(train_paths), dtype=np.float64).reshape(-1, 2)
+    if len(sizes) < 2:
+        return False
+    off = np.abs(sizes / np.median(sizes, axis=0) - 1.0) > FRAMING_TOLERANCE
+    framed = float(np.mean(~off.any(axis=1)))
+    alike = framed >= FRAMING_SHARE
+    log.info(
+        "%.0f%% of the training photos share one framing (height and width within %.0f%% of "
+        "the median): the pixel map is %sstandardised per position where the position "
+        "score is in use (scoring.position_score.pixels=%s to choose)",
+        100 * framed,
+        100 * FRAMING_TOLERANCE,
+        "" if alike else "not ",
+        "false" if alike else "true",
+    )
+    return alike

@@ -10,11 +10,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
+from anomaly.data.geometry import resolve_position_pixels
 from anomaly.errors import ModelFolderError
 from anomaly.jobs.checks import check_config
 from anomaly.jobs.results import CalibrateResult
 from anomaly.model_folder import CONFIG_FILE, load_detector
-from anomaly.scoring.addons import ADDONS
+from anomaly.scoring.addons import ADDONS, POSITION_SCORE
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
@@ -75,6 +76,12 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
     )
     feed = loading(cfg)
     wanted = enabled_addons(cfg, detector.model, detector.preprocess)
+    cfg.scoring.position_score.pixels = resolve_position_pixels(
+        cfg.scoring.position_score.get("pixels", "auto"),
+        [s.path for s in training],
+        tile=detector.preprocess.tile,
+        used=POSITION_SCORE in wanted,
+    )
     for addon in ADDONS:
         if addon not in wanted:
             # A file in the folder stays there, unused: calibration.json decides.

@@ -20,7 +20,7 @@ from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.data.folder import Sample, fingerprint, scan_dataset
-from anomaly.data.geometry import resolve_image_size, resolve_upright
+from anomaly.data.geometry import resolve_image_size, resolve_position_pixels, resolve_upright
 from anomaly.errors import ConfigError, TrainingInterruptedError
 from anomaly.io import write_errors_csv, write_text_atomic
 from anomaly.jobs.checks import check_config
@@ -33,6 +33,7 @@ from anomaly.jobs.evaluate import (
 from anomaly.jobs.evaluate import showcase as showcase_of
 from anomaly.jobs.results import Registered, TrainResult
 from anomaly.model_folder import save_model_folder
+from anomaly.scoring.addons import POSITION_SCORE
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.fitting import fit_and_calibrate
@@ -129,6 +130,12 @@ def train(cfg: DictConfig) -> TrainResult:
     module = build_module(cfg)
     # Checked now, not after the training.
     addons = enabled_addons(cfg, module, preprocess)
+    cfg.scoring.position_score.pixels = resolve_position_pixels(
+        cfg.scoring.position_score.get("pixels", "auto"),
+        paths,
+        tile=preprocess.tile,
+        used=POSITION_SCORE in addons,
+    )
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
         "model.name": str(cfg.model.name),

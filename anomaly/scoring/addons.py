@@ -145,7 +145,15 @@ POSITION_SCORE = AddOn(
         f"position score: the map's mean and spread at {p.mean.size} positions over "
         f"{p.n_images} training images"
     ),
-    used_by=lambda c: "takes the map's score standardised per position" if c.positions else "",
+    used_by=lambda c: (
+        (
+            "standardises the map per position"
+            if c.position_pixels
+            else "takes the map's score standardised per position"
+        )
+        if c.positions
+        else ""
+    ),
 )
 
 ADDONS: tuple[AddOn, ...] = (FEATURE_SCORE, PATCH_MAP, POSITION_SCORE)

@@ -49,6 +49,9 @@ class Calibration:
         positions: Whether the map's image score was taken on the map standardised per
             position (:mod:`anomaly.scoring.positions`, ``positions.npz``); the image
             threshold and the fusion were fitted on that score.
+        position_pixels: With ``positions``: whether the pixel map is standardised per
+            position too (``scoring.position_score.pixels``), so that the pixel threshold
+            was fitted on, and the regions are cut from, the standardised map.
         schema_version: Version of this file's layout.
     """
 
@@ -63,6 +66,7 @@ class Calibration:
     fusion: dict[str, float] = field(default_factory=dict)
     patch_scale: float = 0.0
     positions: bool = False
+    position_pixels: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -126,11 +130,12 @@ class Calibration:
                 f"{path}: patch_scale must be a finite number >= 0 (0: no patch map), got "
                 f"{scale!r}; fix it or re-fit it with `anomaly calibrate`"
             )
-        if not isinstance(raw.get("positions", False), bool):
-            raise ModelFolderError(
-                f"{path}: positions must be true or false, got {raw['positions']!r}; fix it "
-                "or re-fit it with `anomaly calibrate`"
-            )
+        for key in ("positions", "position_pixels"):
+            if not isinstance(raw.get(key, False), bool):
+                raise ModelFolderError(
+                    f"{path}: {key} must be true or false, got {raw[key]!r}; fix it or "
+                    "re-fit it with `anomaly calibrate`"
+                )
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -251,6 +256,7 @@ def fit_calibration(
     fusion: ScoreFusion | None = None,
     patch_scale: float = 0.0,
     positions: bool = False,
+    position_pixels: bool = False,
 ) -> Calibration:
     """Fit image and pixel thresholds on defect-free validation images.
 
@@ -269,6 +275,7 @@ def fit_calibration(
             they were.
         patch_scale: The patch map's weight in the maps these were fitted on.
         positions: Whether the image scores took the map standardised per position.
+        position_pixels: Whether the pixel values were of that standardised map too.
 
     Returns:
         The calibration, with the sorted validation scores for p-values.
@@ -290,6 +297,7 @@ def fit_calibration(
         fusion=fusion.to_dict() if fusion is not None else {},
         patch_scale=float(patch_scale),
         positions=bool(positions),
+        position_pixels=bool(positions and position_pixels),
     )
 
 

@@ -66,7 +66,8 @@ class Detector:
             (None: the map is the model's alone). It counts once the calibration holds
             its ``patch_scale``.
         positions: The training maps' mean and spread per position, for the position
-            score; it counts once the calibration says it was fitted with it.
+            score; it counts once the calibration says it was fitted with it, on the
+            image score alone or, where the calibration says so, on the maps themselves.
     """
 
     model: nn.Module
@@ -166,6 +167,8 @@ class Detector:
                 result.maps = [
                     m + scale * p for m, p in zip(model_maps, result.patch_maps, strict=True)
                 ]
+        if self.standardises_pixels:
+            result.maps = [self.positions.standardised(m) for m in result.maps]
         return result
 
     def _forward(self, batch: torch.Tensor, wants: Wants) -> Inspection:
@@ -244,6 +247,22 @@ class Detector:
     def reconstruct(self, images: Images) -> list[torch.Tensor]:
         """The first reconstruction of each image (stitched from windows in tile mode)."""
         return self.inspect(images, reconstructions=True).reconstructions or []
+
+    @property
+    def positions_in_use(self) -> bool:
+        """Whether the position statistics count: fitted, and in the calibration if one is there."""
+        return self.positions is not None and (
+            self.calibration is None or self.calibration.positions
+        )
+
+    @property
+    def standardises_pixels(self) -> bool:
+        """Whether the maps themselves are standardised per position (the calibration says so)."""
+        return (
+            self.positions_in_use
+            and self.calibration is not None
+            and self.calibration.position_pixels
+        )
 
     @property
     def patch_scale(self) -> float:
@@ -359,17 +378,27 @@ class Detector:
         return fusion(map_scores, distances)
 
     def map_scores(
-        self, maps: Sequence[torch.Tensor], *, pixel_threshold: float | None = None
+        self,
+        maps: Sequence[torch.Tensor],
+        *,
+        pixel_threshold: float | None = None,
+        per_position: bool | None = None,
     ) -> np.ndarray:
         """Image scores ``(N,)`` from the maps alone (``scoring.score``).
 
-        With the position score (fitted, and in the calibration if there is one) the maps
-        are standardised per position first.
+        Args:
+            maps: The maps, as :meth:`inspect` gives them.
+            pixel_threshold: For the ``area`` score; the calibrated one when None.
+            per_position: Standardise the maps per position first. None: with the position
+                score in use, unless the maps are standardised already
+                (:attr:`standardises_pixels`).
         """
         pixel = pixel_threshold
         if pixel is None and self.calibration is not None:
             pixel = self.calibration.pixel_threshold
-        if self.positions is not None and (self.calibration is None or self.calibration.positions):
+        if per_position is None:
+            per_position = self.positions_in_use and not self.standardises_pixels
+        if per_position and self.positions is not None:
             maps = [self.positions.standardised(m) for m in maps]
         return np.array(
             [

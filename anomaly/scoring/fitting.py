@@ -43,12 +43,15 @@ class CalibrationSpec:
         pixel: The pixel threshold's.
         map_weight: The map's share of the fused image score (with the feature score).
         patch_weight: The patch map's share of the map (with the patch map).
+        position_pixels: With the position score, standardise the pixel map per position
+            too (``scoring.position_score.pixels``, resolved to true or false).
     """
 
     image: Mapping[str, Any] | None = None
     pixel: Mapping[str, Any] | None = None
     map_weight: float = DEFAULT_MAP_WEIGHT
     patch_weight: float = DEFAULT_WEIGHT
+    position_pixels: bool = False
 
 
 def fit_and_calibrate(
@@ -78,6 +81,7 @@ def fit_and_calibrate(
             pixel=dict(spec.pixel) if spec.pixel is not None else None,
             map_weight=spec.map_weight,
             patch_weight=spec.patch_weight,
+            position_pixels=spec.position_pixels,
             fingerprint=fingerprint,
             seed=seed,
             **loader,
@@ -98,6 +102,7 @@ def calibrate(
     seed: int = 0,
     map_weight: float = DEFAULT_MAP_WEIGHT,
     patch_weight: float = DEFAULT_WEIGHT,
+    position_pixels: bool = False,
 ) -> Calibration:
     """Fit thresholds on defect-free validation images and attach them to the detector.
 
@@ -109,7 +114,8 @@ def calibrate(
     score, the image score becomes the fusion of that score and the map's, standardised
     on these images (``map_weight``: the map's share), and the image threshold is fitted
     on that. With the position score (``detector.positions``) the map's image score is
-    taken on the map standardised per position.
+    taken on the map standardised per position; with ``position_pixels`` the map itself
+    is, and the pixel threshold is fitted on that.
 
     Unreadable images are skipped with a warning that names them.
 
@@ -155,10 +161,16 @@ def calibrate(
     if detector.patches is not None:
         scale = patch_scale(sampled(maps), sampled(patch_maps), weight=patch_weight)
         maps = [m + scale * p for m, p in zip(maps, patch_maps, strict=True)]
+    positions = detector.positions is not None
+    if positions and position_pixels:
+        log.info("the pixel map is standardised per position (scoring.position_score.pixels)")
+        maps = [detector.positions.standardised(m) for m in maps]
     values = sampled(maps)
     # The pixel threshold first: the "area" image score counts pixels above it.
     t_pixel = fit_pixel_threshold(values, pixel, seed=seed)
-    image_scores_ = detector.map_scores(maps, pixel_threshold=t_pixel)
+    image_scores_ = detector.map_scores(
+        maps, pixel_threshold=t_pixel, per_position=positions and not position_pixels
+    )
     fusion = None
     if distances:
         feature_scores = np.concatenate(distances)
@@ -175,7 +187,8 @@ def calibrate(
         pixel_threshold=t_pixel,
         fusion=fusion,
         patch_scale=scale,
-        positions=detector.positions is not None,
+        positions=positions,
+        position_pixels=position_pixels,
     )
     return detector.calibration
 

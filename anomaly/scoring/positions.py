@@ -7,9 +7,15 @@ test photos had their map's maximum within 8 pixels of the border, so the maximu
 defects from good parts poorly (image AUROC 0.79). Standardising each position by the
 mean and spread of the training photos' maps there, before taking the maximum, let the
 maximum say what is unusual *for that place* (0.89 there; KolektorSDD 0.95 -> 0.98, the
-demo 0.96 -> 1.00). Only the image score uses it: the pixel map, its threshold and the
-regions stay the model's (standardised pixel maps cost Magnetic Tile pixel AUROC 0.03;
-docs/quality.md, "Where the map's maximum lies").
+demo 0.96 -> 1.00).
+
+Where the photos are all framed alike (``scoring.position_score.pixels``, decided by
+:func:`~anomaly.data.geometry.resolve_position_pixels`), a position is the same spot of
+the part in every photo and the pixel map itself is standardised, so its threshold,
+regions and pixel metrics see the same (KolektorSDD's AUPRO 0.833 -> 0.878). On photos
+of every size, such as Magnetic Tile's, a position is no particular spot; there only the
+image score uses it (standardised pixel maps cost Magnetic Tile AUPRO 0.04;
+docs/quality.md, "Photos of one framing").
 """
 
 from __future__ import annotations

@@ -330,6 +330,39 @@ def test_calibrate_sets_or_drops_the_patch_map(trained, cli):
     assert detector.patch_scale == pytest.approx(2 * trained_scale, rel=1e-3)
 
 
+def test_calibrate_fits_the_position_score_and_says_where_it_applies(trained, cli):
+    from anomaly.model_folder import load_detector
+
+    work = trained["work"]
+    model = work / "position-model"
+    shutil.copytree(work / "train" / "model", model)
+    common = [
+        f"model={model}",
+        f"data.root={trained['root']}",
+        f"tracking.uri={trained['uri']}",
+        "scoring.patch_map.enabled=false",
+        "scoring.position_score.enabled=true",
+    ]
+    # The tiny photos all share one size: auto standardises the pixel map too.
+    on = cli("calibrate", *common, cwd=work)
+    assert on.returncode == 0, on.stdout + on.stderr
+    cal = Calibration.load(model / "calibration.json")
+    assert cal.positions and cal.position_pixels and (model / "positions.npz").is_file()
+    stats = (model / "positions.npz").stat().st_mtime_ns
+    detector = load_detector(model)
+    assert detector.standardises_pixels
+    # Switched off for the pixels without refitting the statistics.
+    off = cli("calibrate", *common, "scoring.position_score.pixels=false", cwd=work)
+    assert off.returncode == 0, off.stdout + off.stderr
+    cal = Calibration.load(model / "calibration.json")
+    assert cal.positions and not cal.position_pixels
+    assert (model / "positions.npz").stat().st_mtime_ns == stats
+    assert not load_detector(model).standardises_pixels
+    bad = cli("calibrate", *common, "scoring.position_score.pixels=sometimes", cwd=work)
+    assert bad.returncode != 0
+    assert "scoring.position_score.pixels='sometimes'" in bad.stdout + bad.stderr
+
+
 def test_evaluate_remeasures_a_saved_model_and_survives_a_bad_image(trained, cli):
     work, client = trained["work"], MlflowClient(trained["uri"])
     common = (f"tracking.uri={trained['uri']}", "tracking.experiment=e2e")

@@ -165,6 +165,9 @@ def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tm
     # 9 training photos are one batch an epoch: 12 epochs to reach 12 batches, not 10.
     assert run.data.params["trainer.max_epochs"] == "12"
     assert run.data.params["data.image_size"] == "[96, 32]"
+    # Photos of one size: the position score standardises the pixel map too.
+    assert run.data.params["scoring.position_score.pixels"] == "True"
+    assert detector.calibration.positions and detector.standardises_pixels
     # It has no pixel loss: the run's name and card do not claim one.
     assert run.info.run_name == "train-feature_ae"
     assert "| model | feature_ae |" in run.data.tags["mlflow.note.content"]

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from anomaly.data.folder import Sample
+from anomaly.data.geometry import resolve_position_pixels
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.model_folder import load_detector, save_model_folder
@@ -20,9 +21,10 @@ from anomaly.scoring.detector import Detector
 from anomaly.scoring.fitting import calibrate, fit_addons
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.positions import FLOOR, POOL, PositionStats, pooled
+from anomaly.scoring.regions import RegionSettings, defect_regions
 from anomaly.settings import enabled_addons
 from anomaly.training.factory import build_module
-from tests.conftest import ImageIsTheMap, stripes_and_noise, tiny_draem_detector
+from tests.conftest import ImageIsTheMap, stripes_and_noise, tiny_draem_detector, write_png
 from tests.unit.training.test_feature_ae_module import CONF
 
 
@@ -125,6 +127,60 @@ def test_a_defect_fainter_than_the_border_outranks_good_photos_only_when_standar
     torch.testing.assert_close(detector.inspect(images).maps[0], images[0])
 
 
+def test_with_pixels_the_map_itself_is_standardised_and_its_regions_find_the_defect(tmp_path):
+    """The raw map's brightest pixels are a good photo's border; standardised, only the
+    defect passes the pixel threshold, and the image score is the same as before."""
+    rng = np.random.default_rng(1)
+    train = [_photo(tmp_path / f"t{i}.png", {}, rng.uniform(0.6, 0.9), rng) for i in range(20)]
+    val = [_photo(tmp_path / f"v{i}.png", {}, rng.uniform(0.6, 0.9), rng) for i in range(8)]
+    bad = _photo(tmp_path / "bad.png", {(16, 16): 0.5}, 0.6, rng)
+    detector = Detector(
+        ImageIsTheMap(),
+        Preprocess.create(image_size=32, channels=1),
+        MapSettings(smoothing_sigma=0.0),
+    )
+    fit_addons(detector, train, {POSITION_SCORE: {}})
+    images = torch.stack([_read(detector, s.path) for s in [bad, *val]])
+    on_score = calibrate(detector, val)
+    score_only = detector.scores(detector.inspect(images).maps)
+    raw_maps = detector.inspect(images).maps
+    calibration = calibrate(detector, val, position_pixels=True)
+    assert calibration.positions and calibration.position_pixels
+    assert not on_score.position_pixels
+    assert detector.standardises_pixels
+    maps = detector.inspect(images).maps
+    for raw, m in zip(raw_maps, maps, strict=True):
+        torch.testing.assert_close(m, detector.positions.standardised(raw))
+    # Not standardised twice: the image scores are those of the image-score-only mode.
+    np.testing.assert_allclose(detector.scores(maps), score_only, rtol=1e-6)
+    # The pixel threshold belongs to the standardised maps: above it, the defect alone.
+    standardised_val = np.concatenate([m.numpy().ravel() for m in maps[1:]])
+    assert calibration.pixel_threshold == pytest.approx(
+        np.quantile(standardised_val, 0.999), rel=0.05
+    )
+    settings = RegionSettings(opening_radius=0, closing_radius=0, min_region_area=1)
+    labels, count = defect_regions(maps[0][0].numpy(), calibration.pixel_threshold, settings)
+    assert count == 1 and labels[16, 16] > 0 and not labels[:, :4].any()
+    raw_labels, _ = defect_regions(raw_maps[0][0].numpy(), on_score.pixel_threshold, settings)
+    # On the raw map the threshold must clear the good photos' borders, so it misses it.
+    assert not raw_labels[16, 16]
+
+
+def test_pixels_auto_asks_whether_the_photos_share_one_framing(tmp_path):
+    one = write_png(tmp_path / "one.png", np.zeros((100, 40), np.uint8))
+    near = write_png(tmp_path / "near.png", np.zeros((108, 40), np.uint8))
+    other = write_png(tmp_path / "other.png", np.zeros((60, 90), np.uint8))
+    assert resolve_position_pixels("auto", [one] * 5 + [near] * 5, tile=False)
+    assert resolve_position_pixels("auto", [one] * 9 + [other], tile=False)
+    assert not resolve_position_pixels("auto", [one] * 8 + [other] * 2, tile=False)
+    assert not resolve_position_pixels("auto", [one] * 10, tile=True)
+    assert not resolve_position_pixels("auto", [one] * 10, tile=False, used=False)
+    assert resolve_position_pixels(True, [], tile=False) is True
+    assert resolve_position_pixels(False, [one] * 10, tile=False) is False
+    with pytest.raises(ConfigError, match="scoring.position_score.pixels='always'"):
+        resolve_position_pixels("always", [one], tile=False, used=False)
+
+
 def test_a_folder_keeps_the_statistics_and_refuses_to_score_without_them(tmp_path):
     data = stripes_and_noise(tmp_path, train=8, val=4, test=2)
     detector = tiny_draem_detector()
@@ -156,6 +212,12 @@ def test_a_calibration_says_whether_it_was_fitted_with_them(tmp_path):
         Calibration.load(path)
     path.write_text('{"image_threshold": 1, "pixel_threshold": 2}')
     assert Calibration.load(path).positions is False  # written before it existed
+    assert Calibration.load(path).position_pixels is False
+    Calibration(1.0, 2.0, positions=True, position_pixels=True).save(path)
+    assert Calibration.load(path).position_pixels is True
+    path.write_text('{"image_threshold": 1, "pixel_threshold": 2, "position_pixels": 1}')
+    with pytest.raises(ModelFolderError, match="position_pixels must be true or false"):
+        Calibration.load(path)
 
 
 def _cfg(*overrides: str):
