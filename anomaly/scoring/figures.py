@@ -111,6 +111,11 @@ def heatmap_png(score_map: np.ndarray, pixel_threshold: float) -> bytes:
     return buffer.getvalue()
 
 
+# The palette of outlined gray overlays: gray levels 0-254, then red.
+_RED = 255
+_GRAY_AND_RED = bytes(v for g in range(_RED) for v in (g, g, g)) + bytes((255, 0, 0))
+
+
 def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
     """The image with the outline of each defect region drawn in red, as PNG bytes.
 
@@ -119,9 +124,13 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
         labels: ``(H, W)`` region labels (0 = background), same size.
     """
     outlined = labels.any()
-    if not outlined and image.shape[-1] == 1:
+    gray = image.shape[-1] == 1
+    if not outlined and gray:
         return png_bytes(image[..., 0])  # nothing to draw: the gray photo, a third the bytes
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
+    # A gray photo is drawn on in a palette of its own gray levels and red: a third of the
+    # bytes of RGB to compress (a 1012x398 photo 17 -> 5 ms). Its white (255) turns 254,
+    # which frees the last palette entry for the outlines.
+    rgb = np.minimum(image[..., 0], _RED - 1) if gray else image.copy()
     if outlined:
         # Thicker outlines on large photos, so they stay visible when viewed scaled down.
         width = max(1, round(max(labels.shape) / 400))
@@ -133,8 +142,14 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
         edges = segmentation.find_boundaries(labels[r0:r1, c0:c1], mode="outer")
         if width > 1:
             edges = ndimage.binary_dilation(edges, iterations=width - 1)
-        rgb[r0:r1, c0:c1][edges] = (255, 0, 0)
-    return png_bytes(rgb)
+        rgb[r0:r1, c0:c1][edges] = _RED if gray else (255, 0, 0)
+    if not gray:
+        return png_bytes(rgb)
+    indexed = Image.fromarray(rgb, mode="L").convert("P")
+    indexed.putpalette(_GRAY_AND_RED)
+    buffer = io.BytesIO()
+    indexed.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def png_bytes(array: np.ndarray) -> bytes:

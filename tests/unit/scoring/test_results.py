@@ -104,7 +104,7 @@ def test_p_values_regions_parquet_heatmaps_and_overlays(folder, tmp_path):
         colours = np.asarray(heat.convert("RGB"))
     assert tuple(colours[10, 15]) != tuple(colours[0, 0])
     with Image.open(out / "overlays" / "sub dir" / "spot.png") as over:
-        pixels = np.asarray(over)
+        pixels = np.asarray(over.convert("RGB"))
     assert pixels.shape == (20, 30, 3)
     with Image.open(out / "overlays" / "flat.png") as plain:
         assert plain.mode == "L"  # a gray photo with nothing to outline stays gray
