@@ -7,6 +7,7 @@ model folder), and where the feature score and the patch map are switched on or 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ from anomaly.scoring.detector import gives
 from anomaly.scoring.fitting import CalibrationSpec
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.stream import Loading
+
+log = logging.getLogger(__name__)
 
 
 def map_settings(cfg: DictConfig) -> MapSettings:
@@ -63,6 +66,30 @@ def calibration_spec(cfg: DictConfig) -> CalibrationSpec:
         map_weight=float(cfg.scoring.feature_score.map_weight),
         patch_weight=float(cfg.scoring.patch_map.weight),
         position_pixels=cfg.scoring.position_score.get("pixels", False) is True,
+    )
+
+
+def weigh_map_for_framing(cfg: DictConfig) -> None:
+    """Give the map the model's ``map_weight_framed`` where the pixel map is standardised.
+
+    With ``scoring.position_score.pixels`` resolved true (photos of one framing), the
+    map's image score is its maximum standardised per position, as strong as the feature
+    score there; a model that states ``model.map_weight_framed`` (feature_ae) has it
+    replace ``model.map_weight`` in the fusion. A ``scoring.feature_score.map_weight``
+    given on the command line (no longer the config's reference to the model's) wins.
+    """
+    framed = OmegaConf.select(cfg, "model.map_weight_framed", default=None)
+    if (
+        framed is None
+        or cfg.scoring.position_score.get("pixels", False) is not True
+        or not OmegaConf.is_interpolation(cfg.scoring.feature_score, "map_weight")
+    ):
+        return
+    cfg.scoring.feature_score.map_weight = float(framed)
+    log.info(
+        "the photos share one framing: the map counts %g beside the feature score "
+        "(model.map_weight_framed; scoring.feature_score.map_weight to choose)",
+        float(framed),
     )
 
 

@@ -43,6 +43,7 @@ from anomaly.settings import (
     loading,
     map_settings,
     preprocess_settings,
+    weigh_map_for_framing,
 )
 from anomaly.tracking.card import card_tags, log_training_card, training_card
 from anomaly.tracking.lineage import file_set, log_file_sets
@@ -136,6 +137,7 @@ def train(cfg: DictConfig) -> TrainResult:
         tile=preprocess.tile,
         used=POSITION_SCORE in addons,
     )
+    weigh_map_for_framing(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
         "model.name": str(cfg.model.name),

@@ -168,6 +168,8 @@ def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tm
     # Photos of one size: the position score standardises the pixel map too.
     assert run.data.params["scoring.position_score.pixels"] == "True"
     assert detector.calibration.positions and detector.standardises_pixels
+    assert detector.fusion.map_weight == 1.0  # model.map_weight_framed
+    assert run.data.params["scoring.feature_score.map_weight"] == "1.0"
     # It has no pixel loss: the run's name and card do not claim one.
     assert run.info.run_name == "train-feature_ae"
     assert "| model | feature_ae |" in run.data.tags["mlflow.note.content"]

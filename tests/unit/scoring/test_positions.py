@@ -22,7 +22,7 @@ from anomaly.scoring.fitting import calibrate, fit_addons
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.positions import FLOOR, POOL, PositionStats, pooled
 from anomaly.scoring.regions import RegionSettings, defect_regions
-from anomaly.settings import enabled_addons
+from anomaly.settings import enabled_addons, weigh_map_for_framing
 from anomaly.training.factory import build_module
 from tests.conftest import ImageIsTheMap, stripes_and_noise, tiny_draem_detector, write_png
 from tests.unit.training.test_feature_ae_module import CONF
@@ -254,3 +254,19 @@ def test_auto_turns_it_on_for_feature_ae_only_and_gives_way_to_the_patch_map_and
     with pytest.raises(ConfigError, match="position_score.enabled=true, but"):
         _names("model=cae", "scoring.position_score.enabled=true")
     assert "position_score" in _names("model=draem", "scoring.patch_map.enabled=false", on[1])
+
+
+def _weight(pixels: bool, *overrides: str) -> float:
+    cfg = _cfg(*overrides)
+    cfg.scoring.position_score.pixels = pixels  # as the training job resolves it
+    weigh_map_for_framing(cfg)
+    return float(cfg.scoring.feature_score.map_weight)
+
+
+def test_photos_of_one_framing_give_the_map_the_models_framed_weight():
+    assert _weight(True, "model=feature_ae") == 1.0
+    assert _weight(False, "model=feature_ae") == 0.25
+    # A weight given on the command line decides for every framing.
+    assert _weight(True, "model=feature_ae", "scoring.feature_score.map_weight=0.5") == 0.5
+    # A model without a framed weight keeps its own.
+    assert _weight(True, "model=draem") == 0.5
