@@ -48,6 +48,35 @@ def photo_sizes(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[int, int]
     return sizes
 
 
+class TrainingPhotos:
+    """The training photos, whose sizes are read from their headers once, when first asked.
+
+    Several ``auto`` settings (the input size, upright photos, the framing) ask for the
+    sizes; one read serves them all, and none happens when every setting is given.
+
+    Args:
+        paths: The training photos.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        self.paths = list(paths)
+        self._sizes: list[tuple[int, int]] | None = None
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """``(height, width)`` of up to :data:`SAMPLE` of them (see :func:`photo_sizes`)."""
+        if self._sizes is None:
+            self._sizes = photo_sizes(self.paths)
+        return self._sizes
+
+
+Photos = TrainingPhotos | Sequence[str | os.PathLike[str]]
+
+
+def _sizes_of(photos: Photos) -> list[tuple[int, int]]:
+    return (photos if isinstance(photos, TrainingPhotos) else TrainingPhotos(photos)).sizes
+
+
 def _round(side: float) -> int:
     return max(MULTIPLE, int(round(side / MULTIPLE)) * MULTIPLE)
 
@@ -84,7 +113,7 @@ def auto_size(
 
 def resolve_image_size(
     image_size: object,
-    train_paths: Sequence[Path],
+    train_paths: Photos,
     *,
     short_side: int,
     max_aspect: float,
@@ -105,7 +134,7 @@ def resolve_image_size(
         side = _round(short_side)
         size = (side, side)
     else:
-        sizes = photo_sizes(train_paths)
+        sizes = _sizes_of(train_paths)
         size = auto_size(sizes, short_side=short_side, max_aspect=max_aspect)
         heights, widths = zip(*sizes, strict=True)
         log.info(
@@ -125,7 +154,7 @@ UPRIGHT_SHARE = 0.1
 
 
 def resolve_upright(
-    upright: object, train_paths: Sequence[Path], image_size: Sequence[int], *, tile: bool
+    upright: object, train_paths: Photos, image_size: Sequence[int], *, tile: bool
 ) -> bool:
     """``data.upright``, decided from the training photos when it is ``auto``.
 
@@ -145,7 +174,7 @@ def resolve_upright(
     height, width = (int(v) for v in image_size)
     if tile or height == width:
         return False
-    sizes = photo_sizes(train_paths)
+    sizes = _sizes_of(train_paths)
     other = sum(1 for h, w in sizes if h != w and (w > h) != (width > height))
     share = other / max(1, len(sizes))
     turned = share >= UPRIGHT_SHARE
@@ -171,7 +200,7 @@ FRAMING_SHARE = 0.9
 
 
 def resolve_position_pixels(
-    setting: object, train_paths: Sequence[Path], *, tile: bool, used: bool = True
+    setting: object, train_paths: Photos, *, tile: bool, used: bool = True
 ) -> bool:
     """``scoring.position_score.pixels``, decided from the training photos when it is ``auto``.
 
@@ -201,7 +230,7 @@ def resolve_position_pixels(
         return bool(setting)
     if tile:
         return False
-    sizes = np.array(photo_sizes(train_paths), dtype=np.float64).reshape(-1, 2)
+    sizes = np.array(_sizes_of(train_paths), dtype=np.float64).reshape(-1, 2)
     if len(sizes) < 2:
         return False
     off = np.abs(sizes / np.median(sizes, axis=0) - 1.0) > FRAMING_TOLERANCE

@@ -20,7 +20,12 @@ from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.data.folder import Sample, fingerprint, scan_dataset
-from anomaly.data.geometry import resolve_image_size, resolve_position_pixels, resolve_upright
+from anomaly.data.geometry import (
+    TrainingPhotos,
+    resolve_image_size,
+    resolve_position_pixels,
+    resolve_upright,
+)
 from anomaly.errors import ConfigError, TrainingInterruptedError
 from anomaly.io import write_errors_csv, write_text_atomic
 from anomaly.jobs.checks import check_config
@@ -79,18 +84,19 @@ def train(cfg: DictConfig) -> TrainResult:
     # Scanned once: data.image_size=auto reads the photos' sizes, then the data module
     # splits the same list.
     scanned = scan_dataset(cfg.data.root, mask_suffix=str(cfg.data.mask_suffix))
-    paths = [s.path for s in scanned.train]
+    # Their sizes are read once, if an auto setting asks for them.
+    photos = TrainingPhotos(s.path for s in scanned.train)
     # Concrete from here on: the model's config, the saved model and the run all see it.
     cfg.data.image_size = size = resolve_image_size(
         OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
-        paths,
+        photos,
         short_side=int(cfg.data.get("short_side", 128)),
         max_aspect=float(cfg.data.get("max_aspect", 4.0)),
         tile=bool(cfg.data.tile),
     )
     cfg.data.upright = resolve_upright(
         cfg.data.get("upright", False),
-        paths,
+        photos,
         [size, size] if isinstance(size, int) else size,
         tile=bool(cfg.data.tile),
     )
@@ -133,7 +139,7 @@ def train(cfg: DictConfig) -> TrainResult:
     addons = enabled_addons(cfg, module, preprocess)
     cfg.scoring.position_score.pixels = resolve_position_pixels(
         cfg.scoring.position_score.get("pixels", "auto"),
-        paths,
+        photos,
         tile=preprocess.tile,
         used=POSITION_SCORE in addons,
     )

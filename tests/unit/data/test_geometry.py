@@ -51,3 +51,19 @@ def test_explicit_sizes_and_tile_mode_pass_through():
     assert resolve_image_size([32, 48], [], short_side=128, max_aspect=4, tile=False) == [32, 48]
     # Tile windows are squares of the short side; the photo keeps its shape around them.
     assert resolve_image_size("auto", [], short_side=100, max_aspect=4, tile=True) == [96, 96]
+
+
+def test_training_photos_are_read_once_and_only_when_asked(tmp_path, monkeypatch):
+    from anomaly.data import geometry
+
+    tall = write_png(tmp_path / "tall.png", np.zeros((90, 30), np.uint8))
+    reads = []
+    real = geometry.photo_sizes
+    monkeypatch.setattr(geometry, "photo_sizes", lambda paths: reads.append(1) or real(paths))
+    photos = geometry.TrainingPhotos([tall, tall])
+    assert resolve_image_size(64, photos, short_side=32, max_aspect=4, tile=False) == 64
+    assert reads == []  # every setting given: no header read
+    assert resolve_image_size("auto", photos, short_side=32, max_aspect=4, tile=False) == [96, 32]
+    assert not geometry.resolve_upright("auto", photos, [96, 32], tile=False)
+    assert geometry.resolve_position_pixels("auto", photos, tile=False)
+    assert reads == [1]
