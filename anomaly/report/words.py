@@ -41,7 +41,14 @@ def method_words(context: dict[str, Any], which: str) -> str:
     except (KeyError, ValueError):
         text = method
     n = cal.get("n_images")
-    return f"{text}" + (f", on {n} validation images" if n else "")
+    text += f", on {n} validation images" if n else ""
+    if which == "pixel" and cal.get("position_pixels"):
+        # The heat maps and regions then show how unusual a spot is, not the raw error.
+        text += (
+            "; the map is standardised per position (how far each spot lies above the "
+            "training photos' mean there, in their spreads)"
+        )
+    return text
 
 
 def promise_words(context: dict[str, Any]) -> str:

@@ -132,6 +132,10 @@ def test_method_words():
     assert method_words(ctx, "pixel").startswith(pixel)
     overridden = method_words({**ctx, "image_threshold_overridden": True}, "image")
     assert overridden.startswith("set on the command line")
+    assert "standardised" not in method_words(ctx, "pixel")
+    ctx["calibration"]["position_pixels"] = True
+    assert "the map is standardised per position" in method_words(ctx, "pixel")
+    assert "standardised" not in method_words(ctx, "image")
 
 
 def test_histogram_bars_match_numpy():
