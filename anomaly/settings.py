@@ -18,6 +18,7 @@ from anomaly.errors import ConfigError
 from anomaly.models.inspection import inspectable
 from anomaly.scoring.addons import ADDONS, PATCH_MAP, POSITION_SCORE, AddOn
 from anomaly.scoring.detector import gives
+from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
 from anomaly.scoring.fitting import CalibrationSpec
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.stream import Loading
@@ -91,6 +92,36 @@ def weigh_map_for_framing(cfg: DictConfig) -> None:
         "(model.map_weight_framed; scoring.feature_score.map_weight to choose)",
         float(framed),
     )
+
+
+def recalibrated_map_weight(given: Any, trained: DictConfig | None, *, pixels: bool) -> float:
+    """The map's weight in the fusion for ``anomaly calibrate``.
+
+    The one given on the command line; else the training's (its saved config), except
+    where the training took it from the framing (:func:`weigh_map_for_framing`): then it
+    follows the framing as resolved now, so ``scoring.position_score.pixels=false`` on a
+    framed model brings back ``model.map_weight`` too.
+
+    Args:
+        given: ``scoring.feature_score.map_weight`` of the calibrate command (None: not given).
+        trained: The model folder's saved training config, if any.
+        pixels: ``scoring.position_score.pixels`` as resolved for this calibration.
+    """
+    if given is not None:
+        return float(given)
+    if trained is None:
+        return DEFAULT_MAP_WEIGHT
+    weight = float(
+        OmegaConf.select(trained, "scoring.feature_score.map_weight", default=DEFAULT_MAP_WEIGHT)
+    )
+    framed = OmegaConf.select(trained, "model.map_weight_framed", default=None)
+    plain = OmegaConf.select(trained, "model.map_weight", default=None)
+    if framed is None or plain is None:
+        return weight
+    was_framed = OmegaConf.select(trained, "scoring.position_score.pixels", default=False) is True
+    if weight != float(framed if was_framed else plain):
+        return weight  # given at training: it stands
+    return float(framed if pixels else plain)
 
 
 def loading(cfg: DictConfig) -> Loading:

@@ -18,9 +18,13 @@ from anomaly.model_folder import CONFIG_FILE, load_detector
 from anomaly.scoring.addons import ADDONS, POSITION_SCORE
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.evaluation import evaluate
-from anomaly.scoring.features import DEFAULT_MAP_WEIGHT
 from anomaly.scoring.fitting import fit_and_calibrate
-from anomaly.settings import calibration_spec, enabled_addons, loading
+from anomaly.settings import (
+    calibration_spec,
+    enabled_addons,
+    loading,
+    recalibrated_map_weight,
+)
 from anomaly.tracking.lineage import file_set, log_file_sets
 from anomaly.tracking.mlflow_logger import base_tags, resolve_tracking_uri, start_run
 
@@ -61,13 +65,6 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
     fraction = float(setting(cfg.data.val_fraction, "data.val_fraction", 0.1))
     seed = int(setting(cfg.seed, "seed", 0))
     suffix = str(setting(cfg.data.mask_suffix, "data.mask_suffix", "_mask"))
-    cfg.scoring.feature_score.map_weight = float(
-        setting(
-            cfg.scoring.feature_score.map_weight,
-            "scoring.feature_score.map_weight",
-            DEFAULT_MAP_WEIGHT,
-        )
-    )
     splits = scan_dataset(cfg.data.root, mask_suffix=suffix)
     # A model trained before data.min_val_images existed was split by the fraction alone.
     min_images = int(setting(cfg.data.get("min_val_images"), "data.min_val_images", 0))
@@ -81,6 +78,11 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
         [s.path for s in training],
         tile=detector.preprocess.tile,
         used=POSITION_SCORE in wanted,
+    )
+    cfg.scoring.feature_score.map_weight = recalibrated_map_weight(
+        cfg.scoring.feature_score.map_weight,
+        trained,
+        pixels=cfg.scoring.position_score.pixels,
     )
     for addon in ADDONS:
         if addon not in wanted:

@@ -22,7 +22,7 @@ from anomaly.scoring.fitting import calibrate, fit_addons
 from anomaly.scoring.maps import MapSettings
 from anomaly.scoring.positions import FLOOR, POOL, PositionStats, pooled
 from anomaly.scoring.regions import RegionSettings, defect_regions
-from anomaly.settings import enabled_addons, weigh_map_for_framing
+from anomaly.settings import enabled_addons, recalibrated_map_weight, weigh_map_for_framing
 from anomaly.training.factory import build_module
 from tests.conftest import ImageIsTheMap, stripes_and_noise, tiny_draem_detector, write_png
 from tests.unit.training.test_feature_ae_module import CONF
@@ -270,3 +270,30 @@ def test_photos_of_one_framing_give_the_map_the_models_framed_weight():
     assert _weight(True, "model=feature_ae", "scoring.feature_score.map_weight=0.5") == 0.5
     # A model without a framed weight keeps its own.
     assert _weight(True, "model=draem") == 0.5
+
+
+def test_recalibrating_a_framed_model_follows_the_framing_unless_a_weight_was_given():
+    from omegaconf import OmegaConf
+
+    def trained(weight: float, pixels: bool):
+        return OmegaConf.create(
+            {
+                "model": {"map_weight": 0.25, "map_weight_framed": 1.0},
+                "scoring": {
+                    "feature_score": {"map_weight": weight},
+                    "position_score": {"pixels": pixels},
+                },
+            }
+        )
+
+    framed = trained(1.0, True)
+    assert recalibrated_map_weight(None, framed, pixels=True) == 1.0
+    assert recalibrated_map_weight(None, framed, pixels=False) == 0.25
+    assert recalibrated_map_weight(None, trained(0.25, False), pixels=True) == 1.0
+    assert recalibrated_map_weight(0.5, framed, pixels=False) == 0.5  # given now
+    # Given at training (not the framing's choice): it stands.
+    assert recalibrated_map_weight(None, trained(0.5, True), pixels=False) == 0.5
+    # A model without a framed weight (draem) keeps its training's; no config: the default.
+    draem = OmegaConf.create({"model": {}, "scoring": {"feature_score": {"map_weight": 0.5}}})
+    assert recalibrated_map_weight(None, draem, pixels=True) == 0.5
+    assert recalibrated_map_weight(None, None, pixels=False) == 0.5
