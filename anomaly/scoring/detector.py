@@ -244,10 +244,6 @@ class Detector:
         """Smoothed anomaly maps, one ``(1, h, w)`` tensor per image (see :meth:`inspect`)."""
         return self.inspect(images).maps
 
-    def reconstruct(self, images: Images) -> list[torch.Tensor]:
-        """The first reconstruction of each image (stitched from windows in tile mode)."""
-        return self.inspect(images, reconstructions=True).reconstructions or []
-
     @property
     def positions_in_use(self) -> bool:
         """Whether the position statistics count: fitted, and in the calibration if one is there."""
@@ -288,14 +284,6 @@ class Detector:
                 f"{addon.key}.enabled=false"
             )
 
-    def patch_features(self, images: Images) -> torch.Tensor:
-        """Feature maps ``(N, D, h, w)`` of ``(N, C, H, W)`` model inputs.
-
-        Raises:
-            ConfigError: The model gives none (see :meth:`check`).
-        """
-        return self.inspect(images, patch_features=True).patch_features
-
     def patch_maps(self, images: Images) -> list[torch.Tensor]:
         """Smoothed patch maps (distance to the training memory), one ``(1, H, W)`` each.
 
@@ -307,17 +295,6 @@ class Detector:
         if self.patches is None:
             raise ValueError("this detector has no patch memory; fit one with fit_patches")
         return self.inspect(images).patch_maps or []
-
-    def image_features(self, images: Images) -> np.ndarray:
-        """Pooled features ``(N, D)`` (float64) of ``(N, C, h, w)`` model inputs.
-
-        Raises:
-            ConfigError: The model gives none, or works in tiles (a window is not an image).
-        """
-        self.check(FEATURE_SCORE)
-        if len(images) == 0:
-            return np.zeros((0, 0))
-        return self.inspect(images, image_features=True).image_features
 
     def feature_distances(self, images: Images) -> np.ndarray | None:
         """Feature scores ``(N,)`` of model inputs; None without a feature model.
