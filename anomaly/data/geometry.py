@@ -238,11 +238,13 @@ def resolve_position_pixels(
     alike = framed >= FRAMING_SHARE
     log.info(
         "%.0f%% of the training photos share one framing (height and width within %.0f%% of "
-        "the median): the pixel map is %sstandardised per position where the position "
-        "score is in use (scoring.position_score.pixels=%s to choose)",
+        "the median): %s",
         100 * framed,
         100 * FRAMING_TOLERANCE,
-        "" if alike else "not ",
-        "false" if alike else "true",
+        "the pixel map is standardised per position, for parts that lie alike in every "
+        "photo (scoring.position_score.pixels=false if yours do not)"
+        if alike
+        else "the pixel map stays the model's (scoring.position_score.pixels=true to "
+        "standardise it per position)",
     )
     return alike
