@@ -13,6 +13,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from anomaly.data.geometry import (
+    Photos,
+    resolve_image_size,
+    resolve_position_pixels,
+    resolve_upright,
+)
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
 from anomaly.models.inspection import inspectable
@@ -68,6 +74,45 @@ def calibration_spec(cfg: DictConfig) -> CalibrationSpec:
         patch_weight=float(cfg.scoring.patch_map.weight),
         position_pixels=cfg.scoring.position_score.get("pixels", False) is True,
     )
+
+
+def resolve_geometry(cfg: DictConfig, photos: Photos) -> None:
+    """Make ``data.image_size`` and ``data.upright`` concrete, ``auto`` decided from ``photos``.
+
+    Raises:
+        ConfigError: A value that is neither auto nor a valid setting (names the key).
+    """
+    cfg.data.image_size = size = resolve_image_size(
+        OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
+        photos,
+        short_side=int(cfg.data.get("short_side", 128)),
+        max_aspect=float(cfg.data.get("max_aspect", 4.0)),
+        tile=bool(cfg.data.tile),
+    )
+    cfg.data.upright = resolve_upright(
+        cfg.data.get("upright", False),
+        photos,
+        [size, size] if isinstance(size, int) else size,
+        tile=bool(cfg.data.tile),
+    )
+
+
+def resolve_framing(cfg: DictConfig, photos: Photos, *, tile: bool, used: bool) -> None:
+    """Make ``scoring.position_score.pixels`` concrete and weigh the map for it.
+
+    Args:
+        cfg: The training config (changed in place).
+        photos: The training photos (sizes read for ``auto``).
+        tile: Tile mode.
+        used: Whether the position score is among the add-ons.
+
+    Raises:
+        ConfigError: A value other than auto, true or false.
+    """
+    cfg.scoring.position_score.pixels = resolve_position_pixels(
+        cfg.scoring.position_score.get("pixels", "auto"), photos, tile=tile, used=used
+    )
+    weigh_map_for_framing(cfg)
 
 
 def weigh_map_for_framing(cfg: DictConfig) -> None:

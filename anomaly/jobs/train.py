@@ -20,12 +20,7 @@ from PIL import Image
 
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.data.folder import Sample, fingerprint, scan_dataset
-from anomaly.data.geometry import (
-    TrainingPhotos,
-    resolve_image_size,
-    resolve_position_pixels,
-    resolve_upright,
-)
+from anomaly.data.geometry import TrainingPhotos
 from anomaly.errors import ConfigError, TrainingInterruptedError
 from anomaly.io import write_errors_csv, write_text_atomic
 from anomaly.jobs.checks import check_config
@@ -48,7 +43,8 @@ from anomaly.settings import (
     loading,
     map_settings,
     preprocess_settings,
-    weigh_map_for_framing,
+    resolve_framing,
+    resolve_geometry,
 )
 from anomaly.tracking.card import card_tags, log_training_card, training_card
 from anomaly.tracking.lineage import file_set, log_file_sets
@@ -87,19 +83,7 @@ def train(cfg: DictConfig) -> TrainResult:
     # Their sizes are read once, if an auto setting asks for them.
     photos = TrainingPhotos(s.path for s in scanned.train)
     # Concrete from here on: the model's config, the saved model and the run all see it.
-    cfg.data.image_size = size = resolve_image_size(
-        OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
-        photos,
-        short_side=int(cfg.data.get("short_side", 128)),
-        max_aspect=float(cfg.data.get("max_aspect", 4.0)),
-        tile=bool(cfg.data.tile),
-    )
-    cfg.data.upright = resolve_upright(
-        cfg.data.get("upright", False),
-        photos,
-        [size, size] if isinstance(size, int) else size,
-        tile=bool(cfg.data.tile),
-    )
+    resolve_geometry(cfg, photos)
     preprocess = preprocess_settings(cfg.data)
     maps = map_settings(cfg)
     # Checked now, not when the evaluation comes after a long training.
@@ -137,13 +121,7 @@ def train(cfg: DictConfig) -> TrainResult:
     module = build_module(cfg)
     # Checked now, not after the training.
     addons = enabled_addons(cfg, module, preprocess)
-    cfg.scoring.position_score.pixels = resolve_position_pixels(
-        cfg.scoring.position_score.get("pixels", "auto"),
-        photos,
-        tile=preprocess.tile,
-        used=POSITION_SCORE in addons,
-    )
-    weigh_map_for_framing(cfg)
+    resolve_framing(cfg, photos, tile=preprocess.tile, used=POSITION_SCORE in addons)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
         "model.name": str(cfg.model.name),
