@@ -115,27 +115,43 @@ def resolve_framing(cfg: DictConfig, photos: Photos, *, tile: bool, used: bool) 
     weigh_map_for_framing(cfg)
 
 
+def framing_map_weight(cfg: DictConfig, *, pixels: bool) -> float | None:
+    """The map's weight that the framing picks for the model of ``cfg``.
+
+    ``model.map_weight_framed`` for photos of one framing (``pixels``), ``model.map_weight``
+    otherwise; None for a model without a framed weight (its weight does not follow the
+    framing).
+    """
+    framed = OmegaConf.select(cfg, "model.map_weight_framed", default=None)
+    plain = OmegaConf.select(cfg, "model.map_weight", default=None)
+    if framed is None or plain is None:
+        return None
+    return float(framed if pixels else plain)
+
+
 def weigh_map_for_framing(cfg: DictConfig) -> None:
     """Give the map the model's ``map_weight_framed`` where the pixel map is standardised.
 
     With ``scoring.position_score.pixels`` resolved true (photos of one framing), the
     map's image score is its maximum standardised per position, as strong as the feature
     score there; a model that states ``model.map_weight_framed`` (feature_ae) has it
-    replace ``model.map_weight`` in the fusion. A ``scoring.feature_score.map_weight``
-    given on the command line (no longer the config's reference to the model's) wins.
+    replace ``model.map_weight`` in the fusion (:func:`framing_map_weight`). A
+    ``scoring.feature_score.map_weight`` given on the command line (no longer the config's
+    reference to the model's) wins.
     """
-    framed = OmegaConf.select(cfg, "model.map_weight_framed", default=None)
+    pixels = cfg.scoring.position_score.get("pixels", False) is True
+    weight = framing_map_weight(cfg, pixels=pixels)
     if (
-        framed is None
-        or cfg.scoring.position_score.get("pixels", False) is not True
+        weight is None
+        or not pixels
         or not OmegaConf.is_interpolation(cfg.scoring.feature_score, "map_weight")
     ):
         return
-    cfg.scoring.feature_score.map_weight = float(framed)
+    cfg.scoring.feature_score.map_weight = weight
     log.info(
         "the photos share one framing: the map counts %g beside the feature score "
         "(model.map_weight_framed; scoring.feature_score.map_weight to choose)",
-        float(framed),
+        weight,
     )
 
 
@@ -159,14 +175,11 @@ def recalibrated_map_weight(given: Any, trained: DictConfig | None, *, pixels: b
     weight = float(
         OmegaConf.select(trained, "scoring.feature_score.map_weight", default=DEFAULT_MAP_WEIGHT)
     )
-    framed = OmegaConf.select(trained, "model.map_weight_framed", default=None)
-    plain = OmegaConf.select(trained, "model.map_weight", default=None)
-    if framed is None or plain is None:
-        return weight
     was_framed = OmegaConf.select(trained, "scoring.position_score.pixels", default=False) is True
-    if weight != float(framed if was_framed else plain):
-        return weight  # given at training: it stands
-    return float(framed if pixels else plain)
+    chosen = framing_map_weight(trained, pixels=was_framed)
+    if chosen is None or weight != chosen:
+        return weight  # not the framing's choice (given at training, or a model without one)
+    return framing_map_weight(trained, pixels=pixels)
 
 
 def loading(cfg: DictConfig) -> Loading:
