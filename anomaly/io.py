@@ -103,6 +103,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         handle.write(text)
 
 
+def write_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
+    """Write arrays as an uncompressed ``.npz`` file, atomically (:func:`read_npz` reads it)."""
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
     """Write ``payload`` as indented JSON (keys in insertion order) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

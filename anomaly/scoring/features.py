@@ -27,7 +27,7 @@ import numpy as np
 from scipy.linalg import pinvh
 
 from anomaly.errors import ModelFolderError
-from anomaly.io import atomic_open, read_npz
+from anomaly.io import read_npz, write_npz
 from anomaly.models.inspection import pool_features
 
 FEATURES_FILE = "features.npz"
@@ -131,14 +131,13 @@ class FeatureGaussian:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as ``.npz`` (float32 precision: half the size, distances to ~1e-6)."""
-        with atomic_open(path, "wb") as f:
-            np.savez(
-                f,
-                mean=self.mean.astype(np.float64),
-                precision=self.precision.astype(np.float32),
-                shrinkage=np.float64(self.shrinkage),
-                n_images=np.int64(self.n_images),
-            )
+        write_npz(
+            path,
+            mean=self.mean.astype(np.float64),
+            precision=self.precision.astype(np.float32),
+            shrinkage=np.float64(self.shrinkage),
+            n_images=np.int64(self.n_images),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FeatureGaussian:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.errors import ConfigError, ModelFolderError
-from anomaly.io import atomic_open, read_npz
+from anomaly.io import read_npz, write_npz
 
 log = logging.getLogger(__name__)
 
@@ -225,13 +225,12 @@ class PatchMemory:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as ``.npz``, atomically."""
-        with atomic_open(path, "wb") as f:
-            np.savez(
-                f,
-                bank=np.asarray(self.bank, dtype=np.float32),
-                n_images=np.int64(self.n_images),
-                n_positions=np.int64(self.n_positions),
-            )
+        write_npz(
+            path,
+            bank=np.asarray(self.bank, dtype=np.float32),
+            n_images=np.int64(self.n_images),
+            n_positions=np.int64(self.n_positions),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PatchMemory:

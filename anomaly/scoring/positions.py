@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.errors import ModelFolderError
-from anomaly.io import atomic_open, read_npz
+from anomaly.io import read_npz, write_npz
 
 POSITIONS_FILE = "positions.npz"
 # The statistics are kept on a grid this many times coarser than the map: the maps of
@@ -94,13 +94,12 @@ class PositionStats:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as ``.npz``."""
-        with atomic_open(path, "wb") as f:
-            np.savez(
-                f,
-                mean=self.mean.astype(np.float64),
-                spread=self.spread.astype(np.float64),
-                n_images=np.int64(self.n_images),
-            )
+        write_npz(
+            path,
+            mean=self.mean.astype(np.float64),
+            spread=self.spread.astype(np.float64),
+            n_images=np.int64(self.n_images),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PositionStats:
