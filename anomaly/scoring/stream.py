@@ -1,9 +1,11 @@
-"""The streaming loop: images decoded in loader workers, inspected batch by batch."""
+"""The streaming loop: images decoded ahead (workers or a thread), inspected batch by batch."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +59,10 @@ def inspect_batches(
         keep_original=keep_original,
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    batches = iter(loader)
+    # Without worker processes the next batch is decoded in a thread while this one is
+    # inspected: PNG/JPEG decoding and the float conversion release the GIL, so decoding
+    # no longer waits for the model (KolektorSDD: a fifth of the scoring time).
+    batches = iter(loader) if num_workers > 0 else ahead(loader)
     while True:
         started = time.perf_counter()
         batch = next(batches, None)
@@ -78,3 +83,51 @@ def inspect_batches(
             timings["decode"] = timings.get("decode", 0.0) + decoded - started
             timings["model"] = timings.get("model", 0.0) + time.perf_counter() - decoded
         yield batch, inspected
+
+
+_DONE = object()
+
+
+def ahead(items: Iterable[Any]) -> Iterator[Any]:
+    """Iterate ``items`` with the next one produced in a background thread meanwhile.
+
+    One item is kept ready at most, so memory holds one more batch than without. An
+    exception raised while producing an item is re-raised here, in order; closing the
+    iterator early (the consumer failed or stopped) stops the thread after its current
+    item.
+    """
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name="anomaly-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
