@@ -131,26 +131,28 @@ class FeatureAENetwork(nn.Module):
                 f = F.avg_pool2d(F.pad(f, (pad,) * 4, mode="replicate"), self.smoothing, stride=1)
             return self.norm(f)
 
-    def squared_error(self, f: torch.Tensor) -> torch.Tensor:
-        """Squared reconstruction error per channel and position ``(N, C, h, w)``."""
-        return (self.autoencoder(f) - f).pow(2)
+    def difference(self, f: torch.Tensor) -> torch.Tensor:
+        """Reconstruction minus features, per channel and position ``(N, C, h, w)``."""
+        reconstruction = self.autoencoder(f)
+        # In place where nothing is trained through it: one (N, C, h, w) tensor less.
+        return reconstruction.sub_(f) if not torch.is_grad_enabled() else reconstruction - f
 
     def error(self, f: torch.Tensor) -> torch.Tensor:
         """Per-position squared reconstruction error ``(N, 1, h, w)``, mean over channels."""
-        return self.squared_error(f).mean(dim=1, keepdim=True)
+        return _mean_square(self.difference(f))
 
     def score_map(self, f: torch.Tensor) -> torch.Tensor:
         """Per-position anomaly score ``(N, 1, h, w)`` at the feature grid (see ``fine_weight``)."""
-        squared = self.squared_error(f)
+        difference = self.difference(f)
         w, n = self.fine_weight, self.fine_channels
-        if w is None or n == squared.shape[1]:
-            return squared.mean(dim=1, keepdim=True)
+        if w is None or n == difference.shape[1]:
+            return _mean_square(difference)
         # The coarse stages' error spreads over their whole receptive field around a
         # defect (a halo that outscores faint defects elsewhere: the demo's pooled pixel
         # AUROC 0.970 against 0.999 with defect-free photos' pixels alone); the finest
         # stage's error outlines it. A product keeps what both see.
-        fine = squared[:, :n].mean(dim=1, keepdim=True)
-        coarse = squared[:, n:].mean(dim=1, keepdim=True)
+        fine = _mean_square(difference[:, :n])
+        coarse = _mean_square(difference[:, n:])
         return fine.pow(w) * coarse.pow(1.0 - w)
 
     def inspect(self, x: torch.Tensor, wants: Wants) -> Inspection:
@@ -170,3 +172,15 @@ class FeatureAENetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The anomaly map ``(N, 1, H, W)``."""
         return self.inspect(x, Wants()).map
+
+
+def _mean_square(d: torch.Tensor) -> torch.Tensor:
+    """Mean of the squares over the channels, ``(N, 1, h, w)``.
+
+    As a squared norm: one pass over ``d`` instead of a squared copy and its mean, which
+    made up a fifth of feature_ae's head at 560x224 (the same to float rounding). Plain
+    squares where the loss is trained through it: the norm's gradient is 0/0 at zero.
+    """
+    if torch.is_grad_enabled():
+        return d.square().mean(dim=1, keepdim=True)
+    return torch.linalg.vector_norm(d, dim=1, keepdim=True).square() / d.shape[1]

@@ -181,12 +181,17 @@ def test_the_map_weighs_the_fine_stage_against_the_coarse_ones_by_hand(w):
     network.fine_channels = 2  # the stand-in's own widths
     f = network.features(torch.zeros(1, 1, 4, 4))
     np.testing.assert_allclose(network.score_map(f)[0, 0].numpy(), by_hand, rtol=1e-6)
+    # Inference computes the channel means as squared norms, in place: the same map.
+    with torch.no_grad():
+        np.testing.assert_allclose(network.score_map(f)[0, 0].numpy(), by_hand, rtol=1e-6)
     error = network.inspect(torch.zeros(1, 1, 4, 4), Wants()).map[0, 0]
     assert error[0, 0] == pytest.approx(by_hand[0, 0])
     assert error[3, 3] == pytest.approx(by_hand[1, 1])
     # The training loss stays the mean over every channel, whatever the map's weighting.
     by_hand_mean = np.array([[1 + 0 + 4, 4 + 1 + 4], [9 + 0 + 4, 16 + 1 + 4]]) / 3
     np.testing.assert_allclose(network.error(f)[0, 0].numpy(), by_hand_mean, rtol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(network.error(f)[0, 0].numpy(), by_hand_mean, rtol=1e-6)
 
 
 def test_a_product_map_is_sharper_than_the_channel_mean_around_a_defect():
