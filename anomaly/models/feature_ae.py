@@ -24,6 +24,7 @@ from anomaly.models.inspection import (
     IMAGE_FEATURES,
     MAP,
     PATCH_FEATURES,
+    POOLINGS,
     Inspection,
     Wants,
     pool_features,
@@ -78,6 +79,9 @@ class FeatureAENetwork(nn.Module):
             ``fine ** w * coarse ** (1 - w)`` of the mean squared errors of the finest
             stride's channels and of the others'. None: the mean over all channels
             (DFR's map), also when every stage has the finest stride.
+        pooling: How the feature score's statistics are pooled
+            (:func:`~anomaly.models.inspection.pool_features`); ``raw`` for models trained
+            before it was a setting.
     """
 
     gives = frozenset({MAP, IMAGE_FEATURES, PATCH_FEATURES})
@@ -89,14 +93,18 @@ class FeatureAENetwork(nn.Module):
         hidden: int | None = None,
         smoothing: int = 3,
         fine_weight: float | None = None,
+        pooling: str = "raw",
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if smoothing < 1 or smoothing % 2 == 0:
             raise ValueError(f"smoothing must be an odd side >= 1, got {smoothing}")
         if fine_weight is not None and not 0.0 <= fine_weight <= 1.0:
             raise ValueError(f"fine_weight must be in [0, 1] or null, got {fine_weight}")
         self.backbone = Backbone(**(backbone or {}))
         self.smoothing = int(smoothing)
+        self.pooling = pooling
         self.fine_weight = None if fine_weight is None else float(fine_weight)
         strides, widths = self.backbone.strides, self.backbone.channels
         # Stages come shallow first, so the finest stride's channels lead the features.
@@ -164,7 +172,7 @@ class FeatureAENetwork(nn.Module):
                 self.score_map(f), size=x.shape[-2:], mode="bilinear", align_corners=False
             )
         if wants.image_features:
-            out.image_features = pool_features(f)
+            out.image_features = pool_features(f, self.pooling)
         if wants.patch_features:
             out.patch_features = f
         return out

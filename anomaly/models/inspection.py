@@ -98,15 +98,37 @@ def inspectable(model: nn.Module) -> InspectableModel:
     return model if isinstance(model, InspectableModel) else Reconstructor(model)
 
 
-def pool_features(h: torch.Tensor) -> torch.Tensor:
+#: How :func:`pool_features` gives each channel's peak and spread.
+POOLINGS = ("raw", "log")
+
+# Keeps the logarithms finite for a channel that is constant over a photo (an all-black
+# one); the features are standardised, so their spreads are of order one.
+_LOG_FLOOR = 1e-6
+
+
+def pool_features(h: torch.Tensor, pooling: str = "raw") -> torch.Tensor:
     """Feature maps ``(N, C, H, W)`` pooled to ``(N, 3C)``.
 
     Each channel's mean, maximum and spread over the image. The mean alone misses what
     is strong in one place only; on Magnetic Tile adding the maximum and spread raised
     the feature score's image AUROC from 0.87 to 0.94.
+
+    Args:
+        h: The feature maps.
+        pooling: ``raw``: mean, maximum, spread. ``log``: mean, the logarithm of the
+            maximum's height above the mean, and the logarithm of the spread. Both are
+            positive and skewed over photos (a few photos with a strong spot or a busy
+            texture), which a Gaussian fits badly and their logarithms well.
     """
     h = h.float()
     mean = h.mean(dim=(2, 3), keepdim=True)
     # Two passes instead of torch.std: the same to float rounding, about 15x faster on CPU.
     spread = (h - mean).pow_(2).mean(dim=(2, 3)).sqrt_()
-    return torch.cat([mean.flatten(1), h.amax(dim=(2, 3)), spread], dim=1)
+    peak = h.amax(dim=(2, 3))
+    mean = mean.flatten(1)
+    if pooling == "log":
+        peak = (peak - mean).clamp_(min=0.0).add_(_LOG_FLOOR).log_()
+        spread = spread.add(_LOG_FLOOR).log_()
+    elif pooling != "raw":
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return torch.cat([mean, peak, spread], dim=1)

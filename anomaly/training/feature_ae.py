@@ -33,6 +33,8 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
         smoothing: Side of the local average over feature positions.
         fine_weight: Share of the finest stage's error in the map (None: the mean over
             all channels, as models trained before it was a setting).
+        pooling: ``raw`` or ``log`` statistics for the feature score (``raw``, as models
+            trained before it was a setting; the config's default is ``log``).
         optimizer: Partial optimiser config (Adam by default).
         lr_schedule: ``constant`` or ``cosine``.
         loss: Accepted for the common config and ignored (see above).
@@ -54,6 +56,7 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
         hidden: int | None = None,
         smoothing: int = 3,
         fine_weight: float | None = None,
+        pooling: str = "raw",
         optimizer: dict[str, Any] | None = None,
         lr_schedule: str = "cosine",
         loss: dict[str, Any] | None = None,
@@ -70,6 +73,7 @@ class FeatureAEModule(ScoredByNetwork, pl.LightningModule):
                 hidden=hidden,
                 smoothing=smoothing,
                 fine_weight=fine_weight,
+                pooling=pooling,
             )
         except ValueError as exc:
             raise ConfigError(f"model=feature_ae: {exc}") from exc

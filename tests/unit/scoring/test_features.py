@@ -89,6 +89,44 @@ def test_pooling_is_each_channels_mean_maximum_and_spread():
     torch.testing.assert_close(pooled, expected)
 
 
+def test_log_pooling_takes_the_logs_of_the_heights_above_the_mean_and_of_the_spreads():
+    h = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]], [[0.0, 0.0], [0.0, 2.0]]]])
+    pooled = pool_features(h, "log")
+    # Heights of the maxima above the means: 7 - 4 and 2 - 0.5; spreads as above.
+    floor = 1e-6
+    expected = torch.tensor(
+        [
+            [
+                4.0,
+                0.5,
+                np.log(3 + floor),
+                np.log(1.5 + floor),
+                np.log(5**0.5 + floor),
+                np.log(0.75**0.5 + floor),
+            ]
+        ]
+    )
+    torch.testing.assert_close(pooled, expected.float())
+    # The means are those of the raw form; the other two are its columns, transformed.
+    raw = pool_features(h)
+    torch.testing.assert_close(pooled[:, :2], raw[:, :2])
+
+
+def test_log_pooling_of_a_constant_channel_is_finite_and_far_below_any_texture():
+    h = torch.zeros(2, 3, 6, 6)
+    h[1] = torch.randn(3, 6, 6)
+    pooled = pool_features(h, "log")
+    assert torch.isfinite(pooled).all()
+    # A blank photo's heights and spreads sit at the floor: as far from a textured
+    # photo's as a Gaussian over textured ones can tell.
+    assert (pooled[0, 3:] < pooled[1, 3:] - 5).all()
+
+
+def test_an_unknown_pooling_is_refused():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        pool_features(torch.zeros(1, 2, 3, 3), "median")
+
+
 def test_fusion_standardises_both_scores_on_the_validation_images():
     maps = np.array([0.1, 0.2, 0.3, 0.4])
     features = np.array([10.0, 30.0, 20.0, 40.0])

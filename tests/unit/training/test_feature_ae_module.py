@@ -53,6 +53,27 @@ def test_the_config_weighs_the_fine_stage_and_an_old_checkpoint_keeps_its_map():
         build_module(_cfg("model.module.fine_weight=2"))
 
 
+def test_the_config_pools_logs_and_an_old_checkpoint_keeps_its_features():
+    import torch
+
+    from anomaly.models.inspection import Wants, pool_features
+
+    module = build_module(_cfg()).eval()
+    assert module.network.pooling == "log"
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        f = module.network.features(x)
+        got = module.network.inspect(x, Wants(map=False, image_features=True)).image_features
+    torch.testing.assert_close(got, pool_features(f, "log"))
+    # A checkpoint saved before the setting existed has no such hyperparameter: its
+    # features.npz was fitted on the raw statistics, and it keeps them.
+    hparams = dict(module.hparams)
+    del hparams["pooling"]
+    assert type(module)(**hparams).network.pooling == "raw"
+    with pytest.raises(ConfigError, match="pooling"):
+        build_module(_cfg("model.module.pooling=median"))
+
+
 def test_auto_leaves_the_patch_map_off_and_true_turns_it_on():
     preprocess = Preprocess.create(image_size=64, channels=1)
     cfg = _cfg()
