@@ -24,9 +24,9 @@ from anomaly.models.inspection import (
     IMAGE_FEATURES,
     MAP,
     PATCH_FEATURES,
-    POOLINGS,
     Inspection,
     Wants,
+    check_pooling,
     pool_features,
 )
 
@@ -96,8 +96,7 @@ class FeatureAENetwork(nn.Module):
         pooling: str = "raw",
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_pooling(pooling)
         if smoothing < 1 or smoothing % 2 == 0:
             raise ValueError(f"smoothing must be an odd side >= 1, got {smoothing}")
         if fine_weight is not None and not 0.0 <= fine_weight <= 1.0:

@@ -106,6 +106,12 @@ POOLINGS = ("raw", "log")
 _LOG_FLOOR = 1e-6
 
 
+def check_pooling(pooling: str) -> None:
+    """Raise ValueError unless ``pooling`` is one of :data:`POOLINGS`."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
 def pool_features(h: torch.Tensor, pooling: str = "raw") -> torch.Tensor:
     """Feature maps ``(N, C, H, W)`` pooled to ``(N, 3C)``.
 
@@ -120,6 +126,7 @@ def pool_features(h: torch.Tensor, pooling: str = "raw") -> torch.Tensor:
             positive and skewed over photos (a few photos with a strong spot or a busy
             texture), which a Gaussian fits badly and their logarithms well.
     """
+    check_pooling(pooling)
     h = h.float()
     mean = h.mean(dim=(2, 3), keepdim=True)
     # Two passes instead of torch.std: the same to float rounding, about 15x faster on CPU.
@@ -129,6 +136,4 @@ def pool_features(h: torch.Tensor, pooling: str = "raw") -> torch.Tensor:
     if pooling == "log":
         peak = (peak - mean).clamp_(min=0.0).add_(_LOG_FLOOR).log_()
         spread = spread.add(_LOG_FLOOR).log_()
-    elif pooling != "raw":
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     return torch.cat([mean, peak, spread], dim=1)
