@@ -31,6 +31,7 @@ from PIL import Image
 
 import anomaly
 from anomaly.errors import TrackingError
+from anomaly.interrupts import deferred_ctrl_c
 from anomaly.tracking.store import ensure_store
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,10 @@ class RunLogger:
         if not self.enabled:
             return None
         try:
-            return fn(*args, **kwargs)
+            # Whole or not at all: a Ctrl-C inside a store transaction can keep the
+            # store locked, and the run's final status is then lost (RUNNING forever).
+            with deferred_ctrl_c():
+                return fn(*args, **kwargs)
         except Exception as exc:
             log.warning("MLflow: %s was not uploaded (%s)", what, exc)
             self.failed.append(f"{what}: {exc}")
@@ -271,18 +275,22 @@ def start_run(
         return
     # Not mlflow.start_run's context manager: its end_run raises when the server went away
     # mid-run, and the local outputs would end in a traceback instead of a clear exit 4.
-    run = mlflow.start_run(
-        run_id=run_id,
-        experiment_id=None if run_id else experiment_id,
-        run_name=None if run_id else run_name,
-        tags=dict(tags or {}),
-        log_system_metrics=system_metrics,
-        # Inside a pipeline's parent run, each step is a child run.
-        nested=mlflow.active_run() is not None,
-    )
-    logger = RunLogger(run.info.run_id, uri)
+    run = None
+    logger = RunLogger(None, uri)
     status = "FINISHED"
     try:
+        # A Ctrl-C during the start is raised once the run exists, so that it ends KILLED.
+        with deferred_ctrl_c():
+            run = mlflow.start_run(
+                run_id=run_id,
+                experiment_id=None if run_id else experiment_id,
+                run_name=None if run_id else run_name,
+                tags=dict(tags or {}),
+                log_system_metrics=system_metrics,
+                # Inside a pipeline's parent run, each step is a child run.
+                nested=mlflow.active_run() is not None,
+            )
+        logger.run_id = run.info.run_id
         yield logger
     except BaseException as exc:
         # Stopped on purpose (Ctrl-C, SIGTERM): KILLED, not FAILED, in the UI.
@@ -290,9 +298,10 @@ def start_run(
         status = "KILLED" if stopped else "FAILED"
         raise
     finally:
-        logger.call("the run status", mlflow.end_run, status)
-        _stop_system_metrics(run.info.run_id)
-        logger.report()
+        if run is not None:
+            logger.call("the run status", mlflow.end_run, status)
+            _stop_system_metrics(run.info.run_id)
+            logger.report()
 
 
 def _stop_system_metrics(run_id: str) -> None:

@@ -268,7 +268,7 @@ def test_interrupted_training_saves_a_checkpoint_and_resumes(model, tmp_path):
     assert "trainer.resume=true" in text and f"output_dir={out}" in text
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("anomaly").experiment_id])
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED", text
     code, text = _train_until_checkpoint([*long_run, "trainer.resume=true"], work, out,
                                          signal.SIGTERM)  # fmt: skip
     assert code == 130, text
