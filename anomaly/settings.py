@@ -97,22 +97,32 @@ def resolve_geometry(cfg: DictConfig, photos: Photos) -> None:
     )
 
 
-def resolve_framing(cfg: DictConfig, photos: Photos, *, tile: bool, used: bool) -> None:
-    """Make ``scoring.position_score.pixels`` concrete and weigh the map for it.
+def addons_and_framing(
+    cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess, photos: Photos
+) -> dict[AddOn, dict[str, Any]]:
+    """The add-ons in use, with ``scoring.position_score.pixels`` made concrete.
+
+    The two decide each other: whether the photos share one framing (the pixel map then
+    standardised per position) decides a model's ``auto_off_framed`` add-ons, and the
+    position score, which gives way to the patch map, must be in use for the pixel map to
+    be standardised. The map is then weighed for the framing (:func:`weigh_map_for_framing`).
 
     Args:
-        cfg: The training config (changed in place).
+        cfg: The config (changed in place).
+        model: The model.
+        preprocess: How images reach it.
         photos: The training photos (sizes read for ``auto``).
-        tile: Tile mode.
-        used: Whether the position score is among the add-ons.
 
     Raises:
-        ConfigError: A value other than auto, true or false.
+        ConfigError: As :func:`enabled_addons`, or ``pixels`` other than auto, true or false.
     """
-    cfg.scoring.position_score.pixels = resolve_position_pixels(
-        cfg.scoring.position_score.get("pixels", "auto"), photos, tile=tile, used=used
+    framed = resolve_position_pixels(
+        cfg.scoring.position_score.get("pixels", "auto"), photos, tile=preprocess.tile
     )
+    addons = enabled_addons(cfg, model, preprocess, framed=framed)
+    cfg.scoring.position_score.pixels = framed and POSITION_SCORE in addons
     weigh_map_for_framing(cfg)
+    return addons
 
 
 def framing_map_weight(cfg: DictConfig, *, pixels: bool) -> float | None:
@@ -191,9 +201,22 @@ ENABLED_CHOICES = ("auto", True, False)
 
 
 def use_addon(
-    cfg: DictConfig, addon: AddOn, model: torch.nn.Module, preprocess: Preprocess
+    cfg: DictConfig,
+    addon: AddOn,
+    model: torch.nn.Module,
+    preprocess: Preprocess,
+    *,
+    framed: bool = False,
 ) -> bool:
     """Whether ``scoring.<addon>.enabled`` (auto, true or false) asks for ``addon``.
+
+    Args:
+        cfg: The config.
+        addon: The add-on.
+        model: The model it would serve.
+        preprocess: How images reach the model.
+        framed: Whether the pixel map is standardised per position (photos of one
+            framing): a model's ``auto_off_framed`` add-ons are left off then.
 
     Raises:
         ConfigError: An unknown value, or ``true`` for a model that does not give what the
@@ -204,7 +227,11 @@ def use_addon(
     if enabled not in ENABLED_CHOICES:
         raise ConfigError(f"{addon.key}.enabled={enabled!r} is unknown; choose auto, true or false")
     supported = gives(model, preprocess, addon)
-    if enabled == "auto" and addon.name in getattr(inspectable(model), "auto_off", ()):
+    inner = inspectable(model)
+    off = set(getattr(inner, "auto_off", ())) | set(
+        getattr(inner, "auto_off_framed", ()) if framed else ()
+    )
+    if enabled == "auto" and addon.name in off:
         # The model says the add-on repeats what its map already measures.
         return False
     if enabled is True and not supported:
@@ -225,20 +252,32 @@ def addon_settings(cfg: DictConfig, addon: AddOn) -> dict[str, Any]:
 
 
 def enabled_addons(
-    cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess
+    cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess, *, framed: bool = False
 ) -> dict[AddOn, dict[str, Any]]:
     """The add-ons the config asks for on ``model``, each with its (checked) fitting arguments.
+
+    ``framed``: whether the pixel map is to be standardised per position (see
+    :func:`use_addon`).
 
     Raises:
         ConfigError: As :func:`use_addon`, a setting of an add-on in use out of range, or
             the position score asked for beside the patch map or the ``area`` score (with
-            ``auto`` it gives way to them).
+            ``auto`` it gives way to them; a patch map there by ``auto`` gives way to a
+            position score asked for).
     """
     chosen = {
         addon: addon_settings(cfg, addon)
         for addon in ADDONS
-        if use_addon(cfg, addon, model, preprocess)
+        if use_addon(cfg, addon, model, preprocess, framed=framed)
     }
+    if (
+        PATCH_MAP in chosen
+        and cfg.scoring.patch_map.enabled == "auto"
+        and cfg.scoring.position_score.enabled is True
+        and POSITION_SCORE in chosen
+    ):
+        # What was asked for by name wins over what auto would add.
+        del chosen[PATCH_MAP]
     clash = (
         "the patch map (scoring.patch_map), whose share of the map is fitted after it"
         if PATCH_MAP in chosen

@@ -10,18 +10,18 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly.data.folder import fingerprint, scan_dataset, split_validation
-from anomaly.data.geometry import resolve_position_pixels
 from anomaly.errors import ModelFolderError
 from anomaly.jobs.checks import check_config
 from anomaly.jobs.results import CalibrateResult
 from anomaly.model_folder import CONFIG_FILE, load_detector
-from anomaly.scoring.addons import ADDONS, POSITION_SCORE
+from anomaly.scoring.addons import ADDONS
 from anomaly.scoring.calibration import CALIBRATION_FILE
 from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.fitting import fit_and_calibrate
+from anomaly.scoring.patches import DEFAULT_WEIGHT
 from anomaly.settings import (
+    addons_and_framing,
     calibration_spec,
-    enabled_addons,
     loading,
     recalibrated_map_weight,
 )
@@ -72,12 +72,15 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
         splits.train, fraction=fraction, seed=seed, min_images=min_images
     )
     feed = loading(cfg)
-    wanted = enabled_addons(cfg, detector.model, detector.preprocess)
-    cfg.scoring.position_score.pixels = resolve_position_pixels(
-        cfg.scoring.position_score.get("pixels", "auto"),
-        [s.path for s in training],
-        tile=detector.preprocess.tile,
-        used=POSITION_SCORE in wanted,
+    if cfg.scoring.patch_map.weight is None:
+        # The training's, as saved (it may be the model's own, model.patch_weight).
+        cfg.scoring.patch_map.weight = float(
+            OmegaConf.select(trained, "scoring.patch_map.weight", default=DEFAULT_WEIGHT)
+            if trained is not None
+            else DEFAULT_WEIGHT
+        )
+    wanted = addons_and_framing(
+        cfg, detector.model, detector.preprocess, [s.path for s in training]
     )
     cfg.scoring.feature_score.map_weight = recalibrated_map_weight(
         cfg.scoring.feature_score.map_weight,

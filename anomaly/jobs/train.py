@@ -33,17 +33,15 @@ from anomaly.jobs.evaluate import (
 from anomaly.jobs.evaluate import showcase as showcase_of
 from anomaly.jobs.results import Registered, TrainResult
 from anomaly.model_folder import save_model_folder
-from anomaly.scoring.addons import POSITION_SCORE
 from anomaly.scoring.detector import Detector
 from anomaly.scoring.evaluation import evaluate
 from anomaly.scoring.fitting import fit_and_calibrate
 from anomaly.settings import (
+    addons_and_framing,
     calibration_spec,
-    enabled_addons,
     loading,
     map_settings,
     preprocess_settings,
-    resolve_framing,
     resolve_geometry,
 )
 from anomaly.tracking.card import card_tags, log_training_card, training_card
@@ -120,8 +118,7 @@ def train(cfg: DictConfig) -> TrainResult:
         write_errors_csv(output_dir / "errors.csv", datamodule.skipped)
     module = build_module(cfg)
     # Checked now, not after the training.
-    addons = enabled_addons(cfg, module, preprocess)
-    resolve_framing(cfg, photos, tile=preprocess.tile, used=POSITION_SCORE in addons)
+    addons = addons_and_framing(cfg, module, preprocess, photos)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     tags = base_tags(kind="train") | {
         "model.name": str(cfg.model.name),

@@ -30,6 +30,8 @@ from anomaly.models.inspection import (
     pool_features,
 )
 
+PATCH_GRIDS = ("fine", "coarse")
+
 
 class FeatureAutoencoder(nn.Module):
     """1×1 and 3×3 convolutions from ``channels`` down to ``bottleneck`` and back.
@@ -82,6 +84,10 @@ class FeatureAENetwork(nn.Module):
         pooling: How the feature score's statistics are pooled
             (:func:`~anomaly.models.inspection.pool_features`); ``raw`` for models trained
             before it was a setting.
+        patch_grid: The positions the patch map remembers: ``fine``, every position of
+            all the features (as models trained before it was a setting); ``coarse``,
+            the coarse stages' channels at their own stride (every ``stride_ratio``-th
+            position), where one position describes a patch of texture.
     """
 
     gives = frozenset({MAP, IMAGE_FEATURES, PATCH_FEATURES})
@@ -94,9 +100,12 @@ class FeatureAENetwork(nn.Module):
         smoothing: int = 3,
         fine_weight: float | None = None,
         pooling: str = "raw",
+        patch_grid: str = "fine",
     ) -> None:
         super().__init__()
         check_pooling(pooling)
+        if patch_grid not in PATCH_GRIDS:
+            raise ValueError(f"patch_grid must be one of {PATCH_GRIDS}, got {patch_grid!r}")
         if smoothing < 1 or smoothing % 2 == 0:
             raise ValueError(f"smoothing must be an odd side >= 1, got {smoothing}")
         if fine_weight is not None and not 0.0 <= fine_weight <= 1.0:
@@ -108,6 +117,9 @@ class FeatureAENetwork(nn.Module):
         strides, widths = self.backbone.strides, self.backbone.channels
         # Stages come shallow first, so the finest stride's channels lead the features.
         self.fine_channels = sum(c for c, s in zip(widths, strides, strict=True) if s == strides[0])
+        # Where every stage is as fine, there is no coarse grid: the fine one serves.
+        self.patch_grid = patch_grid if self.fine_channels < sum(widths) else "fine"
+        self.coarse_step = strides[-1] // strides[0]
         channels = sum(widths)
         # Per-channel statistics of the training features, cumulated over all batches
         # (momentum None): the stages' scales differ by an order of magnitude.
@@ -173,8 +185,19 @@ class FeatureAENetwork(nn.Module):
         if wants.image_features:
             out.image_features = pool_features(f, self.pooling)
         if wants.patch_features:
-            out.patch_features = f
+            out.patch_features = self.patch_features(f)
         return out
+
+    def patch_features(self, f: torch.Tensor) -> torch.Tensor:
+        """The positions the patch map compares, from :meth:`features` ``f``.
+
+        On the coarse grid, the coarse stages' channels at the middle of each of their
+        cells: the fine stage's channels there would only add noise to the distance.
+        """
+        if self.patch_grid == "fine":
+            return f
+        step = self.coarse_step
+        return f[:, self.fine_channels :, step // 2 :: step, step // 2 :: step]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The anomaly map ``(N, 1, H, W)``."""

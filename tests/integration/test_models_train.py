@@ -173,3 +173,53 @@ def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tm
     # It has no pixel loss: the run's name and card do not claim one.
     assert run.info.run_name == "train-feature_ae"
     assert "| model | feature_ae |" in run.data.tags["mlflow.note.content"]
+
+
+def test_feature_ae_on_photos_of_every_size_adds_the_coarse_patch_map(tmp_path):
+    """Photos of three shapes: no per-position map, so the patch map joins it (weight 1)."""
+    import numpy as np
+
+    from anomaly.jobs.calibrate import recalibrate
+    from anomaly.scoring.calibration import Calibration
+    from tests.conftest import write_png
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for i in range(12):
+        h, w = [(64, 48), (40, 72), (56, 56)][i % 3]
+        write_png(root / f"{i:02d}.png", (0.5 + 0.1 * rng.standard_normal((h, w))).clip(0, 1))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"data.root={root}",
+                "data.short_side=64",
+                "model.min_steps=2",
+                "trainer.progress_bar=false",
+                f"output_dir={tmp_path / 'out'}",
+                f"tracking.uri={uri}",
+            ],
+        )
+    result = train(cfg)
+    run = MlflowClient(uri).get_run(result.run_id)
+    assert run.data.params["scoring.position_score.pixels"] == "False"
+    assert run.data.params["scoring.patch_map.weight"] == "1.0"  # model.patch_weight
+    detector = load_detector(result.model_dir)
+    assert detector.patches is not None and detector.patches.dim == 192 + 320
+    trained = Calibration.load(Path(result.model_dir) / "calibration.json")
+    assert trained.patch_scale > 0 and not trained.positions
+
+    def calibrate(*overrides: str) -> float:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            c = compose(
+                "calibrate",
+                overrides=[f"model_uri={result.model_dir}", f"data.root={root}",
+                           f"tracking.uri={uri}", *overrides],
+            )  # fmt: skip
+        recalibrate(c)
+        return Calibration.load(Path(result.model_dir) / "calibration.json").patch_scale
+
+    # Recalibrated, the patch map keeps the training's weight unless one is given.
+    assert calibrate() == pytest.approx(trained.patch_scale)
+    assert calibrate("scoring.patch_map.weight=0.5") == pytest.approx(trained.patch_scale / 2)

@@ -228,12 +228,11 @@ def _cfg(*overrides: str):
     return cfg
 
 
-def _names(*overrides: str) -> set[str]:
+def _names(*overrides: str, framed: bool = True) -> set[str]:
     cfg = _cfg(*overrides)
     module = build_module(cfg)
-    return {
-        a.name for a in enabled_addons(cfg, module, Preprocess.create(image_size=64, channels=1))
-    }
+    preprocess = Preprocess.create(image_size=64, channels=1)
+    return {a.name for a in enabled_addons(cfg, module, preprocess, framed=framed)}
 
 
 def test_auto_turns_it_on_for_feature_ae_only_and_gives_way_to_the_patch_map_and_area():
@@ -254,6 +253,23 @@ def test_auto_turns_it_on_for_feature_ae_only_and_gives_way_to_the_patch_map_and
     with pytest.raises(ConfigError, match="position_score.enabled=true, but"):
         _names("model=cae", "scoring.position_score.enabled=true")
     assert "position_score" in _names("model=draem", "scoring.patch_map.enabled=false", on[1])
+
+
+def test_feature_aes_patch_map_joins_by_auto_where_the_photos_are_not_framed_alike():
+    # Not one framing: the coarse patch map in the position score's place.
+    assert _names("model=feature_ae", framed=False) == {"feature_score", "patch_map"}
+    # A position score asked for by name wins over the patch map auto would add.
+    on = "scoring.position_score.enabled=true"
+    assert _names("model=feature_ae", on, framed=False) == {"feature_score", "position_score"}
+    # The fine grid (models trained before patch_grid): auto leaves it off anyway.
+    fine = "model.module.patch_grid=fine"
+    assert _names("model=feature_ae", fine, framed=False) == {"feature_score", "position_score"}
+    assert "patch_map" in _names("model=feature_ae", fine, "scoring.patch_map.enabled=true")
+    assert "patch_map" not in _names(
+        "model=feature_ae", "scoring.patch_map.enabled=false", framed=False
+    )
+    # draem's rules do not depend on the framing.
+    assert _names("model=draem", framed=False) == _names("model=draem", framed=True)
 
 
 def _weight(pixels: bool, *overrides: str) -> float:

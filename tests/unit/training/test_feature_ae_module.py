@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from anomaly.data.transforms import Preprocess
@@ -54,7 +55,6 @@ def test_the_config_weighs_the_fine_stage_and_an_old_checkpoint_keeps_its_map():
 
 
 def test_the_config_pools_logs_and_an_old_checkpoint_keeps_its_features():
-    import torch
 
     from anomaly.models.inspection import Wants, pool_features
 
@@ -74,15 +74,51 @@ def test_the_config_pools_logs_and_an_old_checkpoint_keeps_its_features():
         build_module(_cfg("model.module.pooling=median"))
 
 
-def test_auto_leaves_the_patch_map_off_and_true_turns_it_on():
+def test_auto_adds_the_patch_map_where_the_photos_are_not_framed_alike():
     preprocess = Preprocess.create(image_size=64, channels=1)
     cfg = _cfg()
     module = build_module(cfg)
-    names = {a.name for a in enabled_addons(cfg, module, preprocess)}
+    names = {a.name for a in enabled_addons(cfg, module, preprocess, framed=True)}
     assert names == {"feature_score", "position_score"}
-    cfg = _cfg("scoring.patch_map.enabled=true")
-    names = {a.name for a in enabled_addons(cfg, module, preprocess)}
+    names = {a.name for a in enabled_addons(cfg, module, preprocess, framed=False)}
     assert names == {"feature_score", "patch_map"}
+    cfg = _cfg("scoring.patch_map.enabled=true")
+    names = {a.name for a in enabled_addons(cfg, module, preprocess, framed=True)}
+    assert names == {"feature_score", "patch_map"}
+    # Its share of the map is the model's own, unless given.
+    assert cfg.scoring.patch_map.weight == 1.0
+    assert _cfg("scoring.patch_map.weight=0.3").scoring.patch_map.weight == 0.3
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        draem = compose("config", overrides=["model=draem", "data.root=unused"])
+    assert draem.scoring.patch_map.weight == 0.5
+
+
+def test_the_patch_map_compares_the_coarse_stages_at_their_own_grid():
+    from anomaly.models.inspection import Wants
+
+    module = build_module(_cfg()).eval()
+    network = module.network
+    assert network.patch_grid == "coarse" and network.coarse_step == 4
+    x = torch.rand(2, 1, 64, 96)
+    with torch.no_grad():
+        f = network.features(x)
+        got = network.inspect(x, Wants(map=False, patch_features=True)).patch_features
+    assert f.shape == (2, 40 + 192 + 320, 8, 12)
+    # The middle of each stride-32 cell, the 512 coarse channels only.
+    assert got.shape == (2, 512, 2, 3)
+    torch.testing.assert_close(got[:, :, 1, 2], f[:, 40:, 1 * 4 + 2, 2 * 4 + 2])
+    # A checkpoint saved before the setting compared every position of every channel.
+    hparams = dict(module.hparams)
+    del hparams["patch_grid"]
+    old = type(module)(**hparams).eval()
+    assert old.network.patch_grid == "fine" and old.auto_off == frozenset({"patch_map"})
+    with torch.no_grad():
+        torch.testing.assert_close(
+            old.network.inspect(x, Wants(map=False, patch_features=True)).patch_features,
+            old.network.features(x),
+        )
+    with pytest.raises(ConfigError, match="patch_grid"):
+        build_module(_cfg("model.module.patch_grid=medium"))
 
 
 def test_min_steps_adds_epochs_for_small_data_only():
