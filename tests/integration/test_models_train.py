@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
 from anomaly.errors import ConfigError, ModelFolderError
 from anomaly.jobs.train import train
@@ -17,22 +18,32 @@ pytestmark = pytest.mark.integration
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def _train(tiny_mvtec: Path, tmp_path: Path, *overrides: str) -> tuple[dict, str]:
+def _config(root: Path, tmp_path: Path, *overrides: str) -> tuple[DictConfig, str]:
+    """The training config for ``root``, outputs and a SQLite store in ``tmp_path``."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(
             "config",
             overrides=[
-                f"data.root={tiny_mvtec}",
-                "data.image_size=32",
-                "data.val_fraction=0.25",
-                "trainer.max_epochs=2",
+                f"data.root={root}",
                 "trainer.progress_bar=false",
                 f"output_dir={tmp_path / 'out'}",
                 f"tracking.uri={uri}",
                 *overrides,
             ],
         )
+    return cfg, uri
+
+
+def _train(tiny_mvtec: Path, tmp_path: Path, *overrides: str) -> tuple[dict, str]:
+    cfg, uri = _config(
+        tiny_mvtec,
+        tmp_path,
+        "data.image_size=32",
+        "data.val_fraction=0.25",
+        "trainer.max_epochs=2",
+        *overrides,
+    )
     return train(cfg), uri
 
 
@@ -144,19 +155,7 @@ def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tm
     for i in range(10):
         rows = np.linspace(0.2, 0.8, 96)[:, None] * np.ones((1, 32))
         write_png(root / f"{i:02d}.png", (rows + 0.02 * rng.random((96, 32))).clip(0, 1))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"data.root={root}",
-                "data.short_side=32",
-                "model.min_steps=12",
-                "trainer.progress_bar=false",
-                f"output_dir={tmp_path / 'out'}",
-                f"tracking.uri={uri}",
-            ],
-        )
+    cfg, uri = _config(root, tmp_path, "data.short_side=32", "model.min_steps=12")
     result = train(cfg)
     detector = load_detector(result.model_dir)
     assert type(detector.model).__name__ == "FeatureAEModule"
@@ -188,19 +187,7 @@ def test_feature_ae_on_photos_of_every_size_adds_the_coarse_patch_map(tmp_path):
     for i in range(12):
         h, w = [(64, 48), (40, 72), (56, 56)][i % 3]
         write_png(root / f"{i:02d}.png", (0.5 + 0.1 * rng.standard_normal((h, w))).clip(0, 1))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"data.root={root}",
-                "data.short_side=64",
-                "model.min_steps=2",
-                "trainer.progress_bar=false",
-                f"output_dir={tmp_path / 'out'}",
-                f"tracking.uri={uri}",
-            ],
-        )
+    cfg, uri = _config(root, tmp_path, "data.short_side=64", "model.min_steps=2")
     result = train(cfg)
     run = MlflowClient(uri).get_run(result.run_id)
     assert run.data.params["scoring.position_score.pixels"] == "False"
