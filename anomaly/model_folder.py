@@ -7,7 +7,7 @@
       model.json        module class, preprocessing, map settings, provenance
       calibration.json  thresholds fitted on defect-free validation images (editable)
       features.npz      Gaussian over the training images' features (feature score; optional)
-      patches.npz       memory of the training images' bottleneck positions (patch map; optional)
+      patches.npz       memory of the training images' feature positions (patch map; optional)
       config.yaml       the resolved training config
 
 It is written locally before anything is uploaded, so a failed upload never loses a

@@ -123,7 +123,7 @@ PATCH_MAP = AddOn(
     fit=_memory,
     load=PatchMemory.load,
     describe=lambda m: (
-        f"patch map: {m.bank.shape[0]} of {m.n_positions} bottleneck positions of "
+        f"patch map: {m.bank.shape[0]} of {m.n_positions} feature positions of "
         f"{m.n_images} training images kept"
     ),
     used_by=lambda c: (
