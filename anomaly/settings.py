@@ -103,7 +103,8 @@ def addons_and_framing(
     """The add-ons in use, with ``scoring.position_score.pixels`` made concrete.
 
     The two decide each other: whether the photos share one framing (the pixel map then
-    standardised per position) decides a model's ``auto_off_framed`` add-ons, and the
+    standardised per position) decides a model's ``auto_off_framed`` add-ons (as the
+    number of photos its ``auto_min_images``), and the
     position score, which gives way to the patch map, must be in use for the pixel map to
     be standardised. The map is then weighed for the framing (:func:`weigh_map_for_framing`).
 
@@ -111,7 +112,8 @@ def addons_and_framing(
         cfg: The config (changed in place).
         model: The model.
         preprocess: How images reach it.
-        photos: The training photos (sizes read for ``auto``).
+        photos: All the defect-free training photos, validation part included (their
+            sizes are read for ``auto``, their number decides ``auto_min_images``).
 
     Raises:
         ConfigError: As :func:`enabled_addons`, or ``pixels`` other than auto, true or false.
@@ -119,7 +121,7 @@ def addons_and_framing(
     framed = resolve_position_pixels(
         cfg.scoring.position_score.get("pixels", "auto"), photos, tile=preprocess.tile
     )
-    addons = enabled_addons(cfg, model, preprocess, framed=framed)
+    addons = enabled_addons(cfg, model, preprocess, framed=framed, n_images=len(photos))
     cfg.scoring.position_score.pixels = framed and POSITION_SCORE in addons
     weigh_map_for_framing(cfg)
     return addons
@@ -207,6 +209,7 @@ def use_addon(
     preprocess: Preprocess,
     *,
     framed: bool = False,
+    n_images: int | None = None,
 ) -> bool:
     """Whether ``scoring.<addon>.enabled`` (auto, true or false) asks for ``addon``.
 
@@ -217,6 +220,9 @@ def use_addon(
         preprocess: How images reach the model.
         framed: Whether the pixel map is standardised per position (photos of one
             framing): a model's ``auto_off_framed`` add-ons are left off then.
+        n_images: How many training images the add-ons are fitted on (None: not known):
+            with fewer than a model's ``auto_min_images`` for the add-on, ``auto`` leaves
+            it off.
 
     Raises:
         ConfigError: An unknown value, or ``true`` for a model that does not give what the
@@ -233,6 +239,17 @@ def use_addon(
     )
     if enabled == "auto" and addon.name in off:
         # The model says the add-on repeats what its map already measures.
+        return False
+    least = getattr(inner, "auto_min_images", {}).get(addon.name, 0)
+    if enabled == "auto" and supported and n_images is not None and n_images < least:
+        log.info(
+            "%s stays off (auto): %d training images, fewer than the %d it needs to cover "
+            "the normal surface; %s.enabled=true adds it",
+            addon.key,
+            n_images,
+            least,
+            addon.key,
+        )
         return False
     if enabled is True and not supported:
         raise ConfigError(
@@ -252,12 +269,17 @@ def addon_settings(cfg: DictConfig, addon: AddOn) -> dict[str, Any]:
 
 
 def enabled_addons(
-    cfg: DictConfig, model: torch.nn.Module, preprocess: Preprocess, *, framed: bool = False
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    preprocess: Preprocess,
+    *,
+    framed: bool = False,
+    n_images: int | None = None,
 ) -> dict[AddOn, dict[str, Any]]:
     """The add-ons the config asks for on ``model``, each with its (checked) fitting arguments.
 
-    ``framed``: whether the pixel map is to be standardised per position (see
-    :func:`use_addon`).
+    ``framed`` and ``n_images``: whether the pixel map is to be standardised per position,
+    and how many training images there are (see :func:`use_addon`).
 
     Raises:
         ConfigError: As :func:`use_addon`, a setting of an add-on in use out of range, or
@@ -268,7 +290,7 @@ def enabled_addons(
     chosen = {
         addon: addon_settings(cfg, addon)
         for addon in ADDONS
-        if use_addon(cfg, addon, model, preprocess, framed=framed)
+        if use_addon(cfg, addon, model, preprocess, framed=framed, n_images=n_images)
     }
     if (
         PATCH_MAP in chosen

@@ -62,6 +62,9 @@ class TrainingPhotos:
         self.paths = list(paths)
         self._sizes: list[tuple[int, int]] | None = None
 
+    def __len__(self) -> int:
+        return len(self.paths)
+
     @property
     def sizes(self) -> list[tuple[int, int]]:
         """``(height, width)`` of up to :data:`SAMPLE` of them (see :func:`photo_sizes`)."""

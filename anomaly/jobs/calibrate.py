@@ -79,8 +79,9 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
             if trained is not None
             else DEFAULT_WEIGHT
         )
+    # All the defect-free training photos, validation part included, as the training saw.
     wanted = addons_and_framing(
-        cfg, detector.model, detector.preprocess, [s.path for s in training]
+        cfg, detector.model, detector.preprocess, [s.path for s in splits.train]
     )
     cfg.scoring.feature_score.map_weight = recalibrated_map_weight(
         cfg.scoring.feature_score.map_weight,

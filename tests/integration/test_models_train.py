@@ -174,13 +174,19 @@ def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tm
     assert "| model | feature_ae |" in run.data.tags["mlflow.note.content"]
 
 
-def test_feature_ae_on_photos_of_every_size_adds_the_coarse_patch_map(tmp_path):
+def test_feature_ae_on_photos_of_every_size_adds_the_coarse_patch_map(
+    tmp_path, monkeypatch, caplog
+):
     """Photos of three shapes: no per-position map, so the patch map joins it (weight 1)."""
     import numpy as np
 
     from anomaly.jobs.calibrate import recalibrate
     from anomaly.scoring.calibration import Calibration
+    from anomaly.training.feature_ae import FeatureAEModule
     from tests.conftest import write_png
+
+    # Twelve photos stand for the 200 that a real part needs for the memory.
+    monkeypatch.setattr(FeatureAEModule, "auto_min_images", {"patch_map": 12})
 
     rng = np.random.default_rng(0)
     root = tmp_path / "shapes"
@@ -210,3 +216,9 @@ def test_feature_ae_on_photos_of_every_size_adds_the_coarse_patch_map(tmp_path):
     # Recalibrated, the patch map keeps the training's weight unless one is given.
     assert calibrate() == pytest.approx(trained.patch_scale)
     assert calibrate("scoring.patch_map.weight=0.5") == pytest.approx(trained.patch_scale / 2)
+    # Fewer photos than the model asks for: auto leaves it off and says why.
+    monkeypatch.setattr(FeatureAEModule, "auto_min_images", {"patch_map": 13})
+    with caplog.at_level("INFO", logger="anomaly.settings"):
+        assert calibrate() == 0.0
+    assert "scoring.patch_map stays off (auto): 12 training images" in caplog.text
+    assert calibrate("scoring.patch_map.enabled=true") > 0

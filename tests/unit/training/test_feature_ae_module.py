@@ -82,6 +82,12 @@ def test_auto_adds_the_patch_map_where_the_photos_are_not_framed_alike():
     assert names == {"feature_score", "position_score"}
     names = {a.name for a in enabled_addons(cfg, module, preprocess, framed=False)}
     assert names == {"feature_score", "patch_map"}
+    # A memory of normal positions needs photos: below 200, auto leaves it off.
+    for n, added in ((199, False), (200, True)):
+        names = {a.name for a in enabled_addons(cfg, module, preprocess, n_images=n)}
+        assert ("patch_map" in names) is added and ("position_score" in names) is not added
+    forced = _cfg("scoring.patch_map.enabled=true")
+    assert "patch_map" in {a.name for a in enabled_addons(forced, module, preprocess, n_images=5)}
     cfg = _cfg("scoring.patch_map.enabled=true")
     names = {a.name for a in enabled_addons(cfg, module, preprocess, framed=True)}
     assert names == {"feature_score", "patch_map"}
