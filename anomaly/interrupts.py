@@ -23,8 +23,9 @@ def deferred_ctrl_c() -> Iterator[None]:
 
     The handler in place before the block (Python's own, which raises
     ``KeyboardInterrupt``, or a training's) is called once the block is left, with the
-    first signal received. Outside the main thread, or where Ctrl-C is ignored or left to
-    the system, the block runs as it is: there is nothing to hold back.
+    first signal received; a second Ctrl-C during the block is handed to it at once.
+    Outside the main thread, or where Ctrl-C is ignored or left to the system, the block
+    runs as it is: there is nothing to hold back.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -36,6 +37,13 @@ def deferred_ctrl_c() -> Iterator[None]:
     pending: list[tuple[int, FrameType | None]] = []
 
     def remember(signum: int, frame: FrameType | None) -> None:
+        if pending:
+            # Pressed again: whoever insists gets the interrupt now, write or not (a long
+            # upload to a slow server must not make Ctrl-C useless).
+            pending.clear()  # handled here, not again as the block ends
+            signal.signal(signal.SIGINT, previous)
+            previous(signum, frame)
+            return
         pending.append((signum, frame))
 
     signal.signal(signal.SIGINT, remember)

@@ -32,6 +32,18 @@ def test_a_ctrl_c_inside_the_block_is_raised_after_it():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_second_ctrl_c_inside_the_block_is_raised_at_once():
+    steps = []
+    with pytest.raises(KeyboardInterrupt) as raised, deferred_ctrl_c():
+        _ctrl_c()
+        steps.append("after the first")
+        _ctrl_c()
+        steps.append("after the second")
+    assert steps == ["after the first"]
+    assert raised.value.__context__ is None  # one interrupt, not a second from the block's end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_without_a_ctrl_c_the_block_runs_and_the_handler_is_back():
     with deferred_ctrl_c():
         pass
