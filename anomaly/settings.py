@@ -103,10 +103,10 @@ def addons_and_framing(
     """The add-ons in use, with ``scoring.position_score.pixels`` made concrete.
 
     The two decide each other: whether the photos share one framing (the pixel map then
-    standardised per position) decides a model's ``auto_off_framed`` add-ons (as the
-    number of photos its ``auto_min_images``), and the
-    position score, which gives way to the patch map, must be in use for the pixel map to
-    be standardised. The map is then weighed for the framing (:func:`weigh_map_for_framing`).
+    standardised per position) decides a model's ``auto_off_framed`` add-ons, as their
+    number decides its ``auto_min_images``; and the position score, which gives way to
+    the patch map, must be in use for the pixel map to be standardised. The map is then
+    weighed for the framing (:func:`weigh_map_for_framing`).
 
     Args:
         cfg: The config (changed in place).

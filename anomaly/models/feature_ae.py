@@ -86,8 +86,9 @@ class FeatureAENetwork(nn.Module):
             before it was a setting.
         patch_grid: The positions the patch map remembers: ``fine``, every position of
             all the features (as models trained before it was a setting); ``coarse``,
-            the coarse stages' channels at their own stride (every ``stride_ratio``-th
-            position), where one position describes a patch of texture.
+            the coarse stages' channels at their own stride (the middle of every cell of
+            ``coarse_step`` fine positions), where one position describes a patch of
+            texture.
     """
 
     gives = frozenset({MAP, IMAGE_FEATURES, PATCH_FEATURES})
