@@ -72,13 +72,10 @@ def recalibrate(cfg: DictConfig) -> CalibrateResult:
         splits.train, fraction=fraction, seed=seed, min_images=min_images
     )
     feed = loading(cfg)
-    if cfg.scoring.patch_map.weight is None:
-        # The training's, as saved (it may be the model's own, model.patch_weight).
-        cfg.scoring.patch_map.weight = float(
-            OmegaConf.select(trained, "scoring.patch_map.weight", default=DEFAULT_WEIGHT)
-            if trained is not None
-            else DEFAULT_WEIGHT
-        )
+    # The training's, as saved, unless given (it may be the model's own, model.patch_weight).
+    cfg.scoring.patch_map.weight = float(
+        setting(cfg.scoring.patch_map.weight, "scoring.patch_map.weight", DEFAULT_WEIGHT)
+    )
     # All the defect-free training photos, validation part included, as the training saw.
     wanted = addons_and_framing(
         cfg, detector.model, detector.preprocess, [s.path for s in splits.train]
