@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.linalg import pinvh
 
 from anomaly.errors import ModelFolderError
@@ -126,8 +127,13 @@ class FeatureGaussian:
                 f"features of shape {features.shape} do not fit a Gaussian over "
                 f"{self.mean.shape[0]} features"
             )
-        centred = features - self.mean
-        return np.einsum("nd,de,ne->n", centred, self.precision, centred)
+        # In torch, beside the networks' own threads: numpy's three-operand einsum took
+        # 25 ms a batch of 8 photos (1656 features), and numpy's BLAS threads, spinning
+        # after the product, took the networks' cores (KolektorSDD scored 17.6 photos/s
+        # with them, 18.5 without).
+        centred = torch.from_numpy(features - self.mean)
+        precision = torch.as_tensor(self.precision, dtype=torch.float64)
+        return ((centred @ precision) * centred).sum(dim=1).numpy()
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as ``.npz`` (float32 precision: half the size, distances to ~1e-6)."""
