@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from efficientnet_lite_pytorch import EfficientNet
 from scipy import ndimage
 from torch import nn
@@ -283,6 +284,22 @@ def test_folded_trunk_equals_its_modules(size):
     for ref, got in zip(reference, folded, strict=True):
         assert got.shape == ref.shape
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("padding", [(0, 1, 0, 1), (1, 2, 2, 1), (2, 0, 0, 0), (1, 1, 0, 2)])
+@pytest.mark.parametrize("size", [(9, 9), (10, 7)])
+def test_asymmetric_padding_as_grown_kernel_equals_a_separate_pad(stride, padding, size):
+    from anomaly.models.fusion import symmetric_padding
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 4, *size, generator=g)
+    w = torch.rand(4, 1, 3, 5, generator=g)
+    expected = F.conv2d(F.pad(x, list(padding)), w, stride=stride, groups=4)
+    grown, sym = symmetric_padding(w, padding)
+    got = F.conv2d(x, grown, stride=stride, padding=sym, groups=4)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
 
 
 def test_folded_trunk_follows_loaded_weights():
