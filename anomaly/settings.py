@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from anomaly.data.colour import resolve_channels
 from anomaly.data.geometry import (
     Photos,
+    TrainingPhotos,
     resolve_image_size,
     resolve_position_pixels,
     resolve_upright,
@@ -77,11 +79,15 @@ def calibration_spec(cfg: DictConfig) -> CalibrationSpec:
 
 
 def resolve_geometry(cfg: DictConfig, photos: Photos) -> None:
-    """Make ``data.image_size`` and ``data.upright`` concrete, ``auto`` decided from ``photos``.
+    """Make ``data.channels``, ``data.image_size`` and ``data.upright`` concrete.
+
+    ``auto`` is decided from ``photos``.
 
     Raises:
         ConfigError: A value that is neither auto nor a valid setting (names the key).
     """
+    paths = photos.paths if isinstance(photos, TrainingPhotos) else list(photos)
+    cfg.data.channels = resolve_channels(cfg.data.get("channels", 1), paths)
     cfg.data.image_size = size = resolve_image_size(
         OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
         photos,

@@ -164,6 +164,8 @@ def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tm
     # 9 training photos are one batch an epoch: 12 epochs to reach 12 batches, not 10.
     assert run.data.params["trainer.max_epochs"] == "12"
     assert run.data.params["data.image_size"] == "[96, 32]"
+    # Gray photos: a gray model (data.channels=auto).
+    assert run.data.params["data.channels"] == "1" and detector.preprocess.channels == 1
     # Photos of one size: the position score standardises the pixel map too.
     assert run.data.params["scoring.position_score.pixels"] == "True"
     assert detector.calibration.positions and detector.standardises_pixels
@@ -172,6 +174,50 @@ def test_the_default_keeps_a_tall_parts_aspect_and_lengthens_a_short_training(tm
     # It has no pixel loss: the run's name and card do not claim one.
     assert run.info.run_name == "train-feature_ae"
     assert "| model | feature_ae |" in run.data.tags["mlflow.note.content"]
+
+
+def test_colour_photos_train_a_colour_model_that_sees_a_change_of_hue(tmp_path):
+    """No channels given: colour photos give an RGB model, whose map marks a patch of
+    another hue but the same luma, which a gray model cannot see."""
+    import numpy as np
+    import pandas as pd
+
+    from anomaly.data.images import read_image
+    from tests.conftest import write_png
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "colour"
+
+    red = np.array([0.7, 0.3, 0.3])
+    # Green of the same luma (0.299 r + 0.587 g + 0.114 b) as the red part around it.
+    green = np.array([0.3, 0.3 + 0.4 * 0.299 / 0.587, 0.3])
+
+    def photo(spot: bool = False) -> np.ndarray:
+        colours = np.broadcast_to(red, (64, 64, 3)).copy()
+        if spot:
+            colours[24:40, 24:40] = green
+        return (colours + 0.03 * rng.standard_normal((64, 64, 1))).clip(0, 1)
+
+    for i in range(12):
+        write_png(root / "train" / "good" / f"{i:02d}.png", photo())
+    write_png(root / "new" / "bad.png", photo(spot=True))
+    write_png(root / "new" / "good.png", photo())
+    cfg, uri = _config(root, tmp_path, "data.short_side=64", "model.min_steps=4")
+    result = train(cfg)
+    run = MlflowClient(uri).get_run(result.run_id)
+    assert run.data.params["data.channels"] == "3"
+    detector = load_detector(result.model_dir)
+    assert detector.preprocess.channels == 3
+    summary = score_folder(detector, root / "new", tmp_path / "scored")
+    assert summary.n_scored == 2 and summary.n_converted == 0
+    image = detector.preprocess(read_image(root / "new" / "bad.png", channels=3))
+    (heat,) = detector.anomaly_maps(image[None])
+    inside, outside = heat[..., 26:38, 26:38].mean(), heat[..., :16, :].mean()
+    # A gray model of the same photos: 0.94 here, and a score of twice its threshold.
+    assert inside > 1.5 * outside
+    scores = pd.read_csv(tmp_path / "scored" / "scores.csv").set_index("path")
+    assert scores.loc["bad.png", "score"] > 10 * scores.loc["bad.png", "threshold"]
+    assert not scores.loc["good.png", "is_defective"]
 
 
 def test_feature_ae_on_photos_of_every_size_adds_the_coarse_patch_map(

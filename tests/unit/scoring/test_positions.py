@@ -222,7 +222,10 @@ def test_a_calibration_says_whether_it_was_fitted_with_them(tmp_path):
 
 def _cfg(*overrides: str):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=["data.root=unused", "data.image_size=64", *overrides])
+        cfg = compose(
+            "config",
+            overrides=["data.root=unused", "data.image_size=64", "data.channels=1", *overrides],
+        )
     if cfg.model.name == "feature_ae":
         cfg.model.module.backbone.weights = "none"
     return cfg

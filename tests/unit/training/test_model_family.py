@@ -28,7 +28,13 @@ def _cfg(model: str, *overrides: str):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return compose(
             "config",
-            overrides=[f"model={model}", "data.root=unused", "data.image_size=32", *overrides],
+            overrides=[
+                f"model={model}",
+                "data.root=unused",
+                "data.image_size=32",
+                "data.channels=1",
+                *overrides,
+            ],
         )
 
 
