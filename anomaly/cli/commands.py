@@ -14,7 +14,14 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from anomaly.cli.checks import config_dir
-from anomaly.cli.printers import listing, metrics_table, test_skips, ui_command, with_progress
+from anomaly.cli.printers import (
+    listing,
+    look_at,
+    metrics_table,
+    test_skips,
+    ui_command,
+    with_progress,
+)
 from anomaly.jobs.results import JobResult
 
 # What a command's job returns: a typed result (the benchmark: its results.json as a dict).
@@ -47,6 +54,7 @@ def _run_train(cfg: DictConfig, console: Console) -> CommandResult:
     console.print(f"results:      {result.output_dir}")
     if result.report:
         console.print(f"report:       {result.report}")
+    look_at(console, result.calibration, label="look at:      ")
     if result.skipped:
         console.print(
             f"skipped:      {len(result.skipped)} unreadable training image(s), listed in "
@@ -206,6 +214,7 @@ def _run_calibrate(cfg: DictConfig, console: Console) -> CommandResult:
         if not name.startswith("calibration/"):
             console.print(f"{name}: {value:.4f}")
     console.print(f"written:   {result.path}")
+    look_at(console, cal, label="look at:   ")
     if result.unreadable:
         console.print(
             f"skipped:   {result.unreadable} unreadable validation image(s), named in the log"

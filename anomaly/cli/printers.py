@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -15,6 +15,9 @@ from anomaly.errors import (
     TrackingError,
 )
 from anomaly.jobs.results import JobResult
+
+if TYPE_CHECKING:
+    from anomaly.scoring.calibration import Calibration
 
 
 def with_progress(console: Console, job: Callable[..., JobResult], cfg: DictConfig) -> JobResult:
@@ -63,6 +66,16 @@ def test_skips(skipped: list[tuple[str, str]]) -> str:
     """How many test files an evaluation could not use, in words."""
     # An unreadable image is left out of every metric, a bad mask only of the pixel ones.
     return f"{len(skipped)} unreadable test image(s) or mask(s)"
+
+
+def look_at(console: Console, calibration: Calibration | None, *, label: str) -> None:
+    """One line for each validation photo that stands out of the calibration's scores."""
+    for standout in calibration.standouts if calibration is not None else []:
+        console.print(
+            f"[bold yellow]{label}[/]{standout['path']}: a defect-free validation photo "
+            f"scoring {standout['score']:.2f}, far above the others; if it is defective, "
+            "the threshold rests on it: move it out of the training photos and train again"
+        )
 
 
 def metrics_table(metrics: dict[str, float], title: str) -> Table:

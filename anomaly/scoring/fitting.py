@@ -129,6 +129,7 @@ def calibrate(
     patch_maps: list[torch.Tensor] = []
     picks: list[np.ndarray | None] = []
     distances: list[np.ndarray] = []
+    paths: list[str] = []
     rng = np.random.default_rng(seed)
     for batch, inspected in inspect_batches(
         detector, samples, batch_size=batch_size, num_workers=num_workers, skip_errors=True
@@ -138,6 +139,7 @@ def calibrate(
             log.warning(
                 "skipped validation image %s for the calibration: %s", samples[i].path, reason
             )
+        paths.extend(str(samples[i].path) for i in batch["index"])
         if inspected.distances is not None:
             distances.append(inspected.distances)
         if inspected.patch_maps is not None:
@@ -189,7 +191,19 @@ def calibrate(
         patch_scale=scale,
         positions=positions,
         position_pixels=position_pixels,
+        paths=paths,
     )
+    for standout in detector.calibration.standouts:
+        log.warning(
+            "validation photo %s scores %.2f, far above the other defect-free validation "
+            "photos (upper quartile %.2f; image threshold %.2f): look at it. A defective "
+            "photo among the defect-free ones raises the threshold and hides defects; if it "
+            "is one, move it out of the training photos and train again",
+            standout["path"],
+            standout["score"],
+            float(np.quantile(image_scores_, 0.75)),
+            detector.calibration.image_threshold,
+        )
     return detector.calibration
 
 

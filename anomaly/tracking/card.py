@@ -9,6 +9,7 @@ registry lists and searches.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -76,6 +77,12 @@ def training_card(
         f"| pixel threshold | {_threshold('pixel', calibration.pixel_threshold, calibration)} |"
     )
     lines.append(f"| fitted on | {calibration.n_images} validation photos (no defects) |")
+    for standout in calibration.standouts:
+        lines.append(
+            f"| look at | `{Path(standout['path']).name}`: a validation photo scoring "
+            f"{_fmt(standout['score'])}, far above the others; if it is defective, the "
+            "threshold rests on it |"
+        )
     overall = [(k, metrics[k]) for k in _HEADLINE if k in metrics]
     lines += [f"| **{_NAMES[k]}** | **{_fmt(v)}** |" for k, v in overall]
     classes = sorted({k.split("/", 1)[1] for k in metrics if "/" in k})
@@ -101,6 +108,8 @@ def card_tags(
     tags["threshold.image"] = _fmt(calibration.image_threshold)
     tags["threshold.pixel"] = _fmt(calibration.pixel_threshold)
     tags["threshold.method"] = calibration.method
+    if calibration.standouts:
+        tags["threshold.standouts"] = ", ".join(Path(m["path"]).name for m in calibration.standouts)
     return tags
 
 

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from anomaly.errors import ModelFolderError
-from anomaly.scoring.calibration import Calibration, fit_calibration, p_values, threshold_from
+from anomaly.scoring.calibration import (
+    Calibration,
+    fit_calibration,
+    p_values,
+    standouts,
+    threshold_from,
+)
 
 
 def test_quantile_and_mean_std_thresholds():
@@ -118,3 +124,40 @@ def test_invalid_files_name_the_file_and_key(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFolderError, match="missing"):
         Calibration.load(tmp_path / "calibration.json")
+
+
+def test_standouts_are_tukeys_far_out_values_highest_first():
+    scores = np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 30, 25])
+    paths = [f"p{i}.png" for i in range(10)]
+    # Quartiles of the ten by linear interpolation: 3.25 and 7.75; far out above
+    # 7.75 + 3 * 4.5 = 21.25.
+    assert standouts(scores, paths) == [
+        {"path": "p8.png", "score": 30.0},
+        {"path": "p9.png", "score": 25.0},
+    ]
+    q1, q3 = np.percentile(scores, [25, 75])
+    assert (q1, q3) == (3.25, 7.75)
+    # An ordinary tail, and too few photos for quartiles: nothing.
+    # (quartiles 3 and 7: far out above 19)
+    assert standouts(np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 15]), paths[:9]) == []
+    assert standouts(np.array([1.0, 1, 1, 1, 1, 1, 100]), paths[:7]) == []
+    with pytest.raises(ValueError, match="3 scores for 2 paths"):
+        standouts(np.zeros(3), paths[:2])
+
+
+def test_standouts_are_kept_in_the_file_and_checked(tmp_path):
+    scores = np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 30])
+    cal = fit_calibration(scores, np.array([0.1]), paths=[f"p{i}.png" for i in range(9)])
+    assert cal.standouts == [{"path": "p8.png", "score": 30.0}]
+    path = tmp_path / "calibration.json"
+    cal.save(path)
+    assert Calibration.load(path) == cal
+    # Files written before the field: none.
+    raw = json.loads(path.read_text())
+    del raw["standouts"]
+    path.write_text(json.dumps(raw))
+    assert Calibration.load(path).standouts == []
+    raw["standouts"] = ["p8.png"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ModelFolderError, match="standouts must be a list of"):
+        Calibration.load(path)

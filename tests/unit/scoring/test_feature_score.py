@@ -148,3 +148,20 @@ def test_models_without_features_are_refused_with_the_key():
         MapSettings(),
     )  # fmt: skip
     assert not tiled.supports(FEATURE_SCORE)
+
+
+def test_a_defective_photo_among_the_validation_photos_is_named(data, caplog):
+    """Its score sets the threshold: the calibration and the log name it."""
+    detector = _detector()
+    fit_features(detector, data["train"], batch_size=8)
+    noise = next(s for s in data["test"] if s.label == 1)
+    with caplog.at_level("WARNING", logger="anomaly.scoring.fitting"):
+        cal = calibrate(detector, [*data["val"], noise], batch_size=4)
+    assert [m["path"] for m in cal.standouts] == [str(noise.path)]
+    assert cal.standouts[0]["score"] == pytest.approx(max(cal.validation_scores))
+    assert f"validation photo {noise.path} scores" in caplog.text
+    assert "move it out of the training photos and train again" in caplog.text
+    # The defect-free photos alone: nothing stands out, nothing is logged.
+    caplog.clear()
+    assert calibrate(detector, data["val"], batch_size=4).standouts == []
+    assert "far above" not in caplog.text

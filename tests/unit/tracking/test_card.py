@@ -85,3 +85,31 @@ def test_the_gate_section_compares_with_the_champion():
     assert "| image_auroc | this version | version 3 | margin |" in section
     assert "| | 0.91 | 0.95 | 0.01 |" in section
     assert section.rstrip().endswith("0.91 does not beat 0.95 by 0.01")
+
+
+def test_a_validation_photo_that_stands_out_is_named_on_the_card_and_in_the_cli():
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from anomaly.cli.printers import look_at
+
+    cal = replace(CALIBRATION, standouts=[{"path": "/data/parts/train/good/17.png", "score": 7.26}])
+    card = training_card(title="t", model={}, file_sets=FILES, metrics={}, calibration=cal)
+    assert (
+        "| look at | `17.png`: a validation photo scoring 7.26, far above the others; if it "
+        "is defective, the threshold rests on it |"
+    ) in card.splitlines()
+    assert card_tags(FILES, {}, cal)["threshold.standouts"] == "17.png"
+    assert "threshold.standouts" not in card_tags(FILES, {}, CALIBRATION)
+    assert "look at" not in training_card(
+        title="t", model={}, file_sets=FILES, metrics={}, calibration=CALIBRATION
+    )
+    console = Console(record=True, width=300)
+    look_at(console, cal, label="look at: ")
+    look_at(console, None, label="look at: ")
+    assert console.export_text().splitlines() == [
+        "look at: /data/parts/train/good/17.png: a defect-free validation photo scoring 7.26, "
+        "far above the others; if it is defective, the threshold rests on it: move it out of "
+        "the training photos and train again"
+    ]
