@@ -59,6 +59,7 @@ def report_context(
             "far_bound": far_bound(float(t_image), cal.validation_scores),
             "min_p_value": 1.0 / (len(cal.validation_scores) + 1),
             "position_pixels": bool(cal.positions and cal.position_pixels),
+            "standouts": list(cal.standouts),
         },
         **files,
     }

@@ -28,6 +28,7 @@ from anomaly.report.words import (
     model_words,
     promise_words,
     roc_points,
+    standout_words,
 )
 from anomaly.review.stats import review_stats
 
@@ -181,6 +182,9 @@ def _facts(content: ReportContent) -> str:
         ),
         ("false alarms", promise_words(ctx)),
     ]
+    look_at = standout_words(ctx)
+    if look_at:
+        facts.append(("look at", look_at))
     if ctx.get("input_dir"):
         facts.insert(3, ("images from", str(ctx["input_dir"])))
     for name, words in (

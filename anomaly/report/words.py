@@ -70,6 +70,21 @@ def promise_words(context: dict[str, Any]) -> str:
     return " ".join(parts) or "No validation scores were recorded: no false-alarm guarantee."
 
 
+def standout_words(context: dict[str, Any]) -> str | None:
+    """The validation photos that stood out of the calibration, or None."""
+    marked = (context.get("calibration") or {}).get("standouts") or []
+    if not marked:
+        return None
+    named = ", ".join(
+        f"{m.get('path')} ({float(m.get('score', float('nan'))):.3g})" for m in marked
+    )
+    return (
+        f"{named}: defect-free validation photo(s) scoring far above the others. If one is "
+        "defective, the image threshold rests on it and hides defects: move it out of the "
+        "training photos and train again."
+    )
+
+
 def confusion(content: ReportContent) -> dict[str, int] | None:
     """True/false positives and negatives at the report's threshold, with labels."""
     labelled = [r for r in content.rows if r.label is not None]

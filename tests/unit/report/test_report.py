@@ -239,3 +239,17 @@ def test_rebuild_adds_the_review_beside_it(tmp_path):
     (out / "review.csv").write_text("path,decision\nx.png,maybe\n")  # not a review
     build_report(out)
     assert "Precision of the flags" not in (out / "report.html").read_text()
+
+
+def test_a_validation_photo_that_stood_out_is_in_the_header(tmp_path):
+    _, out = scored_folder(tmp_path)
+    assert "look at" not in " ".join(_parse(out / "report.html").text)
+    context_file = out / "report_context.json"
+    context = json.loads(context_file.read_text())
+    assert context["calibration"]["standouts"] == []
+    context["calibration"]["standouts"] = [{"path": "train/good/17.png", "score": 7.26}]
+    context_file.write_text(json.dumps(context))
+    build_report(out)
+    text = " ".join(_parse(out / "report.html").text)
+    assert "look at" in text
+    assert "train/good/17.png (7.26): defect-free validation photo(s) scoring far above" in text
