@@ -268,3 +268,37 @@ def test_feature_ae_on_photos_of_every_size_adds_the_coarse_patch_map(
         assert calibrate() == 0.0
     assert "scoring.patch_map stays off (auto): 12 training images" in caplog.text
     assert calibrate("scoring.patch_map.enabled=true") > 0
+
+
+def test_a_defective_photo_in_the_validation_split_is_named_after_training(tmp_path, cli):
+    """Five noise photos among forty stripes in train/good: the one held out is named."""
+    import numpy as np
+
+    from anomaly.scoring.calibration import Calibration
+    from tests.conftest import stripes, write_png
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "part"
+    noise = set()
+    for i in range(45):
+        path = root / "train" / "good" / f"{i:02d}.png"
+        if i % 9 == 0:
+            noise.add(str(path))
+            write_png(path, rng.uniform(0, 1, (32, 32)))
+        else:
+            write_png(path, stripes(32, rng))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = cli("train", f"data.root={root}", "data.short_side=32", "model.min_steps=10",
+               "trainer.progress_bar=false", f"output_dir={tmp_path / 'out'}",
+               f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cal = Calibration.load(tmp_path / "out" / "model" / "calibration.json")
+    named = [m["path"] for m in cal.standouts]
+    assert named and set(named) <= noise
+    assert f"look at:      {named[0]}: a defect-free validation photo scoring" in done.stdout
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert (
+        f"| look at | `{Path(named[0]).name}`: a validation photo scoring"
+        in (run.data.tags["mlflow.note.content"])
+    )
