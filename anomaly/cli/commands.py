@@ -99,6 +99,7 @@ def _run_train_and_promote(cfg: DictConfig, console: Console) -> CommandResult:
     )
     console.print(table)
     console.print(f"why:       {d.reason}", highlight=False)
+    look_at(console, trained.calibration if trained else None, label="look at:   ")
     alias = f"{result.name}@{result.alias}"
     console.print(f"{alias} -> version {result.champion_after or 'none'}")
     console.print(f"run id:    {result.run_id} (child runs: train, evaluate-champion, gate)")
