@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly.data.colour import resolve_channels
 from anomaly.data.geometry import (
     Photos,
-    TrainingPhotos,
     resolve_image_size,
     resolve_position_pixels,
     resolve_upright,
+    training_photos,
 )
 from anomaly.data.transforms import Preprocess
 from anomaly.errors import ConfigError
@@ -86,8 +86,9 @@ def resolve_geometry(cfg: DictConfig, photos: Photos) -> None:
     Raises:
         ConfigError: A value that is neither auto nor a valid setting (names the key).
     """
-    paths = photos.paths if isinstance(photos, TrainingPhotos) else list(photos)
-    cfg.data.channels = resolve_channels(cfg.data.get("channels", 1), paths)
+    # One reading of the sizes for every auto setting below.
+    photos = training_photos(photos)
+    cfg.data.channels = resolve_channels(cfg.data.get("channels", 1), photos.paths)
     cfg.data.image_size = size = resolve_image_size(
         OmegaConf.to_container(cfg.data, resolve=True)["image_size"],
         photos,

@@ -76,8 +76,13 @@ class TrainingPhotos:
 Photos = TrainingPhotos | Sequence[str | os.PathLike[str]]
 
 
+def training_photos(photos: Photos) -> TrainingPhotos:
+    """``photos`` as :class:`TrainingPhotos`, so that their sizes are read once."""
+    return photos if isinstance(photos, TrainingPhotos) else TrainingPhotos(photos)
+
+
 def _sizes_of(photos: Photos) -> list[tuple[int, int]]:
-    return (photos if isinstance(photos, TrainingPhotos) else TrainingPhotos(photos)).sizes
+    return training_photos(photos).sizes
 
 
 def _round(side: float) -> int:

@@ -333,8 +333,8 @@ def standouts(scores: np.ndarray, paths: Sequence[str]) -> list[dict[str, Any]]:
     photo with a dark scratch scored 7.3 where the next was 2.9, and recall at the
     threshold fell from 0.84 to 0.48). Tukey's rule for far-out values, above the upper
     quartile by :data:`STANDOUT_IQRS` interquartile ranges, separates such a photo from
-    the ordinary tail (the largest of 76 defect-free photos of three other runs: 1.6-1.7
-    ranges above).
+    the ordinary tail (the largest of 76 defect-free photos in the two other seeds' splits:
+    1.6 and 1.7 ranges above).
 
     Args:
         scores: ``(n,)`` image scores of the validation photos.
